@@ -1,0 +1,238 @@
+"use strict";
+// Load-generator worker: owns a set of raw Engine.IO v4 / Socket.IO v5
+// WebSocket clients. Every room lives wholly inside one worker, so the send
+// timestamp and the receive timestamp come from the same performance.now()
+// clock. Controlled by the coordinator (main.js) over the fork IPC channel.
+const WebSocket = require("ws");
+const { performance } = require("perf_hooks");
+const { newHist, record } = require("./hist");
+
+const T_KEY = Buffer.from('"t":');
+const CH_0 = 0x30, CH_1 = 0x31, CH_2 = 0x32, CH_3 = 0x33, CH_4 = 0x34, CH_6 = 0x36;
+
+let clients = [];
+let counters = freshCounters();
+let totalRecv = 0;
+let lastMarkAt = performance.now();
+let lastCpu = process.cpuUsage();
+let sender = null; // { timer, rate, start, scheduled, rr }
+let pad = "";
+let maxBuffered = 64 * 1024;
+
+function freshCounters() {
+  return { sent: 0, skipped: 0, recv: 0, bad: 0, pings: 0, closed: 0, hist: newHist() };
+}
+
+function onSteadyMessage(client, data) {
+  // data is a Buffer holding one Engine.IO packet.
+  const c0 = data[0];
+  if (c0 === CH_4) {
+    if (data[1] === CH_2) {
+      const i = data.indexOf(T_KEY, 2);
+      if (i < 0) { counters.bad++; return; }
+      const t = parseFloat(data.toString("latin1", i + 4, i + 28));
+      const now = performance.now();
+      if (!(t > 0)) { counters.bad++; return; }
+      record(counters.hist, (now - t) * 1000);
+      counters.recv++;
+      totalRecv++;
+      return;
+    }
+    if (data[1] === CH_3) return; // late ack
+    counters.bad++;
+    return;
+  }
+  if (c0 === CH_2) { // ping -> pong
+    client.ws.send("3");
+    counters.pings++;
+    return;
+  }
+  if (c0 === CH_6) return; // noop
+  if (c0 === CH_1) { client.ws.terminate(); return; }
+  counters.bad++;
+}
+
+function connectOne(url, spec, timeoutMs, doJoin) {
+  return new Promise((resolve) => {
+    const opts = { perMessageDeflate: false, handshakeTimeout: timeoutMs };
+    if (spec.localAddress) opts.localAddress = spec.localAddress;
+    let ws;
+    try {
+      ws = new WebSocket(url, opts);
+    } catch (e) {
+      resolve({ err: String(e && e.message) });
+      return;
+    }
+    const client = { ws, room: spec.room, prefix: "", ok: false };
+    let stage = 0;
+    let done = false;
+    const finish = (err) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) {
+        try { ws.terminate(); } catch (_) { /* ignore */ }
+        resolve({ err });
+      } else {
+        client.ok = true;
+        resolve({ client });
+      }
+    };
+    const timer = setTimeout(() => finish("timeout in stage " + stage), timeoutMs);
+    ws.on("error", (e) => finish("error: " + (e && (e.code || e.message))));
+    ws.on("close", (code) => {
+      if (client.ok) counters.closed++;
+      client.ok = false;
+      finish("closed in stage " + stage + " code " + code);
+    });
+    ws.on("message", (data) => {
+      if (stage === 3) { onSteadyMessage(client, data); return; }
+      const s = data.toString();
+      if (s === "2") { ws.send("3"); return; }
+      if (stage === 0) {
+        if (s[0] !== "0") { finish("expected open packet, got " + s.slice(0, 80)); return; }
+        stage = 1;
+        ws.send("40");
+      } else if (stage === 1) {
+        if (!s.startsWith("40")) { finish("expected 40 connect, got " + s.slice(0, 80)); return; }
+        if (doJoin) {
+          stage = 2;
+          ws.send("420" + JSON.stringify(["join", spec.room]));
+        } else {
+          stage = 3;
+          finish(null);
+        }
+      } else if (stage === 2) {
+        if (!s.startsWith("430")) {
+          if (s.startsWith("42")) return; // a broadcast from a room-mate: ignore during setup
+          finish("expected 430 ack, got " + s.slice(0, 80));
+          return;
+        }
+        stage = 3;
+        finish(null);
+      }
+    });
+    client.prefix = "42" + JSON.stringify(["msg", spec.room]).slice(0, -1) + ',{"t":';
+  });
+}
+
+async function doConnect(msg) {
+  const { url, specs, concurrency, timeoutMs, join } = msg;
+  const t0 = performance.now();
+  const deadline = t0 + msg.totalTimeoutMs;
+  let next = 0;
+  let connected = 0;
+  let failed = 0;
+  const errors = {};
+  const lat = [];
+  async function runner() {
+    while (next < specs.length && performance.now() < deadline) {
+      const spec = specs[next++];
+      const s = performance.now();
+      const r = await connectOne(url, spec, timeoutMs, join);
+      if (r.client) {
+        clients.push(r.client);
+        connected++;
+        lat.push(performance.now() - s);
+      } else {
+        failed++;
+        const k = String(r.err).slice(0, 120);
+        errors[k] = (errors[k] || 0) + 1;
+      }
+    }
+  }
+  const n = Math.max(1, Math.min(concurrency, specs.length));
+  await Promise.all(Array.from({ length: n }, runner));
+  lat.sort((a, b) => a - b);
+  const pick = (q) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(q * lat.length))] : null);
+  return {
+    connected, failed, skipped: specs.length - connected - failed, errors,
+    elapsedMs: performance.now() - t0,
+    handshakeMs: { p50: pick(0.5), p95: pick(0.95), p99: pick(0.99) },
+  };
+}
+
+function startSending(rate) {
+  stopSending();
+  const live = clients.filter((c) => c.ok);
+  if (!live.length || rate <= 0) return { clients: live.length };
+  const s = { rate, start: performance.now(), scheduled: 0, rr: 0, live, timer: null };
+  const suffix = ',"pad":"' + pad + '"}]';
+  const tick = () => {
+    const now = performance.now();
+    const target = Math.floor((rate * (now - s.start)) / 1000);
+    let due = target - s.scheduled;
+    const cap = Math.max(1, Math.ceil(rate * 0.05)); // never burst more than 50 ms of sends
+    if (due > cap) { s.scheduled += due - cap; counters.skipped += due - cap; due = cap; }
+    for (let k = 0; k < due; k++) {
+      const c = s.live[s.rr];
+      s.rr = (s.rr + 1) % s.live.length;
+      if (!c.ok || c.ws.bufferedAmount > maxBuffered) { counters.skipped++; continue; }
+      c.ws.send(c.prefix + performance.now().toFixed(3) + suffix);
+      counters.sent++;
+    }
+    s.scheduled += due;
+  };
+  s.timer = setInterval(tick, 2);
+  sender = s;
+  return { clients: live.length };
+}
+
+function stopSending() {
+  if (sender) clearInterval(sender.timer);
+  sender = null;
+}
+
+function mark() {
+  const now = performance.now();
+  const cpu = process.cpuUsage(lastCpu);
+  const out = {
+    elapsedMs: now - lastMarkAt,
+    cpuUs: cpu.user + cpu.system,
+    sent: counters.sent, skipped: counters.skipped, recv: counters.recv, bad: counters.bad,
+    pings: counters.pings, closed: counters.closed,
+    hist: Array.from(counters.hist),
+    live: clients.filter((c) => c.ok).length,
+  };
+  counters = freshCounters();
+  lastMarkAt = now;
+  lastCpu = process.cpuUsage();
+  return out;
+}
+
+function closeAll() {
+  stopSending();
+  let n = 0;
+  for (const c of clients) {
+    c.ok = false;
+    try { c.ws.terminate(); n++; } catch (_) { /* ignore */ }
+  }
+  clients = [];
+  return { closed: n };
+}
+
+process.on("message", async (msg) => {
+  let res;
+  try {
+    switch (msg.cmd) {
+      case "config":
+        pad = "x".repeat(msg.padLen || 0);
+        maxBuffered = msg.maxBuffered || maxBuffered;
+        res = {};
+        break;
+      case "connect": res = await doConnect(msg); break;
+      case "start": res = startSending(msg.rate); break;
+      case "stop": stopSending(); res = {}; break;
+      case "mark": res = mark(); break;
+      case "total": res = { totalRecv, live: clients.filter((c) => c.ok).length }; break;
+      case "close": res = closeAll(); break;
+      case "exit": closeAll(); process.send({ id: msg.id, ok: true }); setTimeout(() => process.exit(0), 50); return;
+      default: res = { error: "unknown cmd " + msg.cmd };
+    }
+    process.send({ id: msg.id, ok: !res.error, ...res });
+  } catch (e) {
+    process.send({ id: msg.id, ok: false, error: String((e && e.stack) || e) });
+  }
+});
+process.on("disconnect", () => process.exit(0));
+process.send({ ready: true, pid: process.pid });

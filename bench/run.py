@@ -1,0 +1,721 @@
+"""Side-by-side benchmark: Node socket.io vs python-socketio vs cowrite.
+
+Each server runs the same room-broadcast handlers (see bench/servers/), pinned to
+one core; a Node.js raw Engine.IO/Socket.IO load generator (bench/loadgen/)
+runs pinned to another core. Measures, per server:
+
+  a. memory per idle connected client and connect rate (--conns clients);
+  b. server CPU per delivered message and send->receive latency at stepped
+     delivered-message rates, until the server saturates, then P95 at half
+     of the saturation rate.
+
+Writes bench/results/<stamp>.json and prints a Markdown report. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import queue
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ALL_SERVERS = ("node", "pysio", "cowrite")
+DEFAULT_RATES = "1000,2000,4000,8000,16000,32000,64000,128000"
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    # rest[0] is field 3 (state); utime/stime are fields 14/15.
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def mem_kib(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    out["Pss"] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class LineProc:
+    """A subprocess whose stdout lines are collected by a thread."""
+
+    def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=BENCH,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def readline(self, timeout: float) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"{self.name}: no output within {timeout:.0f}s") from None
+        if line is None:
+            self.lines.put(None)
+            raise RuntimeError(f"{self.name} exited (rc={self.proc.poll()}), see {self.log.name}")
+        return line
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        with contextlib.suppress(Exception):
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        self.log.close()
+        return self.proc.returncode
+
+
+class Server(LineProc):
+    def wait_listening(self, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.name}: no 'listening' line within {timeout}s")
+            line = self.readline(left)
+            with contextlib.suppress(ValueError):
+                info = json.loads(line)
+                if isinstance(info, dict) and info.get("listening"):
+                    self.info = info
+                    return info
+
+
+class Generator(LineProc):
+    def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str]) -> None:
+        super().__init__("loadgen", cmd, log_path, env)
+        self._id = 0
+        ready = self._next_json(30.0)
+        if ready.get("event") != "ready":
+            raise RuntimeError(f"loadgen: unexpected first line {ready}")
+        self.pids = [ready["pid"], *ready["workerPids"]]
+
+    def _next_json(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"loadgen: no reply within {timeout:.0f}s")
+            line = self.readline(left)
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    if obj.get("event") in ("worker_exit", "max_lifetime"):
+                        raise RuntimeError(f"loadgen: {obj}")
+                    return obj
+
+    def call(self, cmd: str, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
+        self._id += 1
+        msg = {"id": self._id, "cmd": cmd, **kw}
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        while True:
+            reply = self._next_json(timeout)
+            if reply.get("id") == self._id:
+                if not reply.get("ok"):
+                    raise RuntimeError(f"loadgen {cmd} failed: {reply.get('error')}")
+                return reply
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        return total
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+    env: dict[str, str]
+    log_dir: Path
+    deadline: float
+    notes: list[str] = field(default_factory=list)
+
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def server_cmd(ctx: Ctx, name: str, port: int) -> list[str]:
+    a = ctx.args
+    pin = ["taskset", "-c", str(a.server_core)] if a.server_core >= 0 else []
+    py = a.python
+    if name == "node":
+        return [*pin, a.node, "servers/node_server.js", str(port), "127.0.0.1"]
+    if name == "pysio":
+        return [*pin, py, "servers/pysio_server.py", "--port", str(port), "--loop", a.py_loop]
+    if name == "cowrite":
+        return [*pin, py, "servers/cowrite_server.py", "--port", str(port), "--loop", a.py_loop]
+    raise ValueError(name)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_server(ctx: Ctx, name: str, port: int, phase: str) -> Server:
+    if not port_free(port):
+        raise RuntimeError(f"port {port} is already in use (a leftover server?); try --base-port")
+    cmd = server_cmd(ctx, name, port)
+    srv = Server(name, cmd, ctx.log_dir / f"{name}-{phase}.stderr.log", ctx.env)
+    try:
+        srv.wait_listening(30.0)
+    except Exception:
+        srv.stop()
+        raise
+    # taskset execs the server, so the PID is the server's own.
+    srv.pid = srv.proc.pid
+    return srv
+
+
+def start_generator(ctx: Ctx, workers: int, phase: str, name: str) -> Generator:
+    a = ctx.args
+    pin = ["taskset", "-c", str(a.gen_core)] if a.gen_core >= 0 else []
+    lifetime = max(60, int(ctx.time_left()) + 60)
+    cmd = [*pin, a.node, "loadgen/main.js", "--workers", str(workers)]
+    cmd += ["--max-lifetime", str(lifetime)]
+    gen = Generator(cmd, ctx.log_dir / f"{name}-{phase}.loadgen.log", ctx.env)
+    payload_overhead = len('{"t":1234567.123,"pad":""}')
+    gen.call("config", padLen=max(0, a.payload_bytes - payload_overhead), maxBuffered=256 * 1024)
+    return gen
+
+
+def ws_url(port: int) -> str:
+    return f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+
+
+def per_ip(ctx: Ctx, n: int) -> int:
+    # Spread client source addresses over 127.0.0.2.. only when one address
+    # could run out of ephemeral ports.
+    return ctx.args.per_ip if n > ctx.args.per_ip else 0
+
+
+def warm_up(ctx: Ctx, gen: Generator, port: int) -> None:
+    """Open a few clients, exchange some messages, close: loads lazy code paths."""
+    rs = ctx.args.room_size
+    gen.call("connect", timeout=60, url=ws_url(port), count=rs * 4, roomSize=rs, roomPrefix="warm-")
+    gen.call("start", rate=200)
+    time.sleep(1.0)
+    gen.call("stop")
+    gen.call("close")
+    time.sleep(1.0)
+    gen.call("mark")
+
+
+def memory_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
+    a = ctx.args
+    n = a.conns
+    res: dict[str, Any] = {"conns": n}
+    workers = max(1, math.ceil(n / a.clients_per_worker))
+    srv = start_server(ctx, name, port, "mem")
+    res["server_info"] = srv.info
+    gen = None
+    try:
+        gen = start_generator(ctx, workers, "mem", name)
+        warm_up(ctx, gen, port)
+        time.sleep(a.settle)
+        before = mem_kib(srv.pid)
+        cpu0 = cpu_seconds(srv.pid)
+        t0 = time.monotonic()
+        r = gen.call(
+            "connect",
+            timeout=a.connect_timeout + 30,
+            url=ws_url(port),
+            count=n,
+            roomSize=a.room_size,
+            join=not a.mem_no_join,
+            concurrency=a.connect_concurrency,
+            perIp=per_ip(ctx, n),
+            timeoutMs=20000,
+            totalTimeoutMs=int(a.connect_timeout * 1000),
+        )
+        wall = time.monotonic() - t0
+        cpu1 = cpu_seconds(srv.pid)
+        res["connect"] = {
+            "connected": r["connected"],
+            "failed": r["failed"],
+            "not_attempted": r["skipped"],
+            "errors": r["errors"],
+            "elapsed_s": r["elapsedMs"] / 1000,
+            "rate_per_s": r["rate"],
+            "server_cpu_s": cpu1 - cpu0,
+            "server_cpu_us_per_conn": 1e6 * (cpu1 - cpu0) / max(1, r["connected"]),
+            "server_cpu_util": (cpu1 - cpu0) / wall,
+            "per_worker": r["perWorker"],
+        }
+        time.sleep(a.settle)
+        after = mem_kib(srv.pid)
+        live = gen.call("total")["live"]
+        connected = max(1, r["connected"])
+        res["rss_before_kib"] = before.get("VmRSS")
+        res["rss_after_kib"] = after.get("VmRSS")
+        res["pss_before_kib"] = before.get("Pss")
+        res["pss_after_kib"] = after.get("Pss")
+        res["live_after_settle"] = live
+        res["server_fds"] = fd_count(srv.pid)
+        res["rss_per_conn_kib"] = (after["VmRSS"] - before["VmRSS"]) / connected
+        if "Pss" in after and "Pss" in before:
+            res["pss_per_conn_kib"] = (after["Pss"] - before["Pss"]) / connected
+        gen.call("close", timeout=60)
+        time.sleep(a.settle)
+        res["rss_after_close_kib"] = mem_kib(srv.pid).get("VmRSS")
+        res["server_alive"] = srv.alive()
+    finally:
+        if gen:
+            gen.stop()
+        res["server_rc"] = srv.stop()
+    return res
+
+
+def drain(gen: Generator, max_s: float) -> float:
+    """Wait until deliveries stop arriving (bounded); returns seconds waited."""
+    t0 = time.monotonic()
+    last = gen.call("total")["totalRecv"]
+    while time.monotonic() - t0 < max_s:
+        time.sleep(0.3)
+        cur = gen.call("total")["totalRecv"]
+        if cur == last:
+            break
+        last = cur
+    return time.monotonic() - t0
+
+
+def one_step(ctx: Ctx, srv: Server, gen: Generator, delivered_rate: float) -> dict[str, Any]:
+    a = ctx.args
+    fanout = a.room_size - 1
+    send_rate = delivered_rate / fanout
+    gen.call("start", rate=send_rate)
+    time.sleep(a.warmup)
+    gen.call("mark")
+    s0, g0, t0 = cpu_seconds(srv.pid), gen.cpu(), time.monotonic()
+    time.sleep(a.duration)
+    m = gen.call("mark")
+    s1, g1, t1 = cpu_seconds(srv.pid), gen.cpu(), time.monotonic()
+    gen.call("stop")
+    drained = drain(gen, a.drain_max)
+    wall = t1 - t0
+    recv = m["recv"]
+    lat = m["latency"]
+    step = {
+        "offered_delivered_per_s": delivered_rate,
+        "offered_sends_per_s": send_rate,
+        "sent_per_s": m["sent"] / wall,
+        "skipped_sends": m["skipped"],
+        "delivered_per_s": recv / wall,
+        "delivered": recv,
+        "server_cpu_s": s1 - s0,
+        "server_cpu_util": (s1 - s0) / wall,
+        "server_us_per_msg": 1e6 * (s1 - s0) / recv if recv else None,
+        "gen_cpu_util": (g1 - g0) / wall,
+        "gen_us_per_msg": 1e6 * (g1 - g0) / recv if recv else None,
+        "latency_ms": {k: v for k, v in lat.items() if k != "count"},
+        "bad_packets": m["bad"],
+        "pings_answered": m["pings"],
+        "closed_during_step": m["closed"],
+        "live_clients": m["live"],
+        "drain_s": drained,
+        "wall_s": wall,
+        "server_alive": srv.alive(),
+    }
+    p95 = lat.get("p95_ms")
+    reasons = []
+    if recv < a.sat_ratio * delivered_rate * wall:
+        reasons.append(f"delivered {recv / wall:.0f}/s < {a.sat_ratio:.0%} of offered")
+    if p95 is None or p95 > a.p95_limit_ms:
+        reasons.append(f"p95 {p95 if p95 is None else round(p95, 1)} ms > {a.p95_limit_ms} ms")
+    if m["closed"] or not srv.alive():
+        reasons.append("connections closed / server died")
+    step["saturated"] = bool(reasons)
+    step["saturation_reasons"] = reasons
+    if step["gen_cpu_util"] > 0.9:
+        step["warning"] = "generator core >90% busy: results may be generator-bound"
+    return step
+
+
+def fmt_step(name: str, st: dict[str, Any]) -> str:
+    lat = st["latency_ms"]
+
+    def g(k: str) -> str:
+        v = lat.get(k)
+        return "-" if v is None else f"{v:.2f}"
+
+    us = st["server_us_per_msg"]
+    return (
+        f"  [{name}] offered {st['offered_delivered_per_s']:>8.0f}/s  delivered "
+        f"{st['delivered_per_s']:>8.0f}/s  srv {st['server_cpu_util']:>4.0%} "
+        f"{'-' if us is None else f'{us:.1f}'} us/msg  gen {st['gen_cpu_util']:>4.0%}  "
+        f"p50 {g('p50_ms')} p95 {g('p95_ms')} p99 {g('p99_ms')} ms"
+        + ("  SATURATED: " + "; ".join(st["saturation_reasons"]) if st["saturated"] else "")
+    )
+
+
+def load_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
+    a = ctx.args
+    n = a.load_conns
+    res: dict[str, Any] = {"clients": n, "room_size": a.room_size, "steps": []}
+    srv = start_server(ctx, name, port, "load")
+    res["server_info"] = srv.info
+    gen = None
+    try:
+        gen = start_generator(ctx, max(1, math.ceil(n / a.clients_per_worker)), "load", name)
+        warm_up(ctx, gen, port)
+        r = gen.call(
+            "connect",
+            timeout=a.connect_timeout + 30,
+            url=ws_url(port),
+            count=n,
+            roomSize=a.room_size,
+            concurrency=a.connect_concurrency,
+            perIp=per_ip(ctx, n),
+            totalTimeoutMs=int(a.connect_timeout * 1000),
+        )
+        res["connected"] = r["connected"]
+        if r["failed"]:
+            res["connect_errors"] = r["errors"]
+        rates = [float(x) for x in a.rates.split(",") if x.strip()]
+        step_cost = a.warmup + a.duration + a.drain_max + 2
+        for rate in rates:
+            if ctx.time_left() < step_cost * 2:
+                ctx.notes.append(f"{name}: stopped stepping at {rate:.0f}/s: global deadline")
+                break
+            st = one_step(ctx, srv, gen, rate)
+            res["steps"].append(st)
+            print(fmt_step(name, st), flush=True)
+            if st["saturated"] or not srv.alive():
+                break
+        if not res["steps"]:
+            return res
+        sat = [s for s in res["steps"] if s["saturated"]]
+        best = max(res["steps"], key=lambda s: s["delivered_per_s"])
+        res["saturated"] = bool(sat)
+        res["saturation_rate_per_s"] = best["delivered_per_s"]
+        if sat and srv.alive() and ctx.time_left() > step_cost:
+            half = best["delivered_per_s"] / 2
+            st = one_step(ctx, srv, gen, half)
+            st["half_saturation_step"] = True
+            print(fmt_step(name + " @half", st), flush=True)
+            res["half"] = st
+        elif not sat:
+            ctx.notes.append(
+                f"{name}: did not saturate up to {rates[-1]:.0f}/s; 'half' uses the step nearest "
+                "half of the best delivered rate"
+            )
+            target = best["delivered_per_s"] / 2
+            res["half"] = min(res["steps"], key=lambda s: abs(s["delivered_per_s"] - target))
+        res["server_alive"] = srv.alive()
+    finally:
+        if gen:
+            gen.stop()
+        res["server_rc"] = srv.stop()
+    return res
+
+
+# --------------------------------------------------------------------------- report
+
+
+def ratio(x: float | None, base: float | None) -> str:
+    if x is None or base is None or base == 0:
+        return "-"
+    return f"{x / base:.2f}x"
+
+
+def num(v: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def summary_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float | None], str]]:
+    def get(path: list[str]) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for s, r in results.items():
+            v: Any = r
+            for k in path:
+                v = v.get(k) if isinstance(v, dict) else None
+            out[s] = v if isinstance(v, int | float) else None
+        return out
+
+    return [
+        ("Memory per connection, RSS (KiB)", get(["memory", "rss_per_conn_kib"]), "{:.1f}"),
+        ("Memory per connection, PSS (KiB)", get(["memory", "pss_per_conn_kib"]), "{:.1f}"),
+        ("Connect rate (conn/s, incl. join ack)", get(["memory", "connect", "rate_per_s"]), "{:.0f}"),
+        (
+            "Server CPU per connect+join (us)",
+            get(["memory", "connect", "server_cpu_us_per_conn"]),
+            "{:.0f}",
+        ),
+        ("Saturation (delivered msg/s, 1 core)", get(["load", "saturation_rate_per_s"]), "{:.0f}"),
+        ("Server CPU per delivered msg @half sat (us)", get(["load", "half", "server_us_per_msg"]),
+         "{:.2f}"),
+        ("Latency P50 @half sat (ms)", get(["load", "half", "latency_ms", "p50_ms"]), "{:.2f}"),
+        ("Latency P95 @half sat (ms)", get(["load", "half", "latency_ms", "p95_ms"]), "{:.2f}"),
+        ("Latency P99 @half sat (ms)", get(["load", "half", "latency_ms", "p99_ms"]), "{:.2f}"),
+        ("Generator CPU per msg @half sat (us)", get(["load", "half", "gen_us_per_msg"]), "{:.2f}"),
+    ]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    results = doc["results"]
+    servers = list(results)
+    lines = ["# cowrite benchmark", "", f"Command: `{doc['command']}`", ""]
+    env = doc["environment"]
+    lines.append(
+        f"Machine: {env['cpu']} x{env['cpus']}, kernel {env['kernel']}, node {env['node']}, "
+        f"python {env['python']}; servers pinned to core {doc['params']['server_core']}, "
+        f"generator to core {doc['params']['gen_core']}."
+    )
+    lines.append("")
+    head = ["Metric", *servers]
+    if "node" in servers:
+        head += [f"{s}/node" for s in servers if s != "node"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for label, vals, fmt in summary_rows(results):
+        row = [label] + [num(vals[s], fmt) for s in servers]
+        if "node" in servers:
+            row += [ratio(vals[s], vals["node"]) for s in servers if s != "node"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    for s in servers:
+        load = results[s].get("load") or {}
+        steps = load.get("steps") or []
+        if not steps:
+            continue
+        lines.append(f"## {s}: load steps ({load.get('clients')} clients, rooms of "
+                     f"{load.get('room_size')})")
+        lines.append("")
+        lines.append(
+            "| offered msg/s | delivered msg/s | server CPU | us/msg | gen CPU | gen us/msg "
+            "| p50 ms | p95 ms | p99 ms | saturated |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        all_steps = list(steps)
+        half = load.get("half")
+        if half and half.get("half_saturation_step"):
+            all_steps.append(half)
+        for st in all_steps:
+            lat = st["latency_ms"]
+            tag = " (half)" if st.get("half_saturation_step") else ""
+            lines.append(
+                f"| {st['offered_delivered_per_s']:.0f}{tag} | {st['delivered_per_s']:.0f} "
+                f"| {st['server_cpu_util']:.0%} | {num(st['server_us_per_msg'], '{:.2f}')} "
+                f"| {st['gen_cpu_util']:.0%} | {num(st['gen_us_per_msg'], '{:.2f}')} "
+                f"| {num(lat.get('p50_ms'), '{:.2f}')} | {num(lat.get('p95_ms'), '{:.2f}')} "
+                f"| {num(lat.get('p99_ms'), '{:.2f}')} "
+                f"| {'; '.join(st['saturation_reasons']) or 'no'} |"
+            )
+        lines.append("")
+    for s in servers:
+        err = results[s].get("error")
+        if err:
+            lines.append(f"- **{s} failed**: {err}")
+        mem = results[s].get("memory") or {}
+        c = mem.get("connect") or {}
+        if c.get("failed") or c.get("not_attempted"):
+            lines.append(
+                f"- {s}: {c.get('failed')} connects failed, {c.get('not_attempted')} not attempted:"
+                f" {c.get('errors')}"
+            )
+    for note in doc.get("notes", []):
+        lines.append(f"- {note}")
+    lines.append("")
+    lines.append(f"Results JSON: `{doc['results_file']}`")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    node_v = subprocess.run([args.node, "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "node": node_v,
+        "python": platform.python_version(),
+        "loadavg_at_start": os.getloadavg(),
+        "nofile_limit": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE),
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma list of node,pysio,cowrite")
+    p.add_argument("--conns", type=int, default=10000, help="idle clients for the memory test (0=skip)")
+    p.add_argument("--load-conns", type=int, default=500, help="clients for the load test (0=skip)")
+    p.add_argument("--room-size", type=int, default=5)
+    p.add_argument("--rates", default=DEFAULT_RATES, help="delivered msg/s steps, comma separated")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per step")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring each step")
+    p.add_argument("--drain-max", type=float, default=5.0, help="max seconds to drain after a step")
+    p.add_argument("--payload-bytes", type=int, default=100, help="JSON payload size of each msg")
+    p.add_argument("--p95-limit-ms", type=float, default=100.0, help="P95 above this = saturated")
+    p.add_argument("--sat-ratio", type=float, default=0.9,
+                   help="delivered below this fraction of offered = saturated")
+    p.add_argument("--connect-concurrency", type=int, default=100, help="handshakes in flight")
+    p.add_argument("--connect-timeout", type=float, default=180.0, help="bound on opening all conns")
+    p.add_argument("--mem-no-join", action="store_true", help="memory test: do not join rooms")
+    p.add_argument("--clients-per-worker", type=int, default=8000,
+                   help="generator processes = ceil(clients / this) (fd limit per process)")
+    p.add_argument("--per-ip", type=int, default=25000,
+                   help="above this many clients, spread source IPs over 127.0.0.2..")
+    p.add_argument("--settle", type=float, default=2.0, help="seconds to settle before RSS reads")
+    p.add_argument("--server-core", type=int, default=0, help="-1 = no pinning")
+    p.add_argument("--gen-core", type=int, default=1, help="-1 = no pinning")
+    p.add_argument("--py-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                   help="event loop for the Python servers")
+    p.add_argument("--base-port", type=int, default=3101)
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--node", default=shutil.which("node") or "node")
+    p.add_argument("--max-seconds", type=float, default=1800.0, help="global time bound")
+    p.add_argument("--out", default="", help="results JSON path (default bench/results/<stamp>)")
+    args = p.parse_args(argv)
+    bad = [s for s in args.servers.split(",") if s not in ALL_SERVERS]
+    if bad:
+        p.error(f"unknown servers {bad}")
+    if args.room_size < 2:
+        p.error("--room-size must be >= 2")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else BENCH / "results" / f"bench-{stamp}.json"
+    log_dir = BENCH / "results" / f"logs-{stamp}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + (os.pathsep + env["PYTHONPATH"] if env.get(
+        "PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("NODE_ENV", "production")
+    ctx = Ctx(args, env, log_dir, time.monotonic() + args.max_seconds)
+    command = " ".join(shlex.quote(x) for x in [args.python, str(Path(__file__)), *argv])
+    doc: dict[str, Any] = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "params": vars(args),
+        "environment": environment(args),
+        "results": {},
+        "notes": ctx.notes,
+        "results_file": str(out),
+    }
+    print(f"# {command}", flush=True)
+    for i, name in enumerate(args.servers.split(",")):
+        port = args.base_port + i
+        r: dict[str, Any] = {}
+        doc["results"][name] = r
+        try:
+            if args.conns > 0:
+                print(f"[{name}] memory: {args.conns} clients ...", flush=True)
+                r["memory"] = memory_phase(ctx, name, port)
+                m = r["memory"]
+                c = m.get("connect", {})
+                print(
+                    f"  [{name}] RSS {m.get('rss_per_conn_kib', 0):.1f} KiB/conn, "
+                    f"connect {c.get('rate_per_s', 0):.0f}/s, connected {c.get('connected')}"
+                    f" failed {c.get('failed')}",
+                    flush=True,
+                )
+            if args.load_conns > 0:
+                print(f"[{name}] load: {args.load_conns} clients, rooms of {args.room_size}",
+                      flush=True)
+                r["load"] = load_phase(ctx, name, port)
+        except Exception as e:
+            r["error"] = f"{type(e).__name__}: {e}"
+            print(f"  [{name}] ERROR {r['error']}", flush=True)
+        out.write_text(json.dumps(doc, indent=1))
+        time.sleep(1.0)
+    doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    out.write_text(json.dumps(doc, indent=1))
+    md = markdown(doc)
+    out.with_suffix(".md").write_text(md + "\n")
+    print()
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

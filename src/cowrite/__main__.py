@@ -1,0 +1,3 @@
+from cowrite.cli import main
+
+main()

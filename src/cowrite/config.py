@@ -1,0 +1,99 @@
+"""Settings: one frozen object, built once, never mutated.
+
+Names and defaults follow ADR-003 where it gives them (``pingInterval`` 25 s;
+``pingTimeout`` 20 s as Socket.IO's default, the ADR's example uses 30 s;
+transports websocket and polling; CORS allow-list with credentials).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from cowrite.errors import ConfigError
+
+TRANSPORTS = ("polling", "websocket")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    # Network
+    host: str = "127.0.0.1"
+    port: int = 3000
+    path: str = "/socket.io/"
+    # Engine.IO (seconds, bytes)
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    max_payload: int = 1_000_000
+    transports: tuple[str, ...] = TRANSPORTS
+    # Socket.IO
+    connect_timeout: float = 45.0
+    max_attachments: int = 10
+    # Security: allowed Origins for browsers ("*" allows any).  A request that
+    # carries an Origin not listed is refused (cross-site WebSocket hijacking).
+    cors_origins: tuple[str, ...] = ()
+    # Back-pressure: a connection whose unsent bytes exceed this is
+    # disconnected as a slow consumer instead of delaying anyone else.
+    send_buffer_limit: int = 1 << 20
+    # Runtime
+    use_uvloop: bool = True
+    gc_freeze: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ping_interval <= 0 or self.ping_timeout <= 0:
+            raise ConfigError("ping_interval and ping_timeout must be positive")
+        if self.max_payload < 1024:
+            raise ConfigError("max_payload must be at least 1024 bytes")
+        if not self.transports or any(t not in TRANSPORTS for t in self.transports):
+            raise ConfigError(f"transports must be a non-empty subset of {TRANSPORTS}")
+        if not self.path.startswith("/"):
+            raise ConfigError("path must start with '/'")
+        if not self.path.endswith("/"):
+            object.__setattr__(self, "path", self.path + "/")
+        if self.send_buffer_limit < 1024:
+            raise ConfigError("send_buffer_limit must be at least 1024 bytes")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port out of range")
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """No Origin header (a non-browser client) is allowed; a browser's must be listed."""
+        if origin is None:
+            return True
+        return "*" in self.cors_origins or origin in self.cors_origins
+
+    def replace(self, **changes: Any) -> ServerSettings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(value: str, target: Any) -> Any:
+    if isinstance(target, bool):
+        return value.lower() in {"1", "true", "yes", "on"}
+    if isinstance(target, int):
+        return int(value)
+    if isinstance(target, float):
+        return float(value)
+    if isinstance(target, tuple):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> ServerSettings:
+    """Defaults, then ``COWRITE_<NAME>`` environment variables, then ``overrides``
+    (the command-line flags that were given)."""
+    env = os.environ if environ is None else environ
+    base = ServerSettings()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(ServerSettings):
+        if f.name == "extra":
+            continue
+        raw = env.get(f"COWRITE_{f.name.upper()}")
+        if raw is not None:
+            try:
+                values[f.name] = _coerce(raw, getattr(base, f.name))
+            except ValueError as exc:
+                raise ConfigError(f"COWRITE_{f.name.upper()}: {exc}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return ServerSettings(**values)

@@ -1,0 +1,6 @@
+"""The asyncio adapter: sockets, HTTP, WebSocket and long-polling transports, timers."""
+
+from cowrite.server.engine import EngineServer
+from cowrite.server.socketio import SocketServer
+
+__all__ = ["EngineServer", "SocketServer"]

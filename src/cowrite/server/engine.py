@@ -1,0 +1,544 @@
+"""The asyncio Engine.IO server: routes requests to sessions, runs the one timer.
+
+Thin adapter around ``cowrite.protocol.session.EngineSession``: it feeds it
+requests, WebSocket messages and the clock, and carries out what comes back.
+An application plugs in through ``EngineApp`` (the Socket.IO server does), or
+through plain callbacks with ``EngineServer``'s ``on_connect`` / ``on_message``
+/ ``on_disconnect`` keywords.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+import orjson
+
+from cowrite.config import ServerSettings
+from cowrite.errors import CloseReason, ProtocolError
+from cowrite.protocol.session import (
+    PARK,
+    EngineConfig,
+    EngineSession,
+    MessageReceived,
+    SessionClosed,
+    Transport,
+    Upgraded,
+)
+from cowrite.server.connection import Connection, Request, ws_frame
+
+log = logging.getLogger("cowrite.engine")
+
+# engine.io's error codes for refused requests (the body of an HTTP 400).
+_UNKNOWN_TRANSPORT = (0, "Transport unknown")
+_UNKNOWN_SID = (1, "Session ID unknown")
+_BAD_HANDSHAKE_METHOD = (2, "Bad handshake method")
+_BAD_REQUEST = (3, "Bad request")
+_FORBIDDEN = (4, "Forbidden")
+_UNSUPPORTED_VERSION = (5, "Unsupported protocol version")
+
+RouteHandler = Callable[[Connection, Request], None]
+
+
+class EngineApp(Protocol):
+    """What the layer above implements to receive session events."""
+
+    def engine_open(self, handle: SessionHandle) -> None: ...
+
+    def engine_message(self, handle: SessionHandle, data: str | bytes) -> None: ...
+
+    def engine_closed(self, handle: SessionHandle, reason: CloseReason) -> None: ...
+
+    def engine_timer(self, handle: SessionHandle, now: float) -> None: ...
+
+
+class SessionHandle:
+    """An ``EngineSession`` bound to the connections that currently carry it."""
+
+    __slots__ = (
+        "app_deadline",
+        "app_state",
+        "origin",
+        "poll_conn",
+        "scheduled",
+        "server",
+        "session",
+        "ws",
+    )
+
+    def __init__(self, server: EngineServerCore, session: EngineSession) -> None:
+        self.server = server
+        self.session = session
+        self.ws: Connection | None = None
+        self.poll_conn: Connection | None = None
+        self.scheduled = float("inf")
+        self.app_deadline = float("inf")
+        self.app_state: Any = None
+        self.origin: str | None = None
+
+    @property
+    def sid(self) -> str:
+        return self.session.sid
+
+    # -- sending -------------------------------------------------------------
+
+    def send_text(self, packet: str, frame: bytes | None = None) -> None:
+        """Send an encoded Engine.IO text packet (``frame``: its WebSocket frame
+        bytes when the caller already has them, as a broadcast does)."""
+        session = self.session
+        ws = self.ws
+        if ws is not None and session.transport is Transport.WEBSOCKET and not session.ws_out:
+            if session.closed:
+                return
+            ws.send_frame(frame if frame is not None else ws_frame(packet))
+            return
+        session.send_packet(packet)
+        self.server.schedule_pump(self)
+
+    def send_binary(self, data: bytes) -> None:
+        """Send a binary message (raw bytes on WebSocket, base64 on polling)."""
+        session = self.session
+        ws = self.ws
+        if ws is not None and session.transport is Transport.WEBSOCKET and not session.ws_out:
+            if not session.closed:
+                ws.send_frame(ws_frame(data))
+            return
+        session.send_packet(data)
+        self.server.schedule_pump(self)
+
+    def close(self, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
+        """Close gracefully: what is queued is delivered first."""
+        self.session.close(reason, graceful=True, now=self.server.loop_time())
+        self.server.pump(self)
+
+    # -- WsListener ----------------------------------------------------------
+
+    def ws_message(self, conn: Connection, data: str | bytes) -> None:
+        self.session.receive_ws(data, self.server.loop_time())
+        self.server.pump(self)
+
+    def ws_closed(self, conn: Connection, reason: CloseReason) -> None:
+        if conn is self.ws:
+            self.ws = None
+            self.session.close(reason)
+            self.server.pump(self)
+
+
+class _Probe:
+    """Listener for a WebSocket that is probing an upgrade of a polling session."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: SessionHandle) -> None:
+        self.handle = handle
+
+    def ws_message(self, conn: Connection, data: str | bytes) -> None:
+        handle = self.handle
+        server = handle.server
+        try:
+            reply = handle.session.receive_probe(data, server.loop_time())
+        except ProtocolError:
+            conn.close_websocket(1002, "bad upgrade")
+            return
+        if reply is not None:
+            conn.send_ws(reply)
+        elif handle.session.transport is Transport.WEBSOCKET:
+            handle.ws = conn
+            conn.listener = handle
+        server.pump(handle)
+
+    def ws_closed(self, conn: Connection, reason: CloseReason) -> None:
+        self.handle.session.probe_lost()
+
+
+class EngineServerCore:
+    """Sessions, request routing and the timer, for one listening socket."""
+
+    def __init__(self, settings: ServerSettings, app: EngineApp) -> None:
+        self.settings = settings
+        self.app = app
+        self.config = EngineConfig(
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            max_payload=settings.max_payload,
+            upgrades=("websocket",) if "websocket" in settings.transports else (),
+        )
+        self.sessions: dict[str, SessionHandle] = {}
+        self.connections: set[Connection] = set()
+        self.routes: dict[str, RouteHandler] = {}
+        self._timers: list[tuple[float, int, SessionHandle]] = []
+        self._counter = itertools.count()
+        self._flush_conns: list[Connection] = []
+        self._pump_handles: list[SessionHandle] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._resolution = min(
+            0.25, max(0.01, min(settings.ping_interval, settings.ping_timeout) / 10)
+        )
+        self.port = settings.port
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def loop_time(self) -> float:
+        loop = self._loop
+        assert loop is not None
+        return loop.time()
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        max_body = self.settings.max_payload + 1024
+        limit = self.settings.send_buffer_limit
+
+        def factory() -> Connection:
+            return Connection(self, max_body, limit)
+
+        if sock is not None:
+            self._server = await self._loop.create_server(factory, sock=sock, backlog=4096)
+        else:
+            self._server = await self._loop.create_server(
+                factory, self.settings.host, self.settings.port, backlog=4096, reuse_address=True
+            )
+        sockets = self._server.sockets
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self._ticker = self._loop.call_later(self._resolution, self._tick)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every session cleanly, wait for the sockets to drain."""
+        if self._server is not None:
+            self._server.close()
+        for handle in list(self.sessions.values()):
+            handle.session.close(CloseReason.SERVER_SHUTDOWN)
+            self.pump(handle)
+        self._flush_now()
+        loop = self._loop
+        if loop is not None:
+            deadline = loop.time() + timeout
+            while self.connections and loop.time() < deadline:
+                for conn in list(self.connections):
+                    if not conn.busy and conn.ws is None and conn.transport is not None:
+                        conn.transport.close()
+                await asyncio.sleep(0.02)
+            for conn in list(self.connections):
+                if conn.transport is not None:
+                    conn.transport.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- Router (called by connections) --------------------------------------
+
+    def connection_made(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def connection_lost(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    def schedule_flush(self, conn: Connection) -> None:
+        self._flush_conns.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_now)
+
+    def schedule_pump(self, handle: SessionHandle) -> None:
+        self._pump_handles.append(handle)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
+        handles = self._pump_handles
+        if handles:
+            self._pump_handles = []
+            for handle in handles:
+                self.pump(handle)
+        conns = self._flush_conns
+        if conns:
+            self._flush_conns = []
+            for conn in conns:
+                conn.flush()
+
+    def handle_request(self, conn: Connection, req: Request) -> None:
+        path = req.path
+        if path == self.settings.path or path == self.settings.path[:-1]:
+            self._engine_request(conn, req)
+            return
+        route = self.routes.get(path)
+        if route is not None and not req.upgrade:
+            route(conn, req)
+            return
+        conn.respond(404, b"not found", close=req.upgrade)
+
+    # -- Engine.IO requests --------------------------------------------------
+
+    def _cors_headers(self, origin: str | None) -> list[tuple[str, str]]:
+        if origin is None or not self.settings.cors_origins:
+            return []
+        return [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Vary", "Origin"),
+        ]
+
+    def _refuse(
+        self, conn: Connection, req: Request, error: tuple[int, str], status: int = 400
+    ) -> None:
+        body = orjson.dumps({"code": error[0], "message": error[1]})
+        conn.respond(
+            status,
+            body,
+            content_type="application/json",
+            headers=self._cors_headers(req.header("origin")),
+            close=req.upgrade,
+        )
+
+    def _engine_request(self, conn: Connection, req: Request) -> None:
+        origin = req.header("origin")
+        if not self.settings.origin_allowed(origin):
+            self._refuse(conn, req, _FORBIDDEN, 403)
+            return
+        if req.method == "OPTIONS":
+            headers = self._cors_headers(origin)
+            headers.append(("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
+            requested = req.header("access-control-request-headers")
+            if requested:
+                headers.append(("Access-Control-Allow-Headers", requested))
+            headers.append(("Access-Control-Max-Age", "86400"))
+            conn.respond(204, b"", headers=headers)
+            return
+        try:
+            query = parse_qs(req.query.decode("latin-1"), keep_blank_values=True)
+        except ValueError:
+            self._refuse(conn, req, _BAD_REQUEST)
+            return
+        if query.get("EIO", [""])[0] != "4":
+            self._refuse(conn, req, _UNSUPPORTED_VERSION)
+            return
+        transport = query.get("transport", [""])[0]
+        if transport not in self.settings.transports:
+            self._refuse(conn, req, _UNKNOWN_TRANSPORT)
+            return
+        sid_values = query.get("sid")
+        sid = sid_values[0] if sid_values else None
+        if req.upgrade:
+            self._websocket_request(conn, req, transport, sid)
+            return
+        if transport == "websocket":
+            self._refuse(conn, req, _BAD_REQUEST)
+            return
+        if sid is None:
+            if req.method != "GET":
+                self._refuse(conn, req, _BAD_HANDSHAKE_METHOD)
+                return
+            handle = self._new_session(Transport.POLLING, origin)
+            text = handle.session.open(self.loop_time())
+            conn.respond(200, text.encode(), headers=self._cors_headers(origin))
+            self.app.engine_open(handle)
+            self.pump(handle)
+            return
+        found = self.sessions.get(sid)
+        if found is None:
+            self._refuse(conn, req, _UNKNOWN_SID)
+            return
+        handle = found
+        now = self.loop_time()
+        headers = self._cors_headers(origin)
+        if req.method == "GET":
+            reply = handle.session.poll(now)
+            if reply is PARK:
+                handle.poll_conn = conn
+
+                def lost(handle: SessionHandle = handle, conn: Connection = conn) -> None:
+                    if handle.poll_conn is conn:
+                        handle.poll_conn = None
+                        handle.session.poll_aborted()
+                        self.pump(handle)
+
+                conn.on_lost = lost
+            else:
+                conn.respond(reply.status, reply.body or b"", headers=headers)
+        elif req.method == "POST":
+            reply = handle.session.post(req.body, now)
+            conn.respond(reply.status, reply.body or b"", headers=headers)
+        else:
+            self._refuse(conn, req, _BAD_REQUEST)
+            return
+        self.pump(handle)
+
+    def _websocket_request(
+        self, conn: Connection, req: Request, transport: str, sid: str | None
+    ) -> None:
+        if transport != "websocket" or (req.header("upgrade") or "").lower() != "websocket":
+            self._refuse(conn, req, _BAD_REQUEST)
+            return
+        if sid is None:
+            handle = self._new_session(Transport.WEBSOCKET, req.header("origin"))
+            if not conn.accept_websocket(handle, self.settings.max_payload):
+                self.sessions.pop(handle.sid, None)
+                return
+            handle.ws = conn
+            conn.send_ws(handle.session.open(self.loop_time()))
+            self.app.engine_open(handle)
+            self.pump(handle)
+            return
+        existing = self.sessions.get(sid)
+        if existing is None:
+            self._refuse(conn, req, _UNKNOWN_SID)
+            return
+        handle = existing
+        if not handle.session.begin_upgrade():
+            # A second WebSocket for this sid, or an upgrade already under way.
+            self._refuse(conn, req, _BAD_REQUEST)
+            return
+        if not conn.accept_websocket(_Probe(handle), self.settings.max_payload):
+            handle.session.probe_lost()
+
+    def _new_session(self, transport: Transport, origin: str | None) -> SessionHandle:
+        sid = secrets.token_urlsafe(15)
+        while sid in self.sessions:
+            sid = secrets.token_urlsafe(15)
+        handle = SessionHandle(self, EngineSession(sid, transport, self.config))
+        handle.origin = origin
+        self.sessions[sid] = handle
+        return handle
+
+    # -- carrying out what the session asks ----------------------------------
+
+    def pump(self, handle: SessionHandle) -> None:
+        session = handle.session
+        ws = handle.ws
+        if session.ws_out and ws is not None:
+            for packet in session.take_ws_out():
+                ws.send_ws(packet)
+        if session.poll_parked or session.outbox:
+            conn = handle.poll_conn
+            if conn is not None:
+                body = session.take_poll_response()
+                if body is not None:
+                    handle.poll_conn = None
+                    conn.on_lost = None
+                    conn.respond(200, body, headers=self._cors_headers(handle.origin))
+        events = session.events
+        if events:
+            session.events = []
+            app = self.app
+            for event in events:
+                if isinstance(event, MessageReceived):
+                    app.engine_message(handle, event.data)
+                elif isinstance(event, SessionClosed):
+                    self._closed(handle, event.reason)
+                elif isinstance(event, Upgraded):
+                    pass
+        if not session.closed:
+            deadline = min(session.next_deadline(), handle.app_deadline)
+            if deadline < handle.scheduled:
+                handle.scheduled = deadline
+                heapq.heappush(self._timers, (deadline, next(self._counter), handle))
+
+    def _closed(self, handle: SessionHandle, reason: CloseReason) -> None:
+        if self.sessions.get(handle.sid) is handle:
+            del self.sessions[handle.sid]
+        conn = handle.poll_conn
+        if conn is not None:
+            handle.poll_conn = None
+            conn.on_lost = None
+            conn.respond(400, b"session closed")
+        ws = handle.ws
+        if ws is not None:
+            handle.ws = None
+            code = 1001 if reason is CloseReason.SERVER_SHUTDOWN else 1000
+            ws.close_websocket(code, reason.value)
+        self.app.engine_closed(handle, reason)
+
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, handle = heapq.heappop(timers)
+            if handle.scheduled != deadline or handle.session.closed:
+                continue
+            handle.scheduled = float("inf")
+            handle.session.on_timer(now)
+            if handle.app_deadline <= now:
+                handle.app_deadline = float("inf")
+                self.app.engine_timer(handle, now)
+            self.pump(handle)
+        self._flush_now()
+        self._ticker = loop.call_later(self._resolution, self._tick)
+
+
+class _CallbackApp:
+    """Adapts plain sid-based callbacks to ``EngineApp``."""
+
+    def __init__(
+        self,
+        on_connect: Callable[[str], None] | None,
+        on_message: Callable[[str, str | bytes], None] | None,
+        on_disconnect: Callable[[str, str], None] | None,
+    ) -> None:
+        self.on_connect = on_connect
+        self.on_message = on_message
+        self.on_disconnect = on_disconnect
+
+    def engine_open(self, handle: SessionHandle) -> None:
+        if self.on_connect is not None:
+            self.on_connect(handle.sid)
+
+    def engine_message(self, handle: SessionHandle, data: str | bytes) -> None:
+        if self.on_message is not None:
+            self.on_message(handle.sid, data)
+
+    def engine_closed(self, handle: SessionHandle, reason: CloseReason) -> None:
+        if self.on_disconnect is not None:
+            self.on_disconnect(handle.sid, reason.value)
+
+    def engine_timer(self, handle: SessionHandle, now: float) -> None:
+        pass
+
+
+class EngineServer(EngineServerCore):
+    """The Engine.IO layer on its own: a message callback per session.
+
+    ``send(sid, data)`` sends a message (``str`` as text, ``bytes`` as binary).
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        on_connect: Callable[[str], None] | None = None,
+        on_message: Callable[[str, str | bytes], None] | None = None,
+        on_disconnect: Callable[[str, str], None] | None = None,
+    ) -> None:
+        super().__init__(settings, _CallbackApp(on_connect, on_message, on_disconnect))
+
+    def send(self, sid: str, data: str | bytes) -> None:
+        handle = self.sessions.get(sid)
+        if handle is None:
+            return
+        if isinstance(data, bytes):
+            handle.send_binary(data)
+        else:
+            handle.send_text("4" + data)
+
+    def disconnect(self, sid: str) -> None:
+        handle = self.sessions.get(sid)
+        if handle is not None:
+            handle.close(CloseReason.FORCED_CLOSE)

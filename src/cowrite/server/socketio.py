@@ -1,0 +1,487 @@
+"""The asyncio Socket.IO server and its public library API.
+
+In the spirit of python-socketio's ``AsyncServer``::
+
+    sio = SocketServer(ServerSettings(port=3000))
+
+    @sio.on("connect")
+    def connect(sid, auth):           # raise ConnectionRefused(...) to refuse
+        ...
+
+    @sio.on("chat", namespace="/")
+    async def chat(sid, text):        # the return value is the acknowledgement
+        sio.emit("chat", text, to="room-1", skip_sid=sid)
+        return "ok"
+
+    await sio.serve_forever()
+
+Handlers may be plain functions (run inline: the fastest path) or coroutine
+functions (run as a task).  ``emit`` is synchronous and never waits for a
+recipient: the packet is encoded once, its WebSocket frame serialized once, and
+the same bytes are queued on every recipient's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from cowrite.config import ServerSettings
+from cowrite.errors import CloseReason, ConnectionRefused, ProtocolError
+from cowrite.protocol.sio_session import (
+    AckReceived,
+    ConnectRequested,
+    EventReceived,
+    NamespaceLeft,
+    SocketIOSession,
+)
+from cowrite.protocol.socketio import SioPacket, SioType, encode, encode_event_text
+from cowrite.server.connection import ws_frame
+from cowrite.server.engine import EngineServerCore, SessionHandle
+
+log = logging.getLogger("cowrite.socketio")
+
+Handler = Callable[..., Any]
+
+CLIENT_NAMESPACE_DISCONNECT = "client namespace disconnect"
+SERVER_NAMESPACE_DISCONNECT = "server namespace disconnect"
+
+
+class Socket:
+    """One client connected to one namespace."""
+
+    __slots__ = ("_ack_seq", "acks", "handle", "namespace", "rooms", "sid")
+
+    def __init__(self, sid: str, namespace: str, handle: SessionHandle) -> None:
+        self.sid = sid
+        self.namespace = namespace
+        self.handle = handle
+        self.rooms: set[str] | None = None
+        self.acks: dict[int, Callable[..., Any]] | None = None
+        self._ack_seq = 0
+
+    def next_ack_id(self, callback: Callable[..., Any]) -> int:
+        if self.acks is None:
+            self.acks = {}
+        ack_id = self._ack_seq
+        self._ack_seq += 1
+        self.acks[ack_id] = callback
+        return ack_id
+
+
+class _SioState:
+    """Per Engine.IO session: the sans-I/O Socket.IO session and its sockets."""
+
+    __slots__ = ("session", "sockets")
+
+    def __init__(self, session: SocketIOSession) -> None:
+        self.session = session
+        self.sockets: dict[str, Socket] = {}
+
+
+def _ack_args(result: Any) -> list[Any]:
+    if result is None:
+        return []
+    if isinstance(result, tuple):
+        return list(result)
+    return [result]
+
+
+class SocketServer:
+    """Socket.IO v5 server over Engine.IO v4 (WebSocket and HTTP long-polling)."""
+
+    def __init__(self, settings: ServerSettings | None = None) -> None:
+        self.settings = settings or ServerSettings()
+        self.engine = EngineServerCore(self.settings, self)
+        self._handlers: dict[str, dict[str, tuple[Handler, bool]]] = {"/": {}}
+        self._sockets: dict[str, Socket] = {}
+        self._namespace_sockets: dict[str, dict[str, Socket]] = {"/": {}}
+        self._rooms: dict[str, dict[str, set[Socket]]] = {"/": {}}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    # -- registration --------------------------------------------------------
+
+    def register_namespace(self, namespace: str) -> None:
+        if not namespace.startswith("/"):
+            raise ValueError("a namespace starts with '/'")
+        self._handlers.setdefault(namespace, {})
+        self._namespace_sockets.setdefault(namespace, {})
+        self._rooms.setdefault(namespace, {})
+
+    def on(
+        self, event: str, handler: Handler | None = None, *, namespace: str = "/"
+    ) -> Callable[[Handler], Handler]:
+        """Register ``handler`` for ``event`` (usable as a decorator)."""
+        self.register_namespace(namespace)
+
+        def register(fn: Handler) -> Handler:
+            self._handlers[namespace][event] = (fn, inspect.iscoroutinefunction(fn))
+            return fn
+
+        if handler is not None:
+            register(handler)
+        return register
+
+    @property
+    def port(self) -> int:
+        return self.engine.port
+
+    def add_route(self, path: str, handler: Callable[..., None]) -> None:
+        """Serve a plain HTTP path on the same port (health, metrics, pages)."""
+        self.engine.routes[path] = handler
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        await self.engine.start()
+        log.info("listening on %s:%d%s", self.settings.host, self.port, self.settings.path)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every session (clients see "transport close" and
+        reconnect elsewhere), wait for sockets to drain."""
+        self._stopping = True
+        await self.engine.stop(timeout)
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def serve_forever(self) -> None:
+        """Start, run until SIGTERM or SIGINT, then shut down gracefully."""
+        await self.start()
+        await self.serve_until_signal()
+
+    async def serve_until_signal(self) -> None:
+        """Run (already started) until SIGTERM or SIGINT, then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    # -- rooms ---------------------------------------------------------------
+
+    def enter_room(self, sid: str, room: str, namespace: str = "/") -> None:
+        sock = self._sockets.get(sid)
+        if sock is None or sock.namespace != namespace:
+            return
+        rooms = self._rooms[namespace]
+        members = rooms.get(room)
+        if members is None:
+            members = rooms[room] = set()
+        members.add(sock)
+        if sock.rooms is None:
+            sock.rooms = set()
+        sock.rooms.add(room)
+
+    def leave_room(self, sid: str, room: str, namespace: str = "/") -> None:
+        sock = self._sockets.get(sid)
+        if sock is None or sock.rooms is None:
+            return
+        self._leave(sock, room)
+        sock.rooms.discard(room)
+
+    def _leave(self, sock: Socket, room: str) -> None:
+        rooms = self._rooms[sock.namespace]
+        members = rooms.get(room)
+        if members is not None:
+            members.discard(sock)
+            if not members:
+                del rooms[room]
+
+    def rooms(self, sid: str) -> set[str]:
+        sock = self._sockets.get(sid)
+        return set(sock.rooms) if sock is not None and sock.rooms else set()
+
+    def in_room(self, sid: str, room: str) -> bool:
+        sock = self._sockets.get(sid)
+        return sock is not None and sock.rooms is not None and room in sock.rooms
+
+    def room_members(self, room: str, namespace: str = "/") -> set[str]:
+        return {s.sid for s in self._rooms.get(namespace, {}).get(room, ())}
+
+    # -- sending -------------------------------------------------------------
+
+    def emit(
+        self,
+        event: str,
+        *args: Any,
+        to: str | None = None,
+        skip_sid: str | Iterable[str] | None = None,
+        namespace: str = "/",
+        callback: Callable[..., Any] | None = None,
+    ) -> None:
+        """Send ``event`` to one socket (``to`` = its sid), a room, or the whole
+        namespace (``to=None``).  Never blocks; a recipient that cannot keep up is
+        disconnected as a slow consumer instead of delaying the others."""
+        if to is not None:
+            single = self._sockets.get(to)
+            if single is not None and single.namespace == namespace:
+                if skip_sid is None or not _skipped(single.sid, skip_sid):
+                    self._emit_one(single, event, args, callback)
+                return
+            if callback is not None:
+                raise ValueError("callback needs a single recipient sid")
+            members: Iterable[Socket] = self._rooms.get(namespace, {}).get(to, ())
+        else:
+            if callback is not None:
+                raise ValueError("callback needs a single recipient sid")
+            members = self._namespace_sockets.get(namespace, {}).values()
+        if not members:
+            return
+        skip: set[str] = set()
+        if isinstance(skip_sid, str):
+            skip.add(skip_sid)
+        elif skip_sid is not None:
+            skip.update(skip_sid)
+        text = encode_event_text(namespace, event, args)
+        if text is None:
+            parts = encode(SioPacket(SioType.EVENT, namespace, [event, *args]))
+            for sock in list(members):
+                if sock.sid not in skip:
+                    _send_parts(sock.handle, parts)
+            return
+        packet = "4" + text
+        frame: bytes | None = None
+        for sock in list(members) if to is None else members:
+            if skip and sock.sid in skip:
+                continue
+            handle = sock.handle
+            if frame is None and handle.ws is not None:
+                frame = ws_frame(packet)
+            handle.send_text(packet, frame)
+
+    def _emit_one(
+        self, sock: Socket, event: str, args: tuple[Any, ...], callback: Callable[..., Any] | None
+    ) -> None:
+        ack_id = sock.next_ack_id(callback) if callback is not None else None
+        parts = encode(SioPacket(SioType.EVENT, sock.namespace, [event, *args], ack_id))
+        _send_parts(sock.handle, parts)
+
+    def disconnect(self, sid: str, namespace: str = "/") -> None:
+        """Remove the client from ``namespace`` (it receives DISCONNECT)."""
+        sock = self._sockets.get(sid)
+        if sock is None or sock.namespace != namespace:
+            return
+        state: _SioState = sock.handle.app_state
+        sock.handle.send_text("4" + state.session.server_disconnect(namespace))
+        self._socket_gone(sock, SERVER_NAMESPACE_DISCONNECT)
+
+    # -- EngineApp -----------------------------------------------------------
+
+    def engine_open(self, handle: SessionHandle) -> None:
+        now = self.engine.loop_time()
+        handle.app_state = _SioState(
+            SocketIOSession(now, self.settings.connect_timeout, self.settings.max_attachments)
+        )
+        handle.app_deadline = now + self.settings.connect_timeout
+
+    def engine_timer(self, handle: SessionHandle, now: float) -> None:
+        state: _SioState = handle.app_state
+        if state.session.connect_timed_out(now) and not state.sockets:
+            handle.session.close(CloseReason.CONNECT_TIMEOUT)
+
+    def engine_closed(self, handle: SessionHandle, reason: CloseReason) -> None:
+        state: _SioState | None = handle.app_state
+        if state is None:
+            return
+        for sock in list(state.sockets.values()):
+            self._socket_gone(sock, reason.value)
+
+    def engine_message(self, handle: SessionHandle, data: str | bytes) -> None:
+        state: _SioState = handle.app_state
+        try:
+            event = state.session.receive(data)
+        except ProtocolError as exc:
+            log.info("closing session %s: %s", handle.sid, exc.message)
+            handle.session.close(CloseReason.PARSE_ERROR)
+            return
+        if event is None:
+            return
+        if isinstance(event, EventReceived):
+            sock = state.sockets.get(event.namespace)
+            if sock is not None:
+                self._dispatch_event(sock, event)
+        elif isinstance(event, AckReceived):
+            sock = state.sockets.get(event.namespace)
+            if sock is not None and sock.acks is not None:
+                callback = sock.acks.pop(event.ack_id, None)
+                if callback is not None:
+                    self._call(callback, tuple(event.args), sock, None)
+        elif isinstance(event, ConnectRequested):
+            self._connect(handle, state, event)
+        elif isinstance(event, NamespaceLeft):
+            sock = state.sockets.get(event.namespace)
+            if sock is not None:
+                self._socket_gone(sock, CLIENT_NAMESPACE_DISCONNECT)
+            if not state.session.namespaces:
+                handle.session.close(CloseReason.CLIENT_CLOSE)
+
+    # -- internals -----------------------------------------------------------
+
+    def _connect(self, handle: SessionHandle, state: _SioState, req: ConnectRequested) -> None:
+        nsp = req.namespace
+        if nsp not in self._handlers or self._stopping:
+            handle.send_text("4" + state.session.refuse(nsp, "Invalid namespace"))
+            return
+        sock = Socket(secrets.token_urlsafe(15), nsp, handle)
+        # Registered before the connect handler runs so it can join rooms.
+        state.sockets[nsp] = sock
+        self._sockets[sock.sid] = sock
+        self._namespace_sockets[nsp][sock.sid] = sock
+        entry = self._handlers[nsp].get("connect")
+        if entry is None:
+            self._accept(sock, state)
+            return
+        fn, is_async = entry
+        if is_async:
+            self._spawn(self._connect_async(fn, sock, state, req.auth))
+            return
+        try:
+            result = fn(sock.sid, req.auth)
+        except ConnectionRefused as exc:
+            self._refuse(sock, state, exc.message, exc.data)
+            return
+        except Exception:
+            log.exception("connect handler failed")
+            self._refuse(sock, state, "Internal server error", None)
+            return
+        if result is False:
+            self._refuse(sock, state, "Connection rejected by server", None)
+        else:
+            self._accept(sock, state)
+
+    async def _connect_async(
+        self, fn: Handler, sock: Socket, state: _SioState, auth: dict[str, Any] | None
+    ) -> None:
+        try:
+            result = await fn(sock.sid, auth)
+        except ConnectionRefused as exc:
+            self._refuse(sock, state, exc.message, exc.data)
+            return
+        except Exception:
+            log.exception("connect handler failed")
+            self._refuse(sock, state, "Internal server error", None)
+            return
+        if sock.handle.session.closed:
+            return
+        if result is False:
+            self._refuse(sock, state, "Connection rejected by server", None)
+        else:
+            self._accept(sock, state)
+
+    def _accept(self, sock: Socket, state: _SioState) -> None:
+        sock.handle.send_text("4" + state.session.accept(sock.namespace, sock.sid))
+
+    def _refuse(self, sock: Socket, state: _SioState, message: str, data: Any) -> None:
+        self._forget(sock)
+        sock.handle.send_text("4" + state.session.refuse(sock.namespace, message, data))
+
+    def _forget(self, sock: Socket) -> None:
+        state: _SioState = sock.handle.app_state
+        if state.sockets.get(sock.namespace) is sock:
+            del state.sockets[sock.namespace]
+        self._sockets.pop(sock.sid, None)
+        self._namespace_sockets[sock.namespace].pop(sock.sid, None)
+        if sock.rooms:
+            for room in sock.rooms:
+                self._leave(sock, room)
+            sock.rooms = None
+
+    def _socket_gone(self, sock: Socket, reason: str) -> None:
+        if self._sockets.get(sock.sid) is not sock:
+            return
+        self._forget(sock)
+        entry = self._handlers[sock.namespace].get("disconnect")
+        if entry is not None:
+            self._call(entry[0], (reason,), sock, None, sid_first=True)
+
+    def _dispatch_event(self, sock: Socket, event: EventReceived) -> None:
+        entry = self._handlers[sock.namespace].get(event.event)
+        if entry is None:
+            return
+        fn, is_async = entry
+        if is_async:
+            self._spawn(self._run_async(fn, sock, event.args, event.ack_id))
+            return
+        try:
+            result = fn(sock.sid, *event.args)
+        except Exception:
+            log.exception("handler for %r failed", event.event)
+            return
+        if event.ack_id is not None:
+            self._send_ack(sock, event.ack_id, result)
+
+    async def _run_async(
+        self, fn: Handler, sock: Socket, args: list[Any], ack_id: int | None
+    ) -> None:
+        try:
+            result = await fn(sock.sid, *args)
+        except Exception:
+            log.exception("handler failed")
+            return
+        if ack_id is not None:
+            self._send_ack(sock, ack_id, result)
+
+    def _send_ack(self, sock: Socket, ack_id: int, result: Any) -> None:
+        if sock.handle.session.closed:
+            return
+        try:
+            parts = encode(SioPacket(SioType.ACK, sock.namespace, _ack_args(result), ack_id))
+        except TypeError:
+            log.exception("acknowledgement is not serializable")
+            return
+        _send_parts(sock.handle, parts)
+
+    def _call(
+        self,
+        fn: Handler,
+        args: tuple[Any, ...],
+        sock: Socket,
+        ack_id: int | None,
+        *,
+        sid_first: bool = False,
+    ) -> None:
+        call_args = (sock.sid, *args) if sid_first else args
+        try:
+            result = fn(*call_args)
+        except Exception:
+            log.exception("callback failed")
+            return
+        if inspect.isawaitable(result):
+            self._spawn(_await(result))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _await(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("callback failed")
+
+
+def _skipped(sid: str, skip: str | Iterable[str]) -> bool:
+    return sid == skip if isinstance(skip, str) else sid in set(skip)
+
+
+def _send_parts(handle: SessionHandle, parts: list[str | bytes]) -> None:
+    head = parts[0]
+    assert isinstance(head, str)
+    handle.send_text("4" + head)
+    for attachment in parts[1:]:
+        assert isinstance(attachment, bytes)
+        handle.send_binary(attachment)
