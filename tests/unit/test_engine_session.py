@@ -1,0 +1,236 @@
+"""The Engine.IO session state machine, driven with a fake clock (no event loop)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cowrite.errors import CloseReason
+from cowrite.protocol.session import (
+    PARK,
+    EngineConfig,
+    EngineSession,
+    MessageReceived,
+    SessionClosed,
+    SessionState,
+    Transport,
+    Upgraded,
+)
+
+CFG = EngineConfig(ping_interval=0.3, ping_timeout=0.2, max_payload=1_000_000)
+
+
+def polling() -> EngineSession:
+    s = EngineSession("sid1", Transport.POLLING, CFG)
+    s.open(0.0)
+    return s
+
+
+def test_handshake_has_exactly_the_spec_keys() -> None:
+    s = EngineSession("abc", Transport.POLLING, CFG)
+    text = s.open(0.0)
+    assert text[0] == "0"
+    assert orjson.loads(text[1:]) == {
+        "sid": "abc",
+        "upgrades": ["websocket"],
+        "pingInterval": 300,
+        "pingTimeout": 200,
+        "maxPayload": 1_000_000,
+    }
+    ws = EngineSession("w", Transport.WEBSOCKET, CFG)
+    assert orjson.loads(ws.open(0.0)[1:])["upgrades"] == []
+
+
+def test_post_then_poll_returns_queued_packets() -> None:
+    s = polling()
+    assert s.post(b"4hello", 0.0).body == b"ok"
+    assert s.events == [MessageReceived("hello")]
+    s.send_packet("4hello")
+    assert s.poll(0.0).body == b"4hello"
+
+
+def test_poll_parks_until_something_is_sent() -> None:
+    s = polling()
+    assert s.poll(0.0) is PARK
+    assert s.take_poll_response() is None
+    s.send_packet("4a")
+    s.send_packet(b"\x01")
+    assert s.take_poll_response() == b"4a\x1ebAQ=="
+    assert not s.poll_parked
+
+
+def test_duplicate_poll_closes_the_session() -> None:
+    s = polling()
+    assert s.poll(0.0) is PARK
+    second = s.poll(0.0)
+    assert second.status == 400
+    assert s.take_poll_response() == b"1"
+    assert s.closed
+    assert s.events == [SessionClosed(CloseReason.TRANSPORT_ERROR)]
+    assert s.poll(0.0).status == 400
+
+
+def test_invalid_post_closes_the_session() -> None:
+    s = polling()
+    assert s.post(b"abc", 0.0).status == 400
+    assert s.closed
+    assert s.poll(0.0).status == 400
+
+
+def test_oversized_post_is_refused() -> None:
+    s = EngineSession("s", Transport.POLLING, EngineConfig(max_payload=2000))
+    s.open(0.0)
+    assert s.post(b"4" + b"x" * 2000, 0.0).status == 413
+    assert s.closed
+
+
+def test_heartbeat_ping_pong_and_timeout() -> None:
+    s = polling()
+    assert s.next_deadline() == 0.3
+    s.on_timer(0.3)
+    assert s.poll(0.3).body == b"2"
+    assert s.next_deadline() == 0.5
+    assert s.post(b"3", 0.35).body == b"ok"
+    assert s.next_deadline() == 0.35 + 0.3
+    s.on_timer(0.65)
+    s.on_timer(0.86)
+    assert s.closed
+    assert s.events[-1] == SessionClosed(CloseReason.PING_TIMEOUT)
+
+
+def test_client_close_answers_parked_poll_with_noop() -> None:
+    s = polling()
+    assert s.poll(0.0) is PARK
+    s.post(b"1", 0.0)
+    assert s.take_poll_response() == b"6"
+    assert s.closed
+
+
+def test_upgrade_flow() -> None:
+    s = polling()
+    assert s.poll(0.0) is PARK
+    assert s.begin_upgrade()
+    assert s.state is SessionState.UPGRADING
+    assert not s.begin_upgrade()  # a second probe is refused
+    assert s.receive_probe("2probe", 0.0) == "3probe"
+    assert s.take_poll_response() == b"6"
+    s.send_packet("4queued")
+    assert s.receive_probe("5", 0.0) is None
+    assert s.transport is Transport.WEBSOCKET
+    assert s.take_ws_out() == ["4queued"]
+    assert Upgraded() in s.events
+    assert s.poll(0.0).status == 400  # polling refused after upgrade; session lives
+    assert s.post(b"4x", 0.0).status == 400
+    assert not s.closed
+    assert not s.begin_upgrade()  # second WebSocket for the sid
+
+
+def test_poll_during_upgrade_returns_at_once() -> None:
+    s = polling()
+    s.begin_upgrade()
+    s.receive_probe("2probe", 0.0)
+    assert s.poll(0.0).body == b"6"
+
+
+def test_probe_lost_returns_to_polling() -> None:
+    s = polling()
+    s.begin_upgrade()
+    s.probe_lost()
+    assert s.state is SessionState.OPEN
+    assert s.transport is Transport.POLLING
+
+
+def test_websocket_messages() -> None:
+    s = EngineSession("w", Transport.WEBSOCKET, CFG)
+    s.open(0.0)
+    s.receive_ws("4hi", 0.0)
+    s.receive_ws(b"\x01", 0.0)
+    assert s.events == [MessageReceived("hi"), MessageReceived(b"\x01")]
+    s.receive_ws("abc", 0.0)
+    assert s.closed
+    assert s.events[-1] == SessionClosed(CloseReason.PARSE_ERROR)
+
+
+def test_websocket_client_close_packet() -> None:
+    s = EngineSession("w", Transport.WEBSOCKET, CFG)
+    s.open(0.0)
+    s.receive_ws("1", 0.0)
+    assert s.events == [SessionClosed(CloseReason.CLIENT_CLOSE)]
+
+
+def test_graceful_close_over_polling_delivers_queue_then_close() -> None:
+    s = polling()
+    s.send_packet("441")
+    s.close(CloseReason.FORCED_CLOSE, graceful=True, now=0.0)
+    assert s.state is SessionState.CLOSING
+    assert s.poll(0.0).body == b"441\x1e1"
+    assert s.closed
+
+
+def test_graceful_close_times_out() -> None:
+    s = polling()
+    s.close(CloseReason.FORCED_CLOSE, graceful=True, now=0.0)
+    s.on_timer(0.25)
+    assert s.closed
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("post"), st.binary(max_size=30)),
+        st.tuples(st.just("poll"), st.none()),
+        st.tuples(st.just("ws"), st.one_of(st.text(max_size=10), st.binary(max_size=5))),
+        st.tuples(st.just("probe"), st.sampled_from(["2probe", "5", "4x", "2"])),
+        st.tuples(st.just("begin"), st.none()),
+        st.tuples(st.just("lost"), st.none()),
+        st.tuples(st.just("timer"), st.floats(0, 0.5)),
+        st.tuples(st.just("send"), st.text(max_size=5)),
+        st.tuples(st.just("close"), st.booleans()),
+        st.tuples(st.just("abort"), st.none()),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300)
+@given(ops, st.sampled_from(list(Transport)))
+def test_no_input_sequence_raises(sequence: list[tuple[str, object]], transport: Transport) -> None:
+    from cowrite.errors import ProtocolError
+
+    s = EngineSession("f", transport, CFG)
+    s.open(0.0)
+    now = 0.0
+    for op, arg in sequence:
+        if op == "post":
+            assert isinstance(arg, bytes)
+            s.post(arg, now)
+        elif op == "poll":
+            s.poll(now)
+        elif op == "ws":
+            assert isinstance(arg, str | bytes)
+            s.receive_ws(arg, now)
+        elif op == "probe":
+            assert isinstance(arg, str)
+            with contextlib.suppress(ProtocolError):
+                s.receive_probe(arg, now)
+        elif op == "begin":
+            s.begin_upgrade()
+        elif op == "lost":
+            s.probe_lost()
+        elif op == "timer":
+            assert isinstance(arg, float)
+            now += arg
+            s.on_timer(now)
+        elif op == "send":
+            s.send_packet("4" + str(arg))
+        elif op == "close":
+            s.close(CloseReason.FORCED_CLOSE, graceful=bool(arg), now=now)
+        elif op == "abort":
+            s.poll_aborted()
+        s.take_poll_response()
+        s.take_ws_out()
+    closes = [e for e in s.events if isinstance(e, SessionClosed)]
+    assert len(closes) <= 1
+    assert (len(closes) == 1) == s.closed
