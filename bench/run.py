@@ -252,7 +252,12 @@ def start_generator(ctx: Ctx, workers: int, phase: str, name: str) -> Generator:
     cmd += ["--max-lifetime", str(lifetime)]
     gen = Generator(cmd, ctx.log_dir / f"{name}-{phase}.loadgen.log", ctx.env)
     payload_overhead = len('{"t":1234567.123,"pad":""}')
-    gen.call("config", padLen=max(0, a.payload_bytes - payload_overhead), maxBuffered=256 * 1024)
+    gen.call(
+        "config",
+        padLen=max(0, a.payload_bytes - payload_overhead),
+        maxBuffered=256 * 1024,
+        client=a.client,
+    )
     return gen
 
 
@@ -347,12 +352,14 @@ def drain(gen: Generator, max_s: float) -> float:
     """Wait until deliveries stop arriving (bounded); returns seconds waited."""
     t0 = time.monotonic()
     last = gen.call("total")["totalRecv"]
+    quiet_since = time.monotonic()
     while time.monotonic() - t0 < max_s:
-        time.sleep(0.3)
+        time.sleep(0.2)
         cur = gen.call("total")["totalRecv"]
-        if cur == last:
+        if cur != last:
+            last, quiet_since = cur, time.monotonic()
+        elif time.monotonic() - quiet_since >= 1.0:
             break
-        last = cur
     return time.monotonic() - t0
 
 
@@ -425,64 +432,92 @@ def fmt_step(name: str, st: dict[str, Any]) -> str:
     )
 
 
+class LoadRig:
+    """A fresh server plus a generator with the load clients connected."""
+
+    def __init__(self, ctx: Ctx, name: str, port: int, phase: str) -> None:
+        a = ctx.args
+        self.srv = start_server(ctx, name, port, phase)
+        self.gen: Generator | None = None
+        try:
+            n = a.load_conns
+            self.gen = start_generator(
+                ctx, max(1, math.ceil(n / a.clients_per_worker)), phase, name
+            )
+            warm_up(ctx, self.gen, port)
+            self.connect = self.gen.call(
+                "connect",
+                timeout=a.connect_timeout + 30,
+                url=ws_url(port),
+                count=n,
+                roomSize=a.room_size,
+                concurrency=a.connect_concurrency,
+                perIp=per_ip(ctx, n),
+                totalTimeoutMs=int(a.connect_timeout * 1000),
+            )
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> int | None:
+        if self.gen:
+            self.gen.stop()
+        return self.srv.stop()
+
+
 def load_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
     a = ctx.args
-    n = a.load_conns
-    res: dict[str, Any] = {"clients": n, "room_size": a.room_size, "steps": []}
-    srv = start_server(ctx, name, port, "load")
-    res["server_info"] = srv.info
-    gen = None
+    res: dict[str, Any] = {"clients": a.load_conns, "room_size": a.room_size, "steps": []}
+    rates = [float(x) for x in a.rates.split(",") if x.strip()]
+    step_cost = a.warmup + a.duration + a.drain_max + 2
+    rig = LoadRig(ctx, name, port, "load")
+    res["server_info"] = rig.srv.info
     try:
-        gen = start_generator(ctx, max(1, math.ceil(n / a.clients_per_worker)), "load", name)
-        warm_up(ctx, gen, port)
-        r = gen.call(
-            "connect",
-            timeout=a.connect_timeout + 30,
-            url=ws_url(port),
-            count=n,
-            roomSize=a.room_size,
-            concurrency=a.connect_concurrency,
-            perIp=per_ip(ctx, n),
-            totalTimeoutMs=int(a.connect_timeout * 1000),
-        )
-        res["connected"] = r["connected"]
-        if r["failed"]:
-            res["connect_errors"] = r["errors"]
-        rates = [float(x) for x in a.rates.split(",") if x.strip()]
-        step_cost = a.warmup + a.duration + a.drain_max + 2
+        res["connected"] = rig.connect["connected"]
+        if rig.connect["failed"]:
+            res["connect_errors"] = rig.connect["errors"]
+        assert rig.gen is not None
         for rate in rates:
             if ctx.time_left() < step_cost * 2:
                 ctx.notes.append(f"{name}: stopped stepping at {rate:.0f}/s: global deadline")
                 break
-            st = one_step(ctx, srv, gen, rate)
+            st = one_step(ctx, rig.srv, rig.gen, rate)
             res["steps"].append(st)
             print(fmt_step(name, st), flush=True)
-            if st["saturated"] or not srv.alive():
+            if st["saturated"] or not rig.srv.alive():
                 break
-        if not res["steps"]:
-            return res
-        sat = [s for s in res["steps"] if s["saturated"]]
-        best = max(res["steps"], key=lambda s: s["delivered_per_s"])
-        res["saturated"] = bool(sat)
-        res["saturation_rate_per_s"] = best["delivered_per_s"]
-        if sat and srv.alive() and ctx.time_left() > step_cost:
-            half = best["delivered_per_s"] / 2
-            st = one_step(ctx, srv, gen, half)
-            st["half_saturation_step"] = True
-            print(fmt_step(name + " @half", st), flush=True)
-            res["half"] = st
-        elif not sat:
-            ctx.notes.append(
-                f"{name}: did not saturate up to {rates[-1]:.0f}/s; 'half' uses the step nearest "
-                "half of the best delivered rate"
-            )
-            target = best["delivered_per_s"] / 2
-            res["half"] = min(res["steps"], key=lambda s: abs(s["delivered_per_s"] - target))
-        res["server_alive"] = srv.alive()
+        res["server_alive"] = rig.srv.alive()
     finally:
-        if gen:
-            gen.stop()
-        res["server_rc"] = srv.stop()
+        res["server_rc"] = rig.close()
+    if not res["steps"]:
+        return res
+    sat = [s for s in res["steps"] if s["saturated"]]
+    best = max(res["steps"], key=lambda s: s["delivered_per_s"])
+    res["saturated"] = bool(sat)
+    res["saturation_rate_per_s"] = best["delivered_per_s"]
+    if not sat:
+        ctx.notes.append(
+            f"{name}: did not saturate up to {rates[-1]:.0f}/s; the saturation figure is a lower "
+            "bound and 'half' is the step nearest half of it"
+        )
+        target = best["delivered_per_s"] / 2
+        res["half"] = min(res["steps"], key=lambda s: abs(s["delivered_per_s"] - target))
+        return res
+    if ctx.time_left() < step_cost + 30:
+        ctx.notes.append(f"{name}: no half-saturation step: global deadline")
+        return res
+    # The half-saturation step runs on a fresh server, so the backlog and heap
+    # growth of the saturated step cannot leak into it.
+    time.sleep(1.0)
+    rig = LoadRig(ctx, name, port, "half")
+    try:
+        assert rig.gen is not None
+        st = one_step(ctx, rig.srv, rig.gen, best["delivered_per_s"] / 2)
+        st["half_saturation_step"] = True
+        print(fmt_step(name + " @half", st), flush=True)
+        res["half"] = st
+    finally:
+        rig.close()
     return res
 
 
@@ -512,15 +547,22 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float | N
     return [
         ("Memory per connection, RSS (KiB)", get(["memory", "rss_per_conn_kib"]), "{:.1f}"),
         ("Memory per connection, PSS (KiB)", get(["memory", "pss_per_conn_kib"]), "{:.1f}"),
-        ("Connect rate (conn/s, incl. join ack)", get(["memory", "connect", "rate_per_s"]), "{:.0f}"),
+        (
+            "Connect rate (conn/s, incl. join ack)",
+            get(["memory", "connect", "rate_per_s"]),
+            "{:.0f}",
+        ),
         (
             "Server CPU per connect+join (us)",
             get(["memory", "connect", "server_cpu_us_per_conn"]),
             "{:.0f}",
         ),
         ("Saturation (delivered msg/s, 1 core)", get(["load", "saturation_rate_per_s"]), "{:.0f}"),
-        ("Server CPU per delivered msg @half sat (us)", get(["load", "half", "server_us_per_msg"]),
-         "{:.2f}"),
+        (
+            "Server CPU per delivered msg @half sat (us)",
+            get(["load", "half", "server_us_per_msg"]),
+            "{:.2f}",
+        ),
         ("Latency P50 @half sat (ms)", get(["load", "half", "latency_ms", "p50_ms"]), "{:.2f}"),
         ("Latency P95 @half sat (ms)", get(["load", "half", "latency_ms", "p95_ms"]), "{:.2f}"),
         ("Latency P99 @half sat (ms)", get(["load", "half", "latency_ms", "p99_ms"]), "{:.2f}"),
@@ -555,8 +597,9 @@ def markdown(doc: dict[str, Any]) -> str:
         steps = load.get("steps") or []
         if not steps:
             continue
-        lines.append(f"## {s}: load steps ({load.get('clients')} clients, rooms of "
-                     f"{load.get('room_size')})")
+        lines.append(
+            f"## {s}: load steps ({load.get('clients')} clients, rooms of {load.get('room_size')})"
+        )
         lines.append("")
         lines.append(
             "| offered msg/s | delivered msg/s | server CPU | us/msg | gen CPU | gen us/msg "
@@ -621,8 +664,12 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma list of node,pysio,cowrite")
-    p.add_argument("--conns", type=int, default=10000, help="idle clients for the memory test (0=skip)")
+    p.add_argument(
+        "--servers", default=",".join(ALL_SERVERS), help="comma list of node,pysio,cowrite"
+    )
+    p.add_argument(
+        "--conns", type=int, default=10000, help="idle clients for the memory test (0=skip)"
+    )
     p.add_argument("--load-conns", type=int, default=500, help="clients for the load test (0=skip)")
     p.add_argument("--room-size", type=int, default=5)
     p.add_argument("--rates", default=DEFAULT_RATES, help="delivered msg/s steps, comma separated")
@@ -631,20 +678,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--drain-max", type=float, default=5.0, help="max seconds to drain after a step")
     p.add_argument("--payload-bytes", type=int, default=100, help="JSON payload size of each msg")
     p.add_argument("--p95-limit-ms", type=float, default=100.0, help="P95 above this = saturated")
-    p.add_argument("--sat-ratio", type=float, default=0.9,
-                   help="delivered below this fraction of offered = saturated")
+    p.add_argument(
+        "--sat-ratio",
+        type=float,
+        default=0.9,
+        help="delivered below this fraction of offered = saturated",
+    )
     p.add_argument("--connect-concurrency", type=int, default=100, help="handshakes in flight")
-    p.add_argument("--connect-timeout", type=float, default=180.0, help="bound on opening all conns")
+    p.add_argument(
+        "--connect-timeout", type=float, default=180.0, help="bound on opening all conns"
+    )
     p.add_argument("--mem-no-join", action="store_true", help="memory test: do not join rooms")
-    p.add_argument("--clients-per-worker", type=int, default=8000,
-                   help="generator processes = ceil(clients / this) (fd limit per process)")
-    p.add_argument("--per-ip", type=int, default=25000,
-                   help="above this many clients, spread source IPs over 127.0.0.2..")
+    p.add_argument(
+        "--clients-per-worker",
+        type=int,
+        default=8000,
+        help="generator processes = ceil(clients / this) (fd limit per process)",
+    )
+    p.add_argument(
+        "--per-ip",
+        type=int,
+        default=25000,
+        help="above this many clients, spread source IPs over 127.0.0.2..",
+    )
     p.add_argument("--settle", type=float, default=2.0, help="seconds to settle before RSS reads")
     p.add_argument("--server-core", type=int, default=0, help="-1 = no pinning")
     p.add_argument("--gen-core", type=int, default=1, help="-1 = no pinning")
-    p.add_argument("--py-loop", choices=("uvloop", "asyncio"), default="uvloop",
-                   help="event loop for the Python servers")
+    p.add_argument(
+        "--py-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop for the Python servers",
+    )
+    p.add_argument(
+        "--client",
+        choices=("ws", "raw"),
+        default="ws",
+        help="generator WebSocket client: ws package, or the minimal rawws.js",
+    )
     p.add_argument("--base-port", type=int, default=3101)
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--node", default=shutil.which("node") or "node")
@@ -667,8 +738,9 @@ def main(argv: list[str]) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + (os.pathsep + env["PYTHONPATH"] if env.get(
-        "PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO / "src") + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("NODE_ENV", "production")
     ctx = Ctx(args, env, log_dir, time.monotonic() + args.max_seconds)
@@ -700,8 +772,10 @@ def main(argv: list[str]) -> int:
                     flush=True,
                 )
             if args.load_conns > 0:
-                print(f"[{name}] load: {args.load_conns} clients, rooms of {args.room_size}",
-                      flush=True)
+                print(
+                    f"[{name}] load: {args.load_conns} clients, rooms of {args.room_size}",
+                    flush=True,
+                )
                 r["load"] = load_phase(ctx, name, port)
         except Exception as e:
             r["error"] = f"{type(e).__name__}: {e}"

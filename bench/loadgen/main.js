@@ -35,7 +35,11 @@ const callAll = (mk) => Promise.all(workers.map((w, i) => call(w, mk(i))));
 async function startWorkers() {
   const ready = [];
   for (let i = 0; i < nWorkers; i++) {
-    const w = fork(path.join(__dirname, "worker.js"), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const w = fork(path.join(__dirname, "worker.js"), [], {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      // e.g. LOADGEN_WORKER_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile workers
+      execArgv: (process.env.LOADGEN_WORKER_ARGS || "").split(" ").filter(Boolean),
+    });
     w.on("message", (m) => {
       if (m.ready) { w.pidReady && w.pidReady(m.pid); return; }
       const p = pending.get(m.id);
@@ -57,7 +61,7 @@ function sumField(rs, f) {
 async function handle(msg) {
   switch (msg.cmd) {
     case "config":
-      await callAll(() => ({ cmd: "config", padLen: msg.padLen, maxBuffered: msg.maxBuffered }));
+      await callAll(() => ({ cmd: "config", padLen: msg.padLen, maxBuffered: msg.maxBuffered, client: msg.client }));
       return {};
     case "connect": {
       // Clients are grouped into rooms of roomSize; room r is owned by worker r % W.

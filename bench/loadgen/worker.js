@@ -6,6 +6,7 @@
 const WebSocket = require("ws");
 const { performance } = require("perf_hooks");
 const { newHist, record } = require("./hist");
+const { RawWs } = require("./rawws");
 
 const T_KEY = Buffer.from('"t":');
 const CH_0 = 0x30, CH_1 = 0x31, CH_2 = 0x32, CH_3 = 0x33, CH_4 = 0x34, CH_6 = 0x36;
@@ -52,42 +53,56 @@ function onSteadyMessage(client, data) {
   counters.bad++;
 }
 
+let clientKind = "ws"; // "ws" (the ws package) or "raw" (rawws.js, no stream machinery)
+
+// Opens one WebSocket; calls h.onMessage(Buffer) and h.onClose(reason) (once).
+function openTransport(url, spec, timeoutMs, h) {
+  if (clientKind === "ws") {
+    const opts = { perMessageDeflate: false, handshakeTimeout: timeoutMs, skipUTF8Validation: true };
+    if (spec.localAddress) opts.localAddress = spec.localAddress;
+    const ws = new WebSocket(url, opts);
+    let closed = false;
+    const close = (r) => { if (!closed) { closed = true; h.onClose(r); } };
+    ws.on("error", (e) => close("error: " + (e && (e.code || e.message))));
+    ws.on("close", (code) => close("closed code " + code));
+    ws.on("message", (data) => h.onMessage(data));
+    return ws;
+  }
+  const u = new URL(url);
+  return new RawWs({
+    host: u.hostname, port: Number(u.port), path: u.pathname + u.search,
+    localAddress: spec.localAddress, onOpen: () => {}, onMessage: h.onMessage, onClose: h.onClose,
+  });
+}
+
 function connectOne(url, spec, timeoutMs, doJoin) {
   return new Promise((resolve) => {
-    const opts = { perMessageDeflate: false, handshakeTimeout: timeoutMs };
-    if (spec.localAddress) opts.localAddress = spec.localAddress;
-    let ws;
-    try {
-      ws = new WebSocket(url, opts);
-    } catch (e) {
-      resolve({ err: String(e && e.message) });
-      return;
-    }
-    const client = { ws, room: spec.room, prefix: "", ok: false };
+    const client = { ws: null, room: spec.room, prefix: "", ok: false };
+    client.prefix = "42" + JSON.stringify(["msg", spec.room]).slice(0, -1) + ',{"t":';
     let stage = 0;
     let done = false;
+    let timer = null;
     const finish = (err) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       if (err) {
-        try { ws.terminate(); } catch (_) { /* ignore */ }
+        try { client.ws && client.ws.terminate(); } catch (_) { /* ignore */ }
         resolve({ err });
       } else {
         client.ok = true;
         resolve({ client });
       }
     };
-    const timer = setTimeout(() => finish("timeout in stage " + stage), timeoutMs);
-    ws.on("error", (e) => finish("error: " + (e && (e.code || e.message))));
-    ws.on("close", (code) => {
+    const onClose = (reason) => {
       if (client.ok) counters.closed++;
       client.ok = false;
-      finish("closed in stage " + stage + " code " + code);
-    });
-    ws.on("message", (data) => {
+      finish("closed in stage " + stage + ": " + reason);
+    };
+    const onMessage = (data) => {
       if (stage === 3) { onSteadyMessage(client, data); return; }
       const s = data.toString();
+      const ws = client.ws;
       if (s === "2") { ws.send("3"); return; }
       if (stage === 0) {
         if (s[0] !== "0") { finish("expected open packet, got " + s.slice(0, 80)); return; }
@@ -111,8 +126,13 @@ function connectOne(url, spec, timeoutMs, doJoin) {
         stage = 3;
         finish(null);
       }
-    });
-    client.prefix = "42" + JSON.stringify(["msg", spec.room]).slice(0, -1) + ',{"t":';
+    };
+    timer = setTimeout(() => finish("timeout in stage " + stage), timeoutMs);
+    try {
+      client.ws = openTransport(url, spec, timeoutMs, { onMessage, onClose });
+    } catch (e) {
+      finish("open failed: " + String(e && e.message));
+    }
   });
 }
 
@@ -218,6 +238,7 @@ process.on("message", async (msg) => {
       case "config":
         pad = "x".repeat(msg.padLen || 0);
         maxBuffered = msg.maxBuffered || maxBuffered;
+        clientKind = msg.client || clientKind;
         res = {};
         break;
       case "connect": res = await doConnect(msg); break;

@@ -99,3 +99,13 @@ async def test_connect_refused_by_the_connect_handler(sio: Any) -> None:
     # the Engine.IO connection stays usable for other namespaces
     await socket.send("40")
     assert (await socket.recv()).startswith("40{")
+
+
+async def test_client_namespace_disconnect_is_reported_to_the_server(
+    sio: Any, eventually: Any
+) -> None:
+    socket = await init_socketio_connection(sio)
+    (_ns, sid, _auth) = sio.connects[-1]
+    await socket.send("41")
+    await eventually(lambda: sio.disconnects)
+    assert sio.disconnects == [(sid, "client namespace disconnect")]

@@ -290,21 +290,23 @@ class EngineSession:
 
     # -- WebSocket input -----------------------------------------------------
 
-    def receive_ws(self, data: str | bytes, now: float) -> None:
-        """A WebSocket message arrived on the session's (upgraded or direct) socket."""
+    def receive_ws(self, data: str | bytes, now: float) -> str | bytes | None:
+        """A WebSocket message arrived on the session's (upgraded or direct) socket.
+
+        Returns the data of a MESSAGE packet directly (the hot path allocates no
+        event); every other effect is queued in ``events`` / ``ws_out``.
+        """
         if self.state is SessionState.CLOSED:
-            return
+            return None
         if isinstance(data, bytes):
-            self.events.append(MessageReceived(data))
-            return
-        # Fast path for the common case: a message packet.
+            return data
         if data[:1] == "4":
-            self.events.append(MessageReceived(data[1:]))
-            return
+            return data[1:]
         try:
             self._receive(decode_text(data), now)
         except ProtocolError as exc:
             self.close(exc.close_reason or CloseReason.PARSE_ERROR)
+        return None
 
     def begin_upgrade(self) -> bool:
         """A WebSocket arrived carrying this sid.  ``False``: refuse it."""

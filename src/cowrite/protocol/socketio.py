@@ -143,6 +143,12 @@ class Decoder:
             return self._feed_binary(message)
         if self._pending is not None:
             raise ProtocolError("text packet while awaiting binary attachments")
+        if message[:2] == "2[":
+            # Hot path: an EVENT on the main namespace without ack id.
+            data = _loads(message[1:])
+            if not _valid_payload(SioType.EVENT, data, True, None):
+                raise ProtocolError("invalid EVENT payload")
+            return SioPacket(SioType.EVENT, "/", data, None)
         ptype, attachments, namespace, ack_id, payload = decode_header(message)
         has_payload = payload != ""
         data = _loads(payload) if has_payload else None
@@ -252,11 +258,15 @@ def encode(packet: SioPacket) -> list[str | bytes]:
 
 def encode_event_text(namespace: str, event: str, args: tuple[Any, ...]) -> str | None:
     """Fast path for the common broadcast: an EVENT without binary and without
-    ack.  Returns ``None`` when the arguments hold binary data (use ``encode``)."""
-    data = [event, *args]
-    if args and _has_binary(args):
+    ack.  Returns ``None`` when the arguments hold binary data (use ``encode``).
+
+    orjson refuses ``bytes``, so trying it first costs nothing in the common
+    case and detects binary arguments for free.
+    """
+    try:
+        payload = orjson.dumps([event, *args]).decode()
+    except TypeError:
         return None
-    payload = _dumps(data)
     if namespace == "/":
         return "2" + payload
     return f"2{namespace},{payload}"

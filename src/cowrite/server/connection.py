@@ -108,13 +108,13 @@ class Connection(asyncio.Protocol):
         "_parser",
         "_request",
         "_send_buffer_limit",
-        "_wbuf",
         "busy",
         "client_addr",
         "listener",
         "on_lost",
         "router",
         "transport",
+        "wbuf",
         "ws",
     )
 
@@ -128,7 +128,7 @@ class Connection(asyncio.Protocol):
         self._header_name = ""
         self._body_parts: list[bytes] = []
         self._body_size = 0
-        self._wbuf: list[bytes] = []
+        self.wbuf: list[bytes] = []
         self._closing = False
         self.busy = False  # a response is owed (e.g. a parked long-poll)
         self.ws: WsProtocol | None = None
@@ -151,7 +151,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self._wbuf = []
+        self.wbuf = []
         if self.listener is not None:
             listener, self.listener = self.listener, None
             listener.ws_closed(self, CloseReason.TRANSPORT_CLOSE)
@@ -352,18 +352,18 @@ class Connection(asyncio.Protocol):
         """Queue pre-serialized frame bytes; flushed at the end of this loop iteration."""
         if self._closing:
             return
-        if not self._wbuf:
+        if not self.wbuf:
             self.router.schedule_flush(self)
-        self._wbuf.append(frame)
+        self.wbuf.append(frame)
 
     def send_ws(self, data: str | bytes) -> None:
         self.send_frame(ws_frame(data))
 
     def flush(self) -> None:
-        buf = self._wbuf
+        buf = self.wbuf
         if not buf:
             return
-        self._wbuf = []
+        self.wbuf = []
         transport = self.transport
         if transport is None or self._closing:
             return
@@ -396,7 +396,7 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
-        self._wbuf = []
+        self.wbuf = []
         listener, self.listener = self.listener, None
         transport = self.transport
         if transport is not None:

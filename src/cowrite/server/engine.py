@@ -44,6 +44,8 @@ _BAD_REQUEST = (3, "Bad request")
 _FORBIDDEN = (4, "Forbidden")
 _UNSUPPORTED_VERSION = (5, "Unsupported protocol version")
 
+_NEVER = float("inf")
+
 RouteHandler = Callable[[Connection, Request], None]
 
 
@@ -121,8 +123,13 @@ class SessionHandle:
     # -- WsListener ----------------------------------------------------------
 
     def ws_message(self, conn: Connection, data: str | bytes) -> None:
-        self.session.receive_ws(data, self.server.loop_time())
-        self.server.pump(self)
+        server = self.server
+        session = self.session
+        message = session.receive_ws(data, server.loop_time())
+        if message is not None:
+            server.app.engine_message(self, message)
+        if session.events or session.ws_out or session.closed or self.scheduled == _NEVER:
+            server.pump(self)
 
     def ws_closed(self, conn: Connection, reason: CloseReason) -> None:
         if conn is self.ws:
@@ -287,7 +294,10 @@ class EngineServerCore:
     # -- Engine.IO requests --------------------------------------------------
 
     def _cors_headers(self, origin: str | None) -> list[tuple[str, str]]:
+        # Only ever echo an allowed Origin (never the one we are refusing).
         if origin is None or not self.settings.cors_origins:
+            return []
+        if not self.settings.origin_allowed(origin):
             return []
         return [
             ("Access-Control-Allow-Origin", origin),

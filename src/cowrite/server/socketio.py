@@ -55,10 +55,13 @@ SERVER_NAMESPACE_DISCONNECT = "server namespace disconnect"
 class Socket:
     """One client connected to one namespace."""
 
-    __slots__ = ("_ack_seq", "acks", "handle", "namespace", "rooms", "sid")
+    __slots__ = ("_ack_seq", "acks", "handle", "namespace", "pending", "rooms", "sid")
 
     def __init__(self, sid: str, namespace: str, handle: SessionHandle) -> None:
         self.sid = sid
+        # Packets emitted to the socket while its connect handler runs; sent
+        # right after the CONNECT packet (``None`` once connected).
+        self.pending: list[list[str | bytes]] | None = []
         self.namespace = namespace
         self.handle = handle
         self.rooms: set[str] | None = None
@@ -239,34 +242,49 @@ class SocketServer:
             members = self._namespace_sockets.get(namespace, {}).values()
         if not members:
             return
-        skip: set[str] = set()
-        if isinstance(skip_sid, str):
-            skip.add(skip_sid)
-        elif skip_sid is not None:
-            skip.update(skip_sid)
+        # The common case skips one sid (the sender); compare strings directly.
+        skip_one = skip_sid if isinstance(skip_sid, str) else None
+        skip_many = None if skip_sid is None or skip_one is not None else set(skip_sid)
         text = encode_event_text(namespace, event, args)
         if text is None:
             parts = encode(SioPacket(SioType.EVENT, namespace, [event, *args]))
-            for sock in list(members):
-                if sock.sid not in skip:
-                    _send_parts(sock.handle, parts)
+            for sock in members:
+                if sock.sid != skip_one and (skip_many is None or sock.sid not in skip_many):
+                    _send_to(sock, parts)
             return
         packet = "4" + text
         frame: bytes | None = None
-        for sock in list(members) if to is None else members:
-            if skip and sock.sid in skip:
+        flush_later = self.engine.schedule_flush
+        # Sending only queues bytes (nothing is written or closed here), so the
+        # member collection cannot change while we iterate over it.
+        for sock in members:
+            if sock.sid == skip_one or (skip_many is not None and sock.sid in skip_many):
+                continue
+            if sock.pending is not None:
+                sock.pending.append([packet[1:]])
                 continue
             handle = sock.handle
-            if frame is None and handle.ws is not None:
-                frame = ws_frame(packet)
-            handle.send_text(packet, frame)
+            ws = handle.ws
+            if ws is not None:
+                # A handle's ws is set only while the session runs on that
+                # WebSocket (and its ws_out is always drained before application
+                # code runs), so this is Connection.send_frame inlined: the
+                # per-recipient cost of a broadcast is one list append.
+                if frame is None:
+                    frame = ws_frame(packet)
+                buf = ws.wbuf
+                if not buf:
+                    flush_later(ws)
+                buf.append(frame)
+                continue
+            handle.send_text(packet)
 
     def _emit_one(
         self, sock: Socket, event: str, args: tuple[Any, ...], callback: Callable[..., Any] | None
     ) -> None:
         ack_id = sock.next_ack_id(callback) if callback is not None else None
         parts = encode(SioPacket(SioType.EVENT, sock.namespace, [event, *args], ack_id))
-        _send_parts(sock.handle, parts)
+        _send_to(sock, parts)
 
     def disconnect(self, sid: str, namespace: str = "/") -> None:
         """Remove the client from ``namespace`` (it receives DISCONNECT)."""
@@ -323,9 +341,9 @@ class SocketServer:
         elif isinstance(event, NamespaceLeft):
             sock = state.sockets.get(event.namespace)
             if sock is not None:
+                # The Engine.IO session stays open (the client closes it when
+                # it has no namespace left), as the v5 test suite expects.
                 self._socket_gone(sock, CLIENT_NAMESPACE_DISCONNECT)
-            if not state.session.namespaces:
-                handle.session.close(CloseReason.CLIENT_CLOSE)
 
     # -- internals -----------------------------------------------------------
 
@@ -381,7 +399,11 @@ class SocketServer:
             self._accept(sock, state)
 
     def _accept(self, sock: Socket, state: _SioState) -> None:
-        sock.handle.send_text("4" + state.session.accept(sock.namespace, sock.sid))
+        handle = sock.handle
+        handle.send_text("4" + state.session.accept(sock.namespace, sock.sid))
+        pending, sock.pending = sock.pending, None
+        for parts in pending or ():
+            _send_parts(handle, parts)
 
     def _refuse(self, sock: Socket, state: _SioState, message: str, data: Any) -> None:
         self._forget(sock)
@@ -441,7 +463,7 @@ class SocketServer:
         except TypeError:
             log.exception("acknowledgement is not serializable")
             return
-        _send_parts(sock.handle, parts)
+        _send_to(sock, parts)
 
     def _call(
         self,
@@ -476,6 +498,13 @@ async def _await(awaitable: Awaitable[Any]) -> None:
 
 def _skipped(sid: str, skip: str | Iterable[str]) -> bool:
     return sid == skip if isinstance(skip, str) else sid in set(skip)
+
+
+def _send_to(sock: Socket, parts: list[str | bytes]) -> None:
+    if sock.pending is not None:
+        sock.pending.append(parts)
+    else:
+        _send_parts(sock.handle, parts)
 
 
 def _send_parts(handle: SessionHandle, parts: list[str | bytes]) -> None:
