@@ -147,6 +147,23 @@ class Server(LineProc):
                     self.info = info
                     return info
 
+    def gc_stats(self) -> dict[str, Any] | None:
+        """GC pauses since the last call (Python servers only: they answer SIGUSR1)."""
+        if self.name not in ("pysio", "cowrite") or not self.alive():
+            return None
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                line = self.readline(max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if isinstance(obj, dict) and "gc" in obj:
+                    return dict(obj["gc"])
+        return None
+
 
 class Generator(LineProc):
     def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str]) -> None:
@@ -216,7 +233,8 @@ def server_cmd(ctx: Ctx, name: str, port: int) -> list[str]:
     if name == "pysio":
         return [*pin, py, "servers/pysio_server.py", "--port", str(port), "--loop", a.py_loop]
     if name == "cowrite":
-        return [*pin, py, "servers/cowrite_server.py", "--port", str(port), "--loop", a.py_loop]
+        cmd = [*pin, py, "servers/cowrite_server.py", "--port", str(port), "--loop", a.py_loop]
+        return cmd + (["--tune-gc"] if a.cowrite_tune_gc == "on" else [])
     raise ValueError(name)
 
 
@@ -370,10 +388,12 @@ def one_step(ctx: Ctx, srv: Server, gen: Generator, delivered_rate: float) -> di
     gen.call("start", rate=send_rate)
     time.sleep(a.warmup)
     gen.call("mark")
+    srv.gc_stats()
     s0, g0, t0 = cpu_seconds(srv.pid), gen.cpu(), time.monotonic()
     time.sleep(a.duration)
     m = gen.call("mark")
     s1, g1, t1 = cpu_seconds(srv.pid), gen.cpu(), time.monotonic()
+    gc_stats = srv.gc_stats()
     gen.call("stop")
     drained = drain(gen, a.drain_max)
     wall = t1 - t0
@@ -400,6 +420,9 @@ def one_step(ctx: Ctx, srv: Server, gen: Generator, delivered_rate: float) -> di
         "wall_s": wall,
         "server_alive": srv.alive(),
     }
+    if gc_stats is not None:
+        gc_stats["time_pct"] = 100 * gc_stats["total_ms"] / 1000 / wall
+        step["gc"] = gc_stats
     p95 = lat.get("p95_ms")
     reasons = []
     if recv < a.sat_ratio * delivered_rate * wall:
@@ -567,6 +590,12 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float | N
         ("Latency P95 @half sat (ms)", get(["load", "half", "latency_ms", "p95_ms"]), "{:.2f}"),
         ("Latency P99 @half sat (ms)", get(["load", "half", "latency_ms", "p99_ms"]), "{:.2f}"),
         ("Generator CPU per msg @half sat (us)", get(["load", "half", "gen_us_per_msg"]), "{:.2f}"),
+        (
+            "Python GC: longest pause @half sat (ms)",
+            get(["load", "half", "gc", "max_ms"]),
+            "{:.2f}",
+        ),
+        ("Python GC: time in GC @half sat (%)", get(["load", "half", "gc", "time_pct"]), "{:.2f}"),
     ]
 
 
@@ -633,6 +662,12 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"- {s}: {c.get('failed')} connects failed, {c.get('not_attempted')} not attempted:"
                 f" {c.get('errors')}"
             )
+        for st in (results[s].get("load") or {}).get("steps") or []:
+            if st.get("warning"):
+                lines.append(
+                    f"- {s} @ {st['offered_delivered_per_s']:.0f}/s: {st['warning']} "
+                    f"({st['gen_cpu_util']:.0%})"
+                )
     for note in doc.get("notes", []):
         lines.append(f"- {note}")
     lines.append("")
@@ -715,6 +750,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=("ws", "raw"),
         default="ws",
         help="generator WebSocket client: ws package, or the minimal rawws.js",
+    )
+    p.add_argument(
+        "--cowrite-tune-gc",
+        choices=("on", "off"),
+        default="on",
+        help="apply cowrite.runtime.tune_gc() in the cowrite server, as `cowrite serve` does",
     )
     p.add_argument("--base-port", type=int, default=3101)
     p.add_argument("--python", default=sys.executable)

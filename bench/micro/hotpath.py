@@ -89,14 +89,15 @@ async def main(room: int, n: int) -> None:
     payload = b'42["msg","room",{"t":1234567890123.456,"pad":"' + b"x" * 70 + b'"}]'
     frame = Frame(Opcode.TEXT, payload).serialize(mask=True)
     sender = conns[0]
-    flush = sio.engine._flush_now
     t0 = time.process_time()
     for _ in range(n):
         sender.data_received(frame)
-        flush()
+        await asyncio.sleep(0)  # one loop iteration: the scheduled flush runs
     dt = time.process_time() - t0
     per_in = dt / n * 1e6
-    print(f"room={room}: {per_in:.2f} us per incoming message, {per_in / (room - 1):.2f} us per delivered copy")
+    print(
+        f"room={room}: {per_in:.2f} us per incoming message, {per_in / (room - 1):.2f} us per delivered copy"
+    )
     await sio.stop(timeout=0.1)
 
 

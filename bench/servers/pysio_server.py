@@ -14,6 +14,7 @@ import sys
 from importlib.metadata import version
 from typing import Any
 
+import gcstats
 import socketio
 from aiohttp import web
 
@@ -48,6 +49,10 @@ async def main(host: str, port: int, loop_name: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    gcstats.install()
+    loop.add_signal_handler(
+        signal.SIGUSR1, lambda: print(json.dumps({"gc": gcstats.take()}), flush=True)
+    )
     info = {
         "server": "pysio",
         "pid": os.getpid(),
