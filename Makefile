@@ -25,7 +25,7 @@ $(NODE_DIR)/node_modules/.stamp: $(NODE_DIR)/package.json
 node-deps: $(NODE_DIR)/node_modules/.stamp
 
 serve: install
-	$(VENV)/bin/cowrite serve
+	$(VENV)/bin/cowrite serve --dev
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -1,44 +1,104 @@
-"""Wiring: builds the server an operator runs with ``cowrite serve``.
-
-Until the collaboration domain lands (documents, operation log, presence), the
-served application is a room relay: clients ``join`` and ``leave`` rooms and
-``relay`` events to everyone else in a room.  It is what the benchmarks drive.
-"""
+"""Wiring: builds the application ``cowrite serve`` runs.  No logic of its own."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from cowrite.config import ServerSettings
+from cowrite.auth import AuthError, TokenVerifier
+from cowrite.backends.presence_memory import MemoryPresence
+from cowrite.backends.store import OperationStore
+from cowrite.config import AppSettings
+from cowrite.core.collab import CollabService, refusal
+from cowrite.errors import ConfigError, ConnectionRefused
 from cowrite.server import SocketServer
 from cowrite.server.connection import Connection, Request
 
+log = logging.getLogger("cowrite.app")
 
-def build_relay_server(settings: ServerSettings) -> SocketServer:
-    sio = SocketServer(settings)
+EVENTS = (
+    "join-document",
+    "leave-document",
+    "edit-operation",
+    "sync",
+    "presence-update",
+    "share-document",
+)
 
-    def join(sid: str, room: Any) -> dict[str, Any]:
-        if not isinstance(room, str) or not room:
-            error = {"code": "invalid_payload", "message": "room must be a non-empty string"}
-            return {"ok": False, "error": error}
-        sio.enter_room(sid, room)
-        return {"ok": True}
 
-    def leave(sid: str, room: Any) -> dict[str, Any]:
-        if isinstance(room, str):
-            sio.leave_room(sid, room)
-        return {"ok": True}
+def open_store(url: str) -> OperationStore:
+    """``sqlite:///path``, a bare path, or ``postgresql://...``."""
+    if url.startswith(("postgres://", "postgresql://")):
+        from cowrite.backends.store_postgres import PostgresStore
 
-    def relay(sid: str, room: Any, *payload: Any) -> None:
-        if isinstance(room, str) and sio.in_room(sid, room):
-            sio.emit("relay", *payload, to=room, skip_sid=sid)
+        return PostgresStore(url)
+    from cowrite.backends.store_sqlite import SqliteStore
 
-    sio.on("join", join)
-    sio.on("leave", leave)
-    sio.on("relay", relay)
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if not path:
+        raise ConfigError("empty SQLite path")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(path)
+
+
+@dataclass
+class App:
+    server: SocketServer
+    service: CollabService
+    store: OperationStore
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.service.start()
+        await self.server.start()
+
+    async def stop(self) -> None:
+        """Stop accepting, close sessions, commit what was accepted, close the store."""
+        await self.server.stop()
+        await self.service.stop()
+        await self.store.close()
+
+
+def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> App:
+    server = SocketServer(settings.server)
+    the_store = store if store is not None else open_store(settings.store)
+    service = CollabService(
+        store=the_store,
+        presence=MemoryPresence(),
+        gateway=server,
+        verifier=TokenVerifier(settings.auth),
+        settings=settings.collab,
+    )
+
+    def connect(sid: str, auth: Any) -> None:
+        try:
+            identity = service.connect(sid, auth)
+        except AuthError as exc:
+            log.info("connection refused: %s", exc.code)
+            message, data = refusal(exc)
+            raise ConnectionRefused(message, data) from exc
+        log.debug("connected %s as %s", sid, identity.user_id)
+
+    async def disconnect(sid: str, reason: str) -> None:
+        await service.disconnect(sid)
+
+    server.on("connect", connect)
+    server.on("disconnect", disconnect)
+    server.on("join-document", service.join)
+    server.on("leave-document", service.leave)
+    server.on("edit-operation", service.edit)
+    server.on("sync", service.sync)
+    server.on("presence-update", service.presence_update)
+    server.on("share-document", service.share)
 
     def healthz(conn: Connection, req: Request) -> None:
         conn.respond(200, b"ok")
 
-    sio.add_route("/healthz", healthz)
-    return sio
+    server.add_route("/healthz", healthz)
+    return App(server=server, service=service, store=the_store)

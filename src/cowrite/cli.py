@@ -1,15 +1,53 @@
-"""The ``cowrite`` command line."""
+"""The ``cowrite`` command line (click).  Every option also reads ``COWRITE_*``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import click
 
 from cowrite import runtime
-from cowrite.config import settings_from_env
-from cowrite.errors import ConfigError
+from cowrite.config import AppSettings, load_app_settings
+from cowrite.errors import CowriteError
+
+T = TypeVar("T")
+
+store_option = click.option(
+    "--store", default=None, help="sqlite:///PATH or postgresql://DSN [sqlite in --data-dir]."
+)
+data_dir_option = click.option("--data-dir", default=None, help="Data directory [./data].")
+dev_option = click.option(
+    "--dev/--production",
+    "dev_mode",
+    default=None,
+    help="Development mode: generated JWT secret kept in the data directory [production].",
+)
+
+
+def _settings(**kwargs: Any) -> AppSettings:
+    try:
+        return load_app_settings(**kwargs)
+    except CowriteError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run_store(settings: AppSettings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from cowrite.app import open_store
+
+    async def run() -> T:
+        store = open_store(settings.store)
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 @click.group()
@@ -24,18 +62,17 @@ def main() -> None:
 @click.option("--ping-interval", type=float, default=None, help="Seconds between pings [25].")
 @click.option("--ping-timeout", type=float, default=None, help="Seconds to wait for a pong [20].")
 @click.option("--max-payload", type=int, default=None, help="Largest message in bytes [1000000].")
+@click.option("--connect-timeout", type=float, default=None, help="Seconds to connect [45].")
 @click.option(
-    "--connect-timeout", type=float, default=None, help="Seconds to join a namespace [45]."
-)
-@click.option(
-    "--cors-origin",
-    "cors_origins",
-    multiple=True,
-    help="Allowed browser Origin (repeatable; * = any).",
+    "--cors-origin", "cors_origins", multiple=True, help="Allowed browser Origin (repeatable)."
 )
 @click.option("--transports", default=None, help="Comma-separated: websocket,polling.")
 @click.option("--send-buffer-limit", type=int, default=None, help="Slow-consumer limit in bytes.")
 @click.option("--no-uvloop", is_flag=True, default=False, help="Use asyncio's own event loop.")
+@click.option("--auto-create/--no-auto-create", default=None, help="Create documents on join.")
+@store_option
+@data_dir_option
+@dev_option
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str | None,
@@ -48,37 +85,141 @@ def serve(
     transports: str | None,
     send_buffer_limit: int | None,
     no_uvloop: bool,
+    auto_create: bool | None,
+    store: str | None,
+    data_dir: str | None,
+    dev_mode: bool | None,
     log_level: str,
 ) -> None:
-    """Run the server until SIGTERM/SIGINT (then shut down gracefully)."""
+    """Run the server until SIGTERM/SIGINT, then drain and stop gracefully."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    try:
-        settings = settings_from_env(
-            host=host,
-            port=port,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            max_payload=max_payload,
-            connect_timeout=connect_timeout,
-            cors_origins=cors_origins or None,
-            transports=tuple(t.strip() for t in transports.split(",")) if transports else None,
-            send_buffer_limit=send_buffer_limit,
-            use_uvloop=False if no_uvloop else None,
+    settings = _settings(
+        server_overrides={
+            "host": host,
+            "port": port,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "max_payload": max_payload,
+            "connect_timeout": connect_timeout,
+            "cors_origins": cors_origins or None,
+            "transports": tuple(t.strip() for t in transports.split(",")) if transports else None,
+            "send_buffer_limit": send_buffer_limit,
+            "use_uvloop": False if no_uvloop else None,
+        },
+        store=store,
+        data_dir=data_dir,
+        dev_mode=dev_mode,
+        auto_create=auto_create,
+    )
+    from cowrite.app import build_app
+
+    async def run() -> None:
+        app = build_app(settings)
+        await app.start()
+        if settings.server.gc_freeze:
+            runtime.tune_gc()
+        mode = "development" if settings.dev_mode else "production"
+        click.echo(
+            f"cowrite listening on http://{settings.server.host}:{app.port} "
+            f"({mode} mode, store {settings.store.split('@')[-1]})"
         )
-    except ConfigError as exc:
+        try:
+            await app.server.wait_for_signal()
+        finally:
+            await app.stop()
+
+    runtime.run(run(), use_uvloop=settings.server.use_uvloop)
+
+
+@main.command()
+@click.option("--user", "user_id", required=True, help="User id (the token's sub).")
+@click.option("--name", default=None, help="Display name [the user id].")
+@click.option("--ttl", type=float, default=3600.0, show_default=True, help="Seconds of validity.")
+@click.option("--doc", "docs", multiple=True, help="DOC=ROLE grant in the docs claim (repeatable).")
+@data_dir_option
+@dev_option
+def token(
+    user_id: str,
+    name: str | None,
+    ttl: float,
+    docs: tuple[str, ...],
+    data_dir: str | None,
+    dev_mode: bool | None,
+) -> None:
+    """Mint a JWT with the configured secret (development and tests)."""
+    from cowrite.auth import mint_token, parse_doc_grants
+
+    settings = _settings(data_dir=data_dir, dev_mode=dev_mode)
+    try:
+        grants = parse_doc_grants(docs) if docs else None
+        click.echo(mint_token(settings.auth, user_id=user_id, name=name, ttl=ttl, docs=grants))
+    except CowriteError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 
-    from cowrite.app import build_relay_server
 
-    async def run() -> None:
-        server = build_relay_server(settings)
-        await server.start()
-        if settings.gc_freeze:
-            runtime.tune_gc()
-        click.echo(f"cowrite listening on http://{settings.host}:{server.port}{settings.path}")
-        await server.serve_until_signal()
+@main.command()
+@click.argument("document_id")
+@click.argument("user_id")
+@click.argument("role", type=click.Choice(["owner", "editor", "viewer"]))
+@store_option
+@data_dir_option
+@dev_option
+def grant(
+    document_id: str,
+    user_id: str,
+    role: str,
+    store: str | None,
+    data_dir: str | None,
+    dev_mode: bool | None,
+) -> None:
+    """Give USER_ID the ROLE on DOCUMENT_ID (the document is created if needed)."""
+    from cowrite.backends.store import Role
 
-    runtime.run(run(), use_uvloop=settings.use_uvloop)
+    settings = _settings(store=store, data_dir=data_dir, dev_mode=dev_mode)
+
+    async def act(s: Any) -> None:
+        if not await s.document_exists(document_id):
+            await s.create_document(document_id, user_id)
+        await s.set_role(document_id, user_id, Role(role))
+
+    _run_store(settings, act)
+    click.echo(f"{user_id} is {role} of {document_id}")
+
+
+@main.command()
+@click.argument("document_id")
+@click.argument("user_id")
+@store_option
+@data_dir_option
+@dev_option
+def revoke(
+    document_id: str, user_id: str, store: str | None, data_dir: str | None, dev_mode: bool | None
+) -> None:
+    """Remove USER_ID's access to DOCUMENT_ID (running servers enforce it within
+    their role cache time, 5 s by default)."""
+    settings = _settings(store=store, data_dir=data_dir, dev_mode=dev_mode)
+
+    async def act(s: Any) -> bool:
+        result: bool = await s.revoke(document_id, user_id)
+        return result
+
+    removed = _run_store(settings, act)
+    click.echo(f"revoked {user_id} on {document_id}" if removed else "no such grant")
+
+
+@main.command()
+@store_option
+@data_dir_option
+@dev_option
+def migrate(store: str | None, data_dir: str | None, dev_mode: bool | None) -> None:
+    """Apply the store's schema migrations (serve does it on start too)."""
+    settings = _settings(store=store, data_dir=data_dir, dev_mode=dev_mode)
+
+    async def act(s: Any) -> None:
+        await s.migrate()
+
+    _run_store(settings, act)
+    click.echo("migrations applied")

@@ -97,3 +97,88 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
                 raise ConfigError(f"COWRITE_{f.name.upper()}: {exc}") from exc
     values.update({k: v for k, v in overrides.items() if v is not None})
     return ServerSettings(**values)
+
+
+# -- the whole application ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppSettings:
+    """Everything ``cowrite serve`` needs, grouped by concern.
+
+    ``store`` is ``sqlite:///PATH`` (or a bare path; the embedded default lives
+    in ``data_dir``) or a ``postgresql://`` DSN.  ``dev_mode`` enables the
+    development conveniences (a generated JWT secret kept in ``data_dir``).
+    """
+
+    server: ServerSettings
+    auth: Any  # cowrite.auth.AuthSettings (imported lazily: config stays import-light)
+    collab: Any  # cowrite.core.collab.CollabSettings
+    store: str
+    data_dir: str
+    dev_mode: bool
+
+
+def _env_bool(env: dict[str, str] | Any, name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return str(raw).lower() in {"1", "true", "yes", "on"}
+
+
+def load_app_settings(
+    *,
+    environ: dict[str, str] | None = None,
+    server_overrides: dict[str, Any] | None = None,
+    store: str | None = None,
+    data_dir: str | None = None,
+    dev_mode: bool | None = None,
+    auto_create: bool | None = None,
+) -> AppSettings:
+    """Defaults < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
+    from cowrite.auth import AuthSettings, auth_settings_from_env
+    from cowrite.core.collab import CollabSettings
+
+    env = os.environ if environ is None else environ
+    dev = dev_mode if dev_mode is not None else _env_bool(env, "COWRITE_DEV", False)
+    directory = data_dir or env.get("COWRITE_DATA_DIR") or "data"
+    store_url = store or env.get("COWRITE_STORE") or f"sqlite:///{directory}/cowrite.db"
+    server = settings_from_env(dict(env), **(server_overrides or {}))
+    auth = auth_settings_from_env(dict(env))
+    if auth is None:
+        if not dev:
+            raise ConfigError(
+                "no JWT key configured: set COWRITE_AUTH_SECRET (HS256) or "
+                "COWRITE_AUTH_ALGORITHMS with COWRITE_AUTH_PUBLIC_KEY_FILE / "
+                "COWRITE_AUTH_JWKS_FILE, or run with --dev"
+            )
+        auth = AuthSettings(secret=dev_secret(directory))
+    try:
+        max_op = int(env.get("COWRITE_MAX_OPERATION_BYTES", 64 * 1024))
+    except ValueError as exc:
+        raise ConfigError(f"COWRITE_MAX_OPERATION_BYTES: {exc}") from exc
+    collab = CollabSettings(
+        auto_create=auto_create
+        if auto_create is not None
+        else _env_bool(env, "COWRITE_AUTO_CREATE", True),
+        docs_claim=auth.docs_claim,
+        max_operation_bytes=max_op,
+    )
+    return AppSettings(
+        server=server, auth=auth, collab=collab, store=store_url, data_dir=directory, dev_mode=dev
+    )
+
+
+def dev_secret(data_dir: str) -> str:
+    """The development-mode HS256 secret: generated once, kept in ``data_dir``."""
+    import secrets
+    from pathlib import Path
+
+    path = Path(data_dir) / "dev-jwt-secret"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret

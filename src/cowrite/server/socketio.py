@@ -77,6 +77,19 @@ class Socket:
         return ack_id
 
 
+class PreparedEvent:
+    """An event encoded once: the Engine.IO text packet (or, with binary
+    arguments, the Socket.IO parts) and, once needed, its WebSocket frame."""
+
+    __slots__ = ("frame", "namespace", "packet", "parts")
+
+    def __init__(self, namespace: str, packet: str | None, parts: list[str | bytes] | None) -> None:
+        self.namespace = namespace
+        self.packet = packet
+        self.parts = parts
+        self.frame: bytes | None = None
+
+
 class _SioState:
     """Per Engine.IO session: the sans-I/O Socket.IO session and its sockets."""
 
@@ -161,6 +174,13 @@ class SocketServer:
 
     async def serve_until_signal(self) -> None:
         """Run (already started) until SIGTERM or SIGINT, then shut down gracefully."""
+        try:
+            await self.wait_for_signal()
+        finally:
+            await self.stop()
+
+    async def wait_for_signal(self) -> None:
+        """Return when the process receives SIGTERM or SIGINT."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,7 +190,6 @@ class SocketServer:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            await self.stop()
 
     # -- rooms ---------------------------------------------------------------
 
@@ -278,6 +297,47 @@ class SocketServer:
                 buf.append(frame)
                 continue
             handle.send_text(packet)
+
+    def prepare(self, event: str, *args: Any, namespace: str = "/") -> PreparedEvent:
+        """Encode an event once, to send it to many sockets with ``send_prepared``."""
+        text = encode_event_text(namespace, event, args)
+        if text is None:
+            return PreparedEvent(
+                namespace, None, encode(SioPacket(SioType.EVENT, namespace, [event, *args]))
+            )
+        return PreparedEvent(namespace, "4" + text, None)
+
+    def send_prepared(self, sid: str, prepared: object) -> None:
+        """Send a ``PreparedEvent`` to one socket; the frame is built once and reused."""
+        sock = self._sockets.get(sid)
+        if sock is None or not isinstance(prepared, PreparedEvent):
+            return
+        if prepared.parts is not None:
+            _send_to(sock, prepared.parts)
+            return
+        packet = prepared.packet
+        assert packet is not None
+        if sock.pending is not None:
+            sock.pending.append([packet[1:]])
+            return
+        handle = sock.handle
+        ws = handle.ws
+        if ws is None:
+            handle.send_text(packet)
+            return
+        frame = prepared.frame
+        if frame is None:
+            frame = prepared.frame = ws_frame(packet)
+        buf = ws.wbuf
+        if not buf:
+            self.engine.schedule_flush(ws)
+        buf.append(frame)
+
+    def send(self, sid: str, event: str, *args: Any) -> None:
+        """Send ``event`` to one socket (``emit(..., to=sid)`` for the gateway interface)."""
+        sock = self._sockets.get(sid)
+        if sock is not None:
+            self._emit_one(sock, event, args, None)
 
     def _emit_one(
         self, sock: Socket, event: str, args: tuple[Any, ...], callback: Callable[..., Any] | None

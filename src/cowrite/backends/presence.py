@@ -1,0 +1,57 @@
+"""Presence: who is in each document right now.
+
+Interface only; implementations: ``presence_memory`` (one instance) and, for
+several instances, a Redis one.  core/ imports this module, never an
+implementation.
+
+Guarantees every implementation gives
+=====================================
+
+Counting
+    A user may be in a document through several connections (tabs, devices,
+    instances).  ``join`` returns ``True`` only for the user's first connection
+    in the document and ``leave`` only for the last one, so ``user-joined`` and
+    ``user-left`` are announced once per user however many tabs they open.
+
+Atomicity
+    ``join`` and ``leave`` are atomic with respect to each other: two
+    connections of one user joining at once produce exactly one ``True``.
+
+Staleness
+    ``roster`` may lag behind ``join``/``leave`` made on other instances by the
+    implementation's propagation delay; entries of an instance that died
+    without leaving expire within the implementation's stated bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    """One user in a document: ``state`` is their latest presence state (cursor,
+    selection, status; small JSON, not persisted) or ``None``."""
+
+    user_id: str
+    name: str
+    state: Any = None
+
+
+class PresenceStore(Protocol):
+    async def join(self, document_id: str, user_id: str, name: str, connection_id: str) -> bool:
+        """Record the connection; ``True`` if it is the user's first in the document."""
+        ...
+
+    async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:
+        """Forget the connection; ``True`` if it was the user's last in the document."""
+        ...
+
+    async def set_state(self, document_id: str, user_id: str, state: Any) -> None:
+        """Remember the user's latest presence state (no-op if not present)."""
+        ...
+
+    async def roster(self, document_id: str) -> list[PresenceEntry]:
+        """Everyone in the document, one entry per user, sorted by user id."""
+        ...

@@ -1,0 +1,428 @@
+"""``OperationStore`` on an SQLite file: the embedded default.
+
+Threads
+    SQLite calls block, so none runs on the event loop.  The store owns two
+    connections, each created in and used only by its own dedicated thread (a
+    one-worker executor): a *writer* through which every write transaction
+    goes, and a *reader* for every query.  A whole ``append_batch`` is one
+    function run in the writer thread, so a batch costs one thread hop, not one
+    per statement, and concurrent writers of one store queue up in that thread
+    instead of interleaving statements inside one transaction.  In WAL mode the
+    reader runs beside the writer and sees the last committed state.
+
+Sequencing
+    Write transactions start with ``BEGIN IMMEDIATE``, which takes SQLite's
+    single write lock before the document heads are read.  That serialises
+    writers across threads, store instances and processes sharing the file, so
+    ``seq`` numbers stay gapless.  A writer that finds the lock taken waits (the
+    busy timeout, ``busy_timeout`` seconds) and then fails with
+    ``StoreUnavailable``.
+
+Durability: ``synchronous=FULL`` (the default here)
+    In WAL mode SQLite offers ``NORMAL`` (commits are durable against a crash
+    of the process, but the last transactions may vanish on power loss or an
+    OS crash, because the WAL is only synced at checkpoints) and ``FULL`` (the
+    WAL is synced at every commit).  The interface promises that an
+    acknowledged append is durable, so ``FULL`` is the default: with group
+    commit the fsync is paid once per batch, not once per operation, and
+    ``bench/store_bench.py`` measures what it costs.  ``synchronous="normal"``
+    is offered for deployments that accept losing the last moments of work on
+    power loss in exchange for speed; it does not change any other guarantee.
+
+The path must name a file (not ``":memory:"``): the two connections share the
+database through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from cowrite.backends.store import (
+    AppendRequest,
+    AppendResult,
+    IdempotencyKey,
+    Role,
+    StoredOp,
+    StoreError,
+    StoreNotOpen,
+    StoreUnavailable,
+    UnknownDocument,
+    idempotency_key,
+    plan_append,
+)
+
+_T = TypeVar("_T")
+
+#: Schema migrations; ``MIGRATIONS[i]`` brings the schema from version i to i + 1.
+#: Kept inline rather than in .sql files so that they ship with the module.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE documents (
+            document_id TEXT PRIMARY KEY,
+            head        INTEGER NOT NULL DEFAULT 0 CHECK (head >= 0),
+            created_at  REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        # Clustered on (document_id, seq): read_ops is one range scan.
+        """
+        CREATE TABLE ops (
+            document_id  TEXT NOT NULL REFERENCES documents (document_id),
+            seq          INTEGER NOT NULL CHECK (seq > 0),
+            user_id      TEXT NOT NULL,
+            client_op_id TEXT,
+            payload      BLOB NOT NULL,
+            created_at   REAL NOT NULL,
+            PRIMARY KEY (document_id, seq)
+        ) WITHOUT ROWID
+        """,
+        # The idempotency key; also what append_batch looks duplicates up by.
+        """
+        CREATE UNIQUE INDEX ops_client_op_id ON ops (document_id, user_id, client_op_id)
+        WHERE client_op_id IS NOT NULL
+        """,
+        """
+        CREATE TABLE roles (
+            document_id TEXT NOT NULL REFERENCES documents (document_id),
+            user_id     TEXT NOT NULL,
+            role        TEXT NOT NULL CHECK (role IN ('owner', 'editor', 'viewer')),
+            PRIMARY KEY (document_id, user_id)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+_SELECT_OPS = """
+    SELECT document_id, seq, user_id, client_op_id, payload, created_at FROM ops
+    WHERE document_id = ? AND seq > ? ORDER BY seq LIMIT ?
+"""
+_INSERT_OP = """
+    INSERT INTO ops (document_id, seq, user_id, client_op_id, payload, created_at)
+    VALUES (?, ?, ?, ?, ?, ?)
+"""
+_FIND_DUPLICATE = "SELECT seq FROM ops WHERE document_id = ? AND user_id = ? AND client_op_id = ?"
+# INSERT ... SELECT inserts nothing for an unknown document (rowcount 0) instead
+# of raising; the WHERE also resolves SQLite's ON CONFLICT parsing ambiguity.
+_UPSERT_ROLE = """
+    INSERT INTO roles (document_id, user_id, role)
+    SELECT document_id, ?, ? FROM documents WHERE document_id = ?
+    ON CONFLICT (document_id, user_id) DO UPDATE SET role = excluded.role
+"""
+
+
+class _Connection:
+    """One sqlite3 connection, created in and used only by one dedicated thread."""
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(connection)`` in the connection's thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._executor, self._run, fn)
+        except RuntimeError as exc:  # the executor was shut down by close()
+            raise StoreNotOpen("sqlite connection is closed") from exc
+        try:
+            return await future
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._conn is None:
+            raise StoreNotOpen("sqlite connection is closed")
+        return fn(self._conn)
+
+    async def connect(self, path: str, *, busy_timeout: float, pragmas: Sequence[str]) -> None:
+        def connect() -> None:
+            # isolation_level=None: no implicit transactions, we BEGIN ourselves.
+            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            try:
+                for pragma in pragmas:
+                    conn.execute(pragma)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                conn.close()
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, close)
+        finally:
+            self._executor.shutdown(wait=True)
+
+
+def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction; roll back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    if current > len(MIGRATIONS):
+        raise StoreError(
+            f"database schema version {current} is newer than this code knows ({len(MIGRATIONS)})"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        for statement in MIGRATIONS[version - 1]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+            (version, time.time()),
+        )
+
+
+def _append(conn: sqlite3.Connection, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+    """The body of ``append_batch``; runs inside the write transaction."""
+    heads: dict[str, int] = {}
+    stored: dict[IdempotencyKey, int] = {}
+    for request in requests:
+        doc = request.document_id
+        if doc not in heads:
+            row = conn.execute(
+                "SELECT head FROM documents WHERE document_id = ?", (doc,)
+            ).fetchone()
+            if row is None:
+                raise UnknownDocument(doc)
+            heads[doc] = row[0]
+        key = idempotency_key(request)
+        if key is not None and key not in stored:
+            row = conn.execute(_FIND_DUPLICATE, key).fetchone()
+            if row is not None:
+                stored[key] = row[0]
+    plan = plan_append(requests, heads, stored)
+    now = time.time()
+    conn.executemany(
+        _INSERT_OP,
+        [
+            (req.document_id, seq, req.user_id, req.client_op_id, req.payload, now)
+            for req, seq in plan.new_ops
+        ],
+    )
+    conn.executemany(
+        "UPDATE documents SET head = ? WHERE document_id = ?",
+        [(head, doc) for doc, head in plan.heads.items()],
+    )
+    return plan.results
+
+
+def _read_ops(conn: sqlite3.Connection, document_id: str, since: int, limit: int) -> list[StoredOp]:
+    rows = conn.execute(_SELECT_OPS, (document_id, since, limit)).fetchall()
+    if not rows and not _exists(conn, document_id):
+        raise UnknownDocument(document_id)
+    return [StoredOp(*row) for row in rows]
+
+
+def _exists(conn: sqlite3.Connection, document_id: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM documents WHERE document_id = ?", (document_id,)).fetchone()
+        is not None
+    )
+
+
+def _head(conn: sqlite3.Connection, document_id: str) -> int:
+    row = conn.execute(
+        "SELECT head FROM documents WHERE document_id = ?", (document_id,)
+    ).fetchone()
+    if row is None:
+        raise UnknownDocument(document_id)
+    head: int = row[0]
+    return head
+
+
+def _create_document(conn: sqlite3.Connection, document_id: str, owner_id: str) -> bool:
+    cursor = conn.execute(
+        "INSERT INTO documents (document_id, head, created_at) VALUES (?, 0, ?) "
+        "ON CONFLICT (document_id) DO NOTHING",
+        (document_id, time.time()),
+    )
+    if cursor.rowcount == 0:
+        return False
+    conn.execute(
+        "INSERT INTO roles (document_id, user_id, role) VALUES (?, ?, ?)",
+        (document_id, owner_id, Role.OWNER.value),
+    )
+    return True
+
+
+def _set_role(conn: sqlite3.Connection, document_id: str, user_id: str, role: Role) -> None:
+    if conn.execute(_UPSERT_ROLE, (user_id, role.value, document_id)).rowcount == 0:
+        raise UnknownDocument(document_id)
+
+
+def _list_roles(conn: sqlite3.Connection, document_id: str) -> dict[str, Role]:
+    rows = conn.execute(
+        "SELECT user_id, role FROM roles WHERE document_id = ?", (document_id,)
+    ).fetchall()
+    if not rows and not _exists(conn, document_id):
+        raise UnknownDocument(document_id)
+    return {user_id: Role(role) for user_id, role in rows}
+
+
+class SqliteStore:
+    """``OperationStore`` on the SQLite file at ``path`` (created if missing).
+
+    See the module docstring for threads, sequencing and the durability choice.
+    ``busy_timeout`` (seconds) bounds how long a write waits for another
+    connection's write lock.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["full", "normal"] = "full",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        self._path = str(path)
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._writer: _Connection | None = None
+        self._reader: _Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self._path!r}, synchronous={self._synchronous!r})"
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            raise StoreError("store is already open")
+        writer = _Connection("cowrite-sqlite-writer")
+        reader = _Connection("cowrite-sqlite-reader")
+        common = (f"PRAGMA synchronous = {self._synchronous.upper()}",)
+        try:
+            await writer.connect(
+                self._path,
+                busy_timeout=self._busy_timeout,
+                pragmas=("PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", *common),
+            )
+            self._writer = writer
+            await self.migrate()
+            await reader.connect(
+                self._path,
+                busy_timeout=self._busy_timeout,
+                pragmas=("PRAGMA query_only = ON", *common),
+            )
+        except BaseException:
+            self._writer = None
+            await writer.close()
+            await reader.close()
+            raise
+        self._reader = reader
+
+    async def close(self) -> None:
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        if reader is not None:
+            await reader.close()
+        if writer is not None:
+            await writer.close()
+
+    def _write_conn(self) -> _Connection:
+        if self._writer is None:
+            raise StoreNotOpen(f"{self!r} is not open")
+        return self._writer
+
+    def _read_conn(self) -> _Connection:
+        if self._reader is None:
+            raise StoreNotOpen(f"{self!r} is not open")
+        return self._reader
+
+    async def migrate(self) -> None:
+        await self._write_conn().call(lambda conn: _write(conn, _migrate))
+
+    async def ping(self) -> bool:
+        if self._reader is None:
+            return False
+        try:
+            await self._reader.call(lambda conn: conn.execute("SELECT 1").fetchone())
+        except StoreError:
+            return False
+        return True
+
+    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        writer = self._write_conn()
+        if not requests:
+            return []
+        batch = list(requests)  # the caller may mutate its sequence meanwhile
+        return await writer.call(lambda conn: _write(conn, lambda c: _append(c, batch)))
+
+    async def read_ops(self, document_id: str, since: int, limit: int) -> list[StoredOp]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative: {limit}")
+        return await self._read_conn().call(lambda conn: _read_ops(conn, document_id, since, limit))
+
+    async def head(self, document_id: str) -> int:
+        return await self._read_conn().call(lambda conn: _head(conn, document_id))
+
+    async def create_document(self, document_id: str, owner_id: str) -> bool:
+        return await self._write_conn().call(
+            lambda conn: _write(conn, lambda c: _create_document(c, document_id, owner_id))
+        )
+
+    async def document_exists(self, document_id: str) -> bool:
+        return await self._read_conn().call(lambda conn: _exists(conn, document_id))
+
+    async def get_role(self, document_id: str, user_id: str) -> Role | None:
+        row = await self._read_conn().call(
+            lambda conn: conn.execute(
+                "SELECT role FROM roles WHERE document_id = ? AND user_id = ?",
+                (document_id, user_id),
+            ).fetchone()
+        )
+        return None if row is None else Role(row[0])
+
+    async def set_role(self, document_id: str, user_id: str, role: Role) -> None:
+        role = Role(role)
+        await self._write_conn().call(
+            lambda conn: _write(conn, lambda c: _set_role(c, document_id, user_id, role))
+        )
+
+    async def revoke(self, document_id: str, user_id: str) -> bool:
+        rowcount = await self._write_conn().call(
+            lambda conn: _write(
+                conn,
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM roles WHERE document_id = ? AND user_id = ?",
+                        (document_id, user_id),
+                    ).rowcount
+                ),
+            )
+        )
+        return rowcount > 0
+
+    async def list_roles(self, document_id: str) -> dict[str, Role]:
+        return await self._read_conn().call(lambda conn: _list_roles(conn, document_id))

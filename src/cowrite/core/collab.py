@@ -1,0 +1,619 @@
+"""Collaborative documents: join, edit, sync, leave, presence, sharing.
+
+The events are ADR-003's (``join-document``, ``edit-operation``,
+``remote-edit``, ``user-joined``, ``user-left``, ``error``), extended with
+``sync``, ``presence-update``/``presence`` and ``share-document``.  Every
+handler returns the acknowledgement: ``{"ok": True, ...}`` or
+``{"ok": False, "error": {"code": ..., "message": ...}}``.
+
+Exactly-once, in-order delivery to each connection
+--------------------------------------------------
+Every member (one connection in one document) has ``next_seq``: the next
+operation number that connection must receive.  A committed operation with
+number ``s`` is sent to a member only when ``s == next_seq``; one it already
+has (``s < next_seq``) is skipped.  While a member is catching up (between
+``join-document`` and the last ``sync`` page) live operations are held in its
+``pending`` list and released, in order, right after the acknowledgement that
+brings it up to date.  So the boundary between catch-up (``ops``) and live
+``remote-edit`` events has neither gaps nor duplicates.  The sender of an
+operation gets its ``seq`` in the ack, not a ``remote-edit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from cowrite.auth import AuthError, Identity
+from cowrite.backends.presence import PresenceEntry, PresenceStore
+from cowrite.backends.store import (
+    AppendRequest,
+    OperationStore,
+    Role,
+    StoredOp,
+    StoreError,
+)
+from cowrite.core.committer import Committed, Committer
+from cowrite.core.gateway import ClientGateway
+from cowrite.core.opcodec import decode_operation, encode_operation
+from cowrite.errors import ProtocolError
+
+log = logging.getLogger("cowrite.collab")
+
+Ack = dict[str, Any]
+_WRITERS = (Role.OWNER, Role.EDITOR)
+_MAX_ID = 256
+
+
+class Verifier(Protocol):
+    def verify(self, token: object) -> Identity: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollabSettings:
+    auto_create: bool = True
+    docs_claim: bool = False
+    max_operation_bytes: int = 64 * 1024
+    page_size: int = 100
+    max_page_size: int = 1000
+    presence_interval: float = 0.05  # at most ~20 presence updates per second per user
+    max_presence_bytes: int = 4096
+    role_cache_seconds: float = 5.0
+    max_pending: int = 10_000
+    max_documents_per_connection: int = 100
+
+
+def error(code: str, message: str) -> Ack:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+class Member:
+    """One connection in one document."""
+
+    __slots__ = (
+        "conn",
+        "document_id",
+        "next_seq",
+        "pending",
+        "presence_dirty",
+        "presence_state",
+        "role",
+        "role_checked_at",
+        "sid",
+    )
+
+    def __init__(self, conn: Conn, document_id: str, role: Role, since: int, now: float) -> None:
+        self.conn = conn
+        self.sid = conn.sid
+        self.document_id = document_id
+        self.role = role
+        self.role_checked_at = now
+        self.next_seq = since + 1
+        # (seq, prepared event or None for "the member already has it").
+        self.pending: list[tuple[int, object | None]] | None = []
+        self.presence_state: Any = None
+        self.presence_dirty = False
+
+
+class Conn:
+    __slots__ = ("docs", "identity", "sid")
+
+    def __init__(self, sid: str, identity: Identity) -> None:
+        self.sid = sid
+        self.identity = identity
+        self.docs: dict[str, Member] = {}
+
+
+class Room:
+    __slots__ = ("document_id", "members")
+
+    def __init__(self, document_id: str) -> None:
+        self.document_id = document_id
+        self.members: dict[str, Member] = {}
+
+
+def _document_id(value: Any) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= _MAX_ID and value.isprintable():
+        return value
+    return None
+
+
+def _seq(value: Any, default: int = 0) -> int | None:
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _op_dict(op: StoredOp) -> dict[str, Any]:
+    return {
+        "documentId": op.document_id,
+        "seq": op.seq,
+        "userId": op.user_id,
+        "clientOpId": op.client_op_id,
+        "operation": decode_operation(op.payload),
+    }
+
+
+def _roster(entries: list[PresenceEntry]) -> list[dict[str, Any]]:
+    return [{"userId": e.user_id, "name": e.name, "state": e.state} for e in entries]
+
+
+class CollabService:
+    def __init__(
+        self,
+        *,
+        store: OperationStore,
+        presence: PresenceStore,
+        gateway: ClientGateway,
+        verifier: Verifier,
+        settings: CollabSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.presence = presence
+        self.gateway = gateway
+        self.verifier = verifier
+        self.settings = settings or CollabSettings()
+        self.clock = clock
+        self.committer = Committer(store, self._deliver_committed)
+        self._conns: dict[str, Conn] = {}
+        self._rooms: dict[str, Room] = {}
+        self._presence_dirty: set[Member] = set()
+        self._presence_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self.committer.start()
+
+    async def stop(self) -> None:
+        """Commit everything already accepted, then stop."""
+        await self.committer.stop()
+        if self._presence_task is not None:
+            self._presence_task.cancel()
+
+    @property
+    def document_count(self) -> int:
+        return len(self._rooms)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    # -- connection ----------------------------------------------------------
+
+    def connect(self, sid: str, auth: Any) -> Identity:
+        """Authenticate a new connection; raises ``AuthError`` to refuse it."""
+        token = auth.get("token") if isinstance(auth, dict) else None
+        identity = self.verifier.verify(token)
+        self._conns[sid] = Conn(sid, identity)
+        return identity
+
+    async def disconnect(self, sid: str) -> None:
+        conn = self._conns.pop(sid, None)
+        if conn is None:
+            return
+        for member in list(conn.docs.values()):
+            await self._remove_member(member)
+
+    # -- join / leave --------------------------------------------------------
+
+    async def join(self, sid: str, payload: Any) -> Ack:
+        conn = self._conns.get(sid)
+        if conn is None:
+            return error("not_connected", "Not authenticated")
+        if isinstance(payload, dict):
+            doc_id = _document_id(payload.get("documentId"))
+            since = _seq(payload.get("since"))
+        else:
+            doc_id = _document_id(payload)
+            since = 0
+        if doc_id is None or since is None:
+            return error("invalid_payload", "documentId must be a string and since a number >= 0")
+        existing = conn.docs.get(doc_id)
+        if existing is None and len(conn.docs) >= self.settings.max_documents_per_connection:
+            return error("too_many_documents", "Too many documents open on this connection")
+        try:
+            role = await self._resolve_role(conn.identity, doc_id, create=True)
+            if role is None:
+                self.gateway.send(sid, "error", "Access denied")
+                return error("access_denied", "Access denied")
+            if self._conns.get(sid) is not conn:
+                return error("not_connected", "Disconnected")
+            if existing is not None:
+                # A second join on the same connection restarts catch-up from ``since``.
+                existing.role = role
+                existing.next_seq = since + 1
+                existing.pending = []
+                member = existing
+                first = False
+            else:
+                member = Member(conn, doc_id, role, since, self.clock())
+                conn.docs[doc_id] = member
+                room = self._rooms.get(doc_id)
+                if room is None:
+                    room = self._rooms[doc_id] = Room(doc_id)
+                room.members[sid] = member
+                first = await self.presence.join(
+                    doc_id, conn.identity.user_id, conn.identity.name, sid
+                )
+            ops, head, more = await self._read_page(doc_id, since, self.settings.page_size)
+            roster = await self.presence.roster(doc_id)
+        except StoreError as exc:
+            log.warning("join %s failed: %s", doc_id, exc)
+            return error("unavailable", "The document store is unavailable")
+        if conn.docs.get(doc_id) is not member:
+            return error("not_joined", "Left the document while joining")
+        self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
+        if first:
+            prepared = self.gateway.prepare(
+                "user-joined",
+                {"documentId": doc_id, "userId": conn.identity.user_id, "name": conn.identity.name},
+            )
+            self._to_room(doc_id, prepared, exclude=sid)
+        return {
+            "ok": True,
+            "documentId": doc_id,
+            "role": role.value,
+            "head": max(head, ops[-1].seq if ops else 0),
+            "ops": [_op_dict(op) for op in ops],
+            "more": more,
+            "presence": _roster(roster),
+        }
+
+    async def leave(self, sid: str, payload: Any) -> Ack:
+        conn = self._conns.get(sid)
+        doc_id = _document_id(payload.get("documentId") if isinstance(payload, dict) else payload)
+        if conn is None or doc_id is None:
+            return error("invalid_payload", "documentId must be a string")
+        member = conn.docs.get(doc_id)
+        if member is None:
+            return error("not_joined", "Not in this document")
+        await self._remove_member(member)
+        return {"ok": True, "documentId": doc_id}
+
+    async def _remove_member(self, member: Member) -> None:
+        conn = member.conn
+        doc_id = member.document_id
+        if conn.docs.get(doc_id) is member:
+            del conn.docs[doc_id]
+        room = self._rooms.get(doc_id)
+        if room is not None and room.members.get(member.sid) is member:
+            del room.members[member.sid]
+            if not room.members:
+                del self._rooms[doc_id]
+        self._presence_dirty.discard(member)
+        try:
+            last = await self.presence.leave(doc_id, conn.identity.user_id, member.sid)
+        except Exception:
+            log.exception("presence leave failed")
+            return
+        if last:
+            prepared = self.gateway.prepare(
+                "user-left", {"documentId": doc_id, "userId": conn.identity.user_id}
+            )
+            self._to_room(doc_id, prepared)
+
+    # -- operations ----------------------------------------------------------
+
+    async def edit(self, sid: str, payload: Any) -> Ack:
+        conn = self._conns.get(sid)
+        if conn is None:
+            return error("not_connected", "Not authenticated")
+        if not isinstance(payload, dict) or "operation" not in payload:
+            return error("invalid_payload", "Expected {documentId, operation, clientOpId}")
+        doc_id = _document_id(payload.get("documentId"))
+        if doc_id is None:
+            return error("invalid_payload", "documentId must be a string")
+        client_op_id = payload.get("clientOpId")
+        if isinstance(client_op_id, int) and not isinstance(client_op_id, bool):
+            client_op_id = str(client_op_id)
+        if client_op_id is not None and (
+            not isinstance(client_op_id, str) or not 0 < len(client_op_id) <= 128
+        ):
+            return error("invalid_payload", "clientOpId must be a string of 1-128 characters")
+        member = conn.docs.get(doc_id)
+        if member is None:
+            return error("not_joined", "Join the document first")
+        try:
+            if not await self._check_role(member, _WRITERS):
+                return error("read_only", "Your role in this document cannot edit")
+        except StoreError:
+            return error("unavailable", "The document store is unavailable")
+        operation = payload["operation"]
+        try:
+            encoded = encode_operation(operation)
+        except ProtocolError:
+            return error("invalid_payload", "operation must be a JSON value")
+        if len(encoded) > self.settings.max_operation_bytes:
+            return error(
+                "payload_too_large",
+                f"operation exceeds {self.settings.max_operation_bytes} bytes",
+            )
+        request = AppendRequest(doc_id, conn.identity.user_id, client_op_id, encoded)
+        try:
+            result = await self.committer.submit(request, (sid, operation))
+        except StoreError:
+            return error("unavailable", "Not stored: the document store is unavailable; retry")
+        ack: Ack = {"ok": True, "documentId": doc_id, "seq": result.seq}
+        if result.duplicate:
+            ack["duplicate"] = True
+        return ack
+
+    def _deliver_committed(self, committed: Committed) -> None:
+        """Runs right after each commit, in commit order: broadcast the new operations."""
+        for request, result, context in committed:
+            if result.duplicate:
+                continue
+            room = self._rooms.get(request.document_id)
+            if room is None:
+                continue
+            sender_sid, operation = context
+            prepared = self.gateway.prepare(
+                "remote-edit",
+                {
+                    "documentId": request.document_id,
+                    "userId": request.user_id,
+                    "operation": operation,
+                    "seq": result.seq,
+                    "clientOpId": request.client_op_id,
+                },
+            )
+            self._deliver(room, result.seq, prepared, sender_sid)
+
+    def _deliver(self, room: Room, seq: int, prepared: object, sender_sid: str | None) -> None:
+        send = self.gateway.send_prepared
+        for sid, member in room.members.items():
+            own = sid == sender_sid
+            pending = member.pending
+            if pending is not None:
+                if seq >= member.next_seq:
+                    if len(pending) >= self.settings.max_pending:
+                        # The client is far behind: it will page the rest with sync.
+                        pending.clear()
+                    pending.append((seq, None if own else prepared))
+                continue
+            if seq == member.next_seq:
+                member.next_seq = seq + 1
+                if not own:
+                    send(sid, prepared)
+            elif seq > member.next_seq:
+                # Cannot happen with one instance (commits are delivered in
+                # order); hold it and let the client's next sync fill the gap.
+                member.pending = [(seq, None if own else prepared)]
+
+    def _caught_up_to(self, member: Member, last: int, *, final: bool) -> None:
+        """The member's client now has every operation up to ``last``."""
+        if last + 1 > member.next_seq:
+            member.next_seq = last + 1
+        if not final or member.pending is None:
+            return
+        pending = member.pending
+        # Release held live operations right after the acknowledgement.
+        asyncio.get_running_loop().call_soon(self._release, member, pending)
+
+    def _release(self, member: Member, pending: list[tuple[int, object | None]]) -> None:
+        if member.pending is not pending or member.conn.docs.get(member.document_id) is not member:
+            return
+        pending.sort(key=lambda item: item[0])
+        for seq, prepared in pending:
+            if seq < member.next_seq:
+                continue
+            if seq > member.next_seq:
+                # A hole (held list was cleared): stay in catch-up; sync fills it.
+                member.pending = [item for item in pending if item[0] >= seq]
+                self.gateway.send(
+                    member.sid,
+                    "resync",
+                    {"documentId": member.document_id, "since": member.next_seq - 1},
+                )
+                return
+            member.next_seq = seq + 1
+            if prepared is not None:
+                self.gateway.send_prepared(member.sid, prepared)
+        member.pending = None
+
+    async def sync(self, sid: str, payload: Any) -> Ack:
+        conn = self._conns.get(sid)
+        if conn is None or not isinstance(payload, dict):
+            return error("invalid_payload", "Expected {documentId, since, limit}")
+        doc_id = _document_id(payload.get("documentId"))
+        since = _seq(payload.get("since"))
+        limit = _seq(payload.get("limit"), self.settings.page_size)
+        if doc_id is None or since is None or limit is None or limit == 0:
+            return error("invalid_payload", "Expected {documentId, since >= 0, limit >= 1}")
+        limit = min(limit, self.settings.max_page_size)
+        member = conn.docs.get(doc_id)
+        if member is None:
+            return error("not_joined", "Join the document first")
+        try:
+            if not await self._check_role(member, tuple(Role)):
+                return error("access_denied", "Access denied")
+            ops, head, more = await self._read_page(doc_id, since, limit)
+        except StoreError:
+            return error("unavailable", "The document store is unavailable")
+        if member.pending is not None:
+            self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
+        return {
+            "ok": True,
+            "documentId": doc_id,
+            "ops": [_op_dict(op) for op in ops],
+            "head": max(head, ops[-1].seq if ops else 0),
+            "more": more,
+        }
+
+    async def _read_page(
+        self, doc_id: str, since: int, limit: int
+    ) -> tuple[list[StoredOp], int, bool]:
+        ops = await self.store.read_ops(doc_id, since, limit + 1)
+        more = len(ops) > limit
+        if more:
+            ops = ops[:limit]
+        head = await self.store.head(doc_id)
+        return ops, head, more
+
+    # -- presence ------------------------------------------------------------
+
+    async def presence_update(self, sid: str, payload: Any) -> Ack:
+        conn = self._conns.get(sid)
+        if conn is None or not isinstance(payload, dict):
+            return error("invalid_payload", "Expected {documentId, state}")
+        doc_id = _document_id(payload.get("documentId"))
+        member = conn.docs.get(doc_id) if doc_id is not None else None
+        if member is None:
+            return error("not_joined", "Join the document first")
+        state = payload.get("state")
+        try:
+            size = len(orjson.dumps(state))
+        except TypeError:
+            return error("invalid_payload", "state must be JSON")
+        if size > self.settings.max_presence_bytes:
+            return error("payload_too_large", "presence state is too large")
+        member.presence_state = state
+        member.presence_dirty = True
+        self._presence_dirty.add(member)
+        if self._presence_task is None or self._presence_task.done():
+            self._presence_task = asyncio.get_running_loop().create_task(self._flush_presence())
+        return {"ok": True}
+
+    async def _flush_presence(self) -> None:
+        """Coalesce presence: every ``presence_interval``, send each member's latest state."""
+        while self._presence_dirty:
+            await asyncio.sleep(self.settings.presence_interval)
+            dirty, self._presence_dirty = self._presence_dirty, set()
+            for member in dirty:
+                if not member.presence_dirty:
+                    continue
+                member.presence_dirty = False
+                if member.conn.docs.get(member.document_id) is not member:
+                    continue
+                user_id = member.conn.identity.user_id
+                try:
+                    await self.presence.set_state(
+                        member.document_id, user_id, member.presence_state
+                    )
+                except Exception:
+                    log.exception("presence update failed")
+                prepared = self.gateway.prepare(
+                    "presence",
+                    {
+                        "documentId": member.document_id,
+                        "userId": user_id,
+                        "state": member.presence_state,
+                    },
+                )
+                self._to_room(member.document_id, prepared, exclude=member.sid)
+
+    # -- sharing -------------------------------------------------------------
+
+    async def share(self, sid: str, payload: Any) -> Ack:
+        conn = self._conns.get(sid)
+        if conn is None or not isinstance(payload, dict):
+            return error("invalid_payload", "Expected {documentId, userId, role}")
+        doc_id = _document_id(payload.get("documentId"))
+        target = _document_id(payload.get("userId"))
+        raw_role = payload.get("role")
+        if doc_id is None or target is None:
+            return error("invalid_payload", "documentId and userId must be strings")
+        new_role: Role | None
+        if raw_role is None or raw_role == "none":
+            new_role = None
+        elif raw_role in tuple(Role):
+            new_role = Role(raw_role)
+        else:
+            return error("invalid_payload", "role must be owner, editor, viewer or null")
+        if target == conn.identity.user_id:
+            return error("invalid_payload", "You cannot change your own role")
+        try:
+            role = await self._resolve_role(conn.identity, doc_id, create=False)
+            if role is not Role.OWNER:
+                return error("access_denied", "Only an owner can share this document")
+            if new_role is None:
+                await self.store.revoke(doc_id, target)
+            else:
+                await self.store.set_role(doc_id, target, new_role)
+        except StoreError:
+            return error("unavailable", "The document store is unavailable")
+        await self.apply_role_change(doc_id, target, new_role)
+        return {
+            "ok": True,
+            "documentId": doc_id,
+            "userId": target,
+            "role": new_role.value if new_role is not None else None,
+        }
+
+    async def apply_role_change(self, doc_id: str, user_id: str, role: Role | None) -> None:
+        """Enforce a new role on the user's open connections at once."""
+        room = self._rooms.get(doc_id)
+        if room is None:
+            return
+        now = self.clock()
+        for member in list(room.members.values()):
+            if member.conn.identity.user_id != user_id:
+                continue
+            if role is None and self._claim_role(member.conn.identity, doc_id) is None:
+                self.gateway.send(member.sid, "error", "Access denied")
+                self.gateway.send(member.sid, "access-revoked", {"documentId": doc_id})
+                await self._remove_member(member)
+            elif role is not None:
+                member.role = role
+                member.role_checked_at = now
+
+    # -- roles ---------------------------------------------------------------
+
+    def _claim_role(self, identity: Identity, doc_id: str) -> Role | None:
+        if not self.settings.docs_claim:
+            return None
+        claimed = identity.docs.get(doc_id)
+        return Role(claimed) if claimed in tuple(Role) else None
+
+    async def _resolve_role(self, identity: Identity, doc_id: str, *, create: bool) -> Role | None:
+        claimed = self._claim_role(identity, doc_id)
+        if claimed is not None:
+            if create and not await self.store.document_exists(doc_id):
+                await self.store.create_document(doc_id, identity.user_id)
+            return claimed
+        role = await self.store.get_role(doc_id, identity.user_id)
+        if role is not None:
+            return role
+        if create and self.settings.auto_create and not await self.store.document_exists(doc_id):
+            if await self.store.create_document(doc_id, identity.user_id):
+                return Role.OWNER
+            return await self.store.get_role(doc_id, identity.user_id)
+        return None
+
+    async def _check_role(self, member: Member, allowed: tuple[Role, ...]) -> bool:
+        """Enforce the role on every operation; re-read it when the cached one is old."""
+        now = self.clock()
+        if now - member.role_checked_at > self.settings.role_cache_seconds:
+            role = await self._resolve_role(member.conn.identity, member.document_id, create=False)
+            member.role_checked_at = now
+            if role is None:
+                await self.apply_role_change(member.document_id, member.conn.identity.user_id, None)
+                return False
+            member.role = role
+        return member.role in allowed
+
+    # -- helpers -------------------------------------------------------------
+
+    def _to_room(self, doc_id: str, prepared: object, exclude: str | None = None) -> None:
+        room = self._rooms.get(doc_id)
+        if room is None:
+            return
+        send = self.gateway.send_prepared
+        for sid in room.members:
+            if sid != exclude:
+                send(sid, prepared)
+
+
+def refusal(exc: AuthError) -> tuple[str, dict[str, str]]:
+    """The CONNECT_ERROR message and data for an authentication failure."""
+    return "Authentication failed", {"code": exc.code}

@@ -1,0 +1,84 @@
+"""How an opaque operation is kept in the log, byte for byte.
+
+An operation is any JSON value, possibly holding binary parts (Socket.IO
+binary attachments, as Yjs produces).  The server never interprets it; it only
+has to store it and give back exactly the same value.  The stored form is::
+
+    b"J" + <JSON>                                    no binary parts
+    b"B" + <u32 n> + n * (<u32 len> + <bytes>) + <JSON with placeholders>
+
+where a placeholder is ``{"_placeholder": true, "num": i}`` (the Socket.IO
+convention, so nothing new to learn).  Integers are big-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import orjson
+
+from cowrite.errors import ProtocolError
+
+_U32 = struct.Struct(">I")
+
+
+def _extract(value: Any, out: list[bytes]) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        out.append(bytes(value))
+        return {"_placeholder": True, "num": len(out) - 1}
+    if isinstance(value, list | tuple):
+        return [_extract(v, out) for v in value]
+    if isinstance(value, dict):
+        return {k: _extract(v, out) for k, v in value.items()}
+    return value
+
+
+def _restore(value: Any, parts: list[bytes]) -> Any:
+    if isinstance(value, list):
+        return [_restore(v, parts) for v in value]
+    if isinstance(value, dict):
+        if value.get("_placeholder") is True and len(value) == 2:
+            num = value.get("num")
+            if isinstance(num, int) and 0 <= num < len(parts):
+                return parts[num]
+        return {k: _restore(v, parts) for k, v in value.items()}
+    return value
+
+
+def encode_operation(operation: Any) -> bytes:
+    """Encode ``operation`` for storage.  Raises ``ProtocolError`` for values
+    JSON cannot carry (for instance non-string keys or NaN)."""
+    try:
+        return b"J" + orjson.dumps(operation)
+    except TypeError:
+        pass  # binary parts inside (orjson refuses bytes): take the slow path
+    parts: list[bytes] = []
+    try:
+        skeleton = orjson.dumps(_extract(operation, parts))
+    except TypeError as exc:
+        raise ProtocolError("operation is not a JSON value") from exc
+    chunks = [b"B", _U32.pack(len(parts))]
+    for part in parts:
+        chunks.append(_U32.pack(len(part)))
+        chunks.append(part)
+    chunks.append(skeleton)
+    return b"".join(chunks)
+
+
+def decode_operation(stored: bytes) -> Any:
+    """The operation exactly as it was given to ``encode_operation``."""
+    kind = stored[:1]
+    if kind == b"J":
+        return orjson.loads(stored[1:])
+    if kind != b"B":
+        raise ValueError("unknown stored operation format")
+    (count,) = _U32.unpack_from(stored, 1)
+    offset = 5
+    parts: list[bytes] = []
+    for _ in range(count):
+        (length,) = _U32.unpack_from(stored, offset)
+        offset += 4
+        parts.append(stored[offset : offset + length])
+        offset += length
+    return _restore(orjson.loads(stored[offset:]), parts)
