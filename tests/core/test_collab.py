@@ -1,0 +1,176 @@
+"""The collaboration service with a recording gateway and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cowrite.auth import AuthSettings, TokenVerifier, mint_token
+from cowrite.backends.presence_memory import MemoryPresence
+from cowrite.backends.store_sqlite import SqliteStore
+from cowrite.core.collab import CollabService, CollabSettings
+
+SECRET = "test-secret-" + "x" * 32
+
+
+class Prepared:
+    def __init__(self, event: str, args: tuple[Any, ...]) -> None:
+        self.event = event
+        self.args = args
+
+
+class RecordingGateway:
+    """Implements ClientGateway: remembers what each socket was sent."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+
+    def prepare(self, event: str, *args: Any) -> object:
+        return Prepared(event, args)
+
+    def send_prepared(self, sid: str, prepared: object) -> None:
+        assert isinstance(prepared, Prepared)
+        self.sent.setdefault(sid, []).append((prepared.event, prepared.args))
+
+    def send(self, sid: str, event: str, *args: Any) -> None:
+        self.sent.setdefault(sid, []).append((event, args))
+
+    def events(self, sid: str, name: str) -> list[Any]:
+        return [args[0] for event, args in self.sent.get(sid, []) if event == name]
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[tuple[CollabService, RecordingGateway]]:
+    store = SqliteStore(tmp_path / "db.sqlite")
+    await store.open()
+    gateway = RecordingGateway()
+    svc = CollabService(
+        store=store,
+        presence=MemoryPresence(),
+        gateway=gateway,
+        verifier=TokenVerifier(AuthSettings(secret=SECRET)),
+        settings=CollabSettings(page_size=5, presence_interval=0.01),
+    )
+    await svc.start()
+    yield svc, gateway
+    await svc.stop()
+    await store.close()
+
+
+def connect(svc: CollabService, sid: str, user: str) -> None:
+    token = mint_token(AuthSettings(secret=SECRET), user_id=user, name=user.upper())
+    svc.connect(sid, {"token": token})
+
+
+async def test_owner_edit_reaches_others_not_sender(service: Any) -> None:
+    svc, gw = service
+    connect(svc, "a", "alice")
+    connect(svc, "b", "bob")
+    assert (await svc.join("a", "d"))["role"] == "owner"
+    assert (await svc.share("a", {"documentId": "d", "userId": "bob", "role": "editor"}))["ok"]
+    ack = await svc.join("b", {"documentId": "d", "since": 0})
+    assert ack["ok"] and ack["role"] == "editor"
+    await asyncio.sleep(0)
+    res = await svc.edit("a", {"documentId": "d", "operation": [1], "clientOpId": "c1"})
+    assert res == {"ok": True, "documentId": "d", "seq": 1}
+    assert [e["seq"] for e in gw.events("b", "remote-edit")] == [1]
+    assert gw.events("a", "remote-edit") == []
+    assert gw.events("a", "user-joined") == [{"documentId": "d", "userId": "bob", "name": "BOB"}]
+
+
+async def test_catch_up_boundary_has_no_gap_or_duplicate(service: Any) -> None:
+    """Operations committed while a member is paging arrive once, in order, after its pages."""
+    svc, gw = service
+    connect(svc, "w", "writer")
+    await svc.join("w", "d")
+    for i in range(12):
+        await svc.edit("w", {"documentId": "d", "operation": i, "clientOpId": f"w{i}"})
+    connect(svc, "r", "writer")  # another tab of the same user
+    first = await svc.join("r", {"documentId": "d", "since": 0})
+    seen = [op["seq"] for op in first["ops"]]
+    assert first["more"] is True and seen == [1, 2, 3, 4, 5]
+    # Live operations arrive while the reader is still paging.
+    edits = [
+        svc.edit("w", {"documentId": "d", "operation": i, "clientOpId": f"late{i}"})
+        for i in range(3)
+    ]
+    await asyncio.gather(*edits)
+    assert gw.events("r", "remote-edit") == []  # held until caught up
+    since = seen[-1]
+    while True:
+        page = await svc.sync("r", {"documentId": "d", "since": since, "limit": 5})
+        seen += [op["seq"] for op in page["ops"]]
+        since = seen[-1]
+        if not page["more"]:
+            break
+    await asyncio.sleep(0)
+    seen += [e["seq"] for e in gw.events("r", "remote-edit")]
+    assert seen == list(range(1, 16))
+
+
+async def test_idempotent_resend_and_errors(service: Any) -> None:
+    svc, gw = service
+    connect(svc, "a", "alice")
+    assert (await svc.edit("a", {"documentId": "d", "operation": 1}))["error"][
+        "code"
+    ] == "not_joined"
+    await svc.join("a", "d")
+    one = await svc.edit("a", {"documentId": "d", "operation": 1, "clientOpId": "x"})
+    two = await svc.edit("a", {"documentId": "d", "operation": 1, "clientOpId": "x"})
+    assert one["seq"] == two["seq"] == 1 and two["duplicate"] is True
+    big = await svc.edit("a", {"documentId": "d", "operation": "x" * 70_000, "clientOpId": "y"})
+    assert big["error"]["code"] == "payload_too_large"
+    bad = await svc.edit("a", {"documentId": "d", "operation": {1: 2}, "clientOpId": "z"})
+    assert bad["error"]["code"] == "invalid_payload"
+    assert (await svc.edit("a", ["nope"]))["error"]["code"] == "invalid_payload"
+
+
+async def test_viewer_is_read_only_and_revocation_removes(service: Any) -> None:
+    svc, gw = service
+    connect(svc, "o", "owner")
+    connect(svc, "v", "viewer")
+    await svc.join("o", "d")
+    denied = await svc.join("v", "d")
+    assert denied["error"]["code"] == "access_denied"
+    assert ("error", ("Access denied",)) in gw.sent["v"]
+    await svc.share("o", {"documentId": "d", "userId": "viewer", "role": "viewer"})
+    await svc.join("v", "d")
+    ro = await svc.edit("v", {"documentId": "d", "operation": 1})
+    assert ro["error"]["code"] == "read_only"
+    await svc.share("o", {"documentId": "d", "userId": "viewer", "role": None})
+    assert gw.events("v", "access-revoked") == [{"documentId": "d"}]
+    assert gw.events("o", "user-left") == [{"documentId": "d", "userId": "viewer"}]
+
+
+async def test_multi_tab_presence_counts_once(service: Any) -> None:
+    svc, gw = service
+    connect(svc, "o", "owner")
+    await svc.join("o", "d")
+    await svc.share("o", {"documentId": "d", "userId": "bob", "role": "editor"})
+    connect(svc, "b1", "bob")
+    connect(svc, "b2", "bob")
+    await svc.join("b1", "d")
+    await svc.join("b2", "d")
+    assert len(gw.events("o", "user-joined")) == 1
+    await svc.leave("b1", "d")
+    assert gw.events("o", "user-left") == []
+    await svc.disconnect("b2")
+    assert gw.events("o", "user-left") == [{"documentId": "d", "userId": "bob"}]
+
+
+async def test_presence_is_coalesced(service: Any) -> None:
+    svc, gw = service
+    connect(svc, "o", "owner")
+    connect(svc, "o2", "owner")
+    await svc.join("o", "d")
+    await svc.join("o2", "d")
+    for i in range(50):
+        await svc.presence_update("o", {"documentId": "d", "state": {"cursor": i}})
+    await asyncio.sleep(0.1)
+    got = gw.events("o2", "presence")
+    assert 1 <= len(got) < 10
+    assert got[-1] == {"documentId": "d", "userId": "owner", "state": {"cursor": 49}}
