@@ -18,8 +18,9 @@ import asyncio
 import json
 import os
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,14 +35,13 @@ from cowrite.backends.store import (
     OperationStore,
     Role,
     StoreNotOpen,
+    StoreUnavailable,
     UnknownDocument,
 )
 from cowrite.backends.store_postgres import PostgresStore
 from cowrite.backends.store_sqlite import SqliteStore
 
-PG_DSN = os.environ.get(
-    "COWRITE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
-)
+PG_DSN = os.environ.get("COWRITE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclass
@@ -56,6 +56,16 @@ class Backend:
     def make(self) -> OperationStore:
         """A new, unopened store instance over this test's database."""
         store = store_from_spec(self.spec)
+        self.opened.append(store)
+        return store
+
+    def make_unreachable(self) -> OperationStore:
+        """A store over a database that cannot be reached."""
+        if self.spec["kind"] == "sqlite":
+            spec = {**self.spec, "path": str(Path(self.spec["path"]).parent / "no" / "such.db")}
+        else:
+            spec = {**self.spec, "dsn": "postgresql://postgres@127.0.0.1:1/test"}
+        store = store_from_spec(spec)
         self.opened.append(store)
         return store
 
@@ -158,6 +168,15 @@ async def test_ping_and_use_outside_open(backend: Backend) -> None:
         await store.append_batch([req("d")])
     with pytest.raises(StoreNotOpen):
         await store.document_exists("d")
+
+
+async def test_unreachable_database_raises_store_unavailable(backend: Backend) -> None:
+    store = backend.make_unreachable()
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    assert not await store.ping()
+    with pytest.raises(StoreNotOpen):
+        await store.head("d")
 
 
 # --- documents and roles -----------------------------------------------------------
@@ -343,9 +362,7 @@ async def test_all_duplicate_batch_changes_nothing(store: OperationStore) -> Non
 async def test_read_ops_pages_with_since_and_limit(store: OperationStore) -> None:
     await store.create_document("d", "alice")
     await store.create_document("other", "alice")
-    await store.append_batch(
-        [req("d", payload=bytes([i])) for i in range(1, 11)] + [req("other")]
-    )
+    await store.append_batch([req("d", payload=bytes([i])) for i in range(1, 11)] + [req("other")])
     assert await store.read_ops("d", 0, 0) == []
     assert await store.read_ops("d", 10, 5) == []
     assert await store.read_ops("d", 100, 5) == []
@@ -370,8 +387,6 @@ async def test_read_ops_pages_with_since_and_limit(store: OperationStore) -> Non
 
 
 async def test_created_at_is_the_append_time(store: OperationStore) -> None:
-    import time
-
     await store.create_document("d", "alice")
     before = time.time()
     await store.append_batch([req("d"), req("d")])
@@ -464,10 +479,14 @@ async def test_racing_retries_of_one_op_store_it_once(backend: Backend) -> None:
 CHILD = """
 import asyncio, json, sys
 from cowrite.backends.store import AppendRequest
-from tests.contract.test_store_contract import store_from_spec
+from cowrite.backends.store_postgres import PostgresStore
+from cowrite.backends.store_sqlite import SqliteStore
 
 async def main(spec, name, count):
-    store = store_from_spec(spec)
+    if spec["kind"] == "sqlite":
+        store = SqliteStore(spec["path"])
+    else:
+        store = PostgresStore(spec["dsn"], server_settings={"search_path": spec["schema"]})
     await store.open()
     seqs = []
     try:
@@ -485,7 +504,6 @@ asyncio.run(main(json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
 async def test_two_processes_appending_to_one_document_stay_gapless(backend: Backend) -> None:
     store = await backend.open()
     await store.create_document("d", "alice")
-    root = Path(__file__).resolve().parents[2]
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -494,7 +512,6 @@ async def test_two_processes_appending_to_one_document_stay_gapless(backend: Bac
             json.dumps(backend.spec),
             f"p{i}",
             "40",
-            cwd=root,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

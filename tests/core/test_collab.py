@@ -113,7 +113,7 @@ async def test_catch_up_boundary_has_no_gap_or_duplicate(service: Any) -> None:
 
 
 async def test_idempotent_resend_and_errors(service: Any) -> None:
-    svc, gw = service
+    svc, _gw = service
     connect(svc, "a", "alice")
     assert (await svc.edit("a", {"documentId": "d", "operation": 1}))["error"][
         "code"

@@ -17,11 +17,11 @@ from dataclasses import FrozenInstanceError
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-import hypothesis
 from hypothesis import given
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -528,6 +528,8 @@ def test_verifier_refuses_jwks_files_that_cannot_work(
     # Only keys for other algorithms or for encryption: nothing left.
     refuses(json.dumps({"keys": [jwk(rsa_key, kid="r"), {**k, "use": "enc"}]}), "no signature")
     refuses(json.dumps({"keys": [{**k, "x": "AAAA"}]}), "cannot be loaded")
+    private = {**k, "d": ECAlgorithm.to_jwk(ec_key, as_dict=True)["d"]}
+    refuses(json.dumps({"keys": [private]}), "private key material")
     p384 = jwk(ec.generate_private_key(ec.SECP384R1()), kid="p", alg="ES256")
     refuses(json.dumps({"keys": [p384]}), "needs curve secp256r1")
 

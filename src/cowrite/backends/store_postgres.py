@@ -2,14 +2,15 @@
 
 Sequencing
     ``append_batch`` first locks the rows of every document the batch names
-    (``SELECT ... FOR UPDATE``, in ``document_id`` order so that two batches
-    naming the same documents cannot deadlock), then reads their heads and the
-    already stored ops with the batch's idempotency keys, decides every
+    (``SELECT ... FOR NO KEY UPDATE``, in ``document_id`` order so that two
+    batches naming the same documents cannot deadlock; NO KEY so that the
+    foreign-key checks of role changes need not wait), then reads their heads
+    and the already stored ops with the batch's idempotency keys, decides every
     request's ``seq`` with ``plan_append``, and writes the new ops and heads.
     Another transaction appending to one of those documents, from this pool or
-    any other process, waits for the row lock and then (under the default READ
-    COMMITTED isolation) reads the head this one committed, so numbers stay
-    gapless.  Every insert into ``ops`` happens under its document's row lock,
+    any other process, waits for the row lock and then reads the head this one
+    committed (the transaction is READ COMMITTED explicitly, whatever the
+    server's default isolation), so numbers stay gapless.  Every insert into ``ops`` happens under its document's row lock,
     which is what makes the duplicate lookup race-free; the unique index on the
     idempotency key backs it up.
 
@@ -101,7 +102,7 @@ _MIGRATION_LOCK = (
 )
 _LOCK_DOCUMENTS = """
     SELECT document_id, head FROM documents
-    WHERE document_id = ANY($1::text[]) ORDER BY document_id FOR UPDATE
+    WHERE document_id = ANY($1::text[]) ORDER BY document_id FOR NO KEY UPDATE
 """
 _FIND_DUPLICATES = """
     SELECT o.document_id, o.user_id, o.client_op_id, o.seq
@@ -266,7 +267,7 @@ class PostgresStore:
         documents = sorted({request.document_id for request in batch})
         keys = {key for key in map(idempotency_key, batch) if key is not None}
         with _translated():
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
                 rows = await conn.fetch(_LOCK_DOCUMENTS, documents)
                 heads: dict[str, int] = {row["document_id"]: row["head"] for row in rows}
                 stored: dict[IdempotencyKey, int] = {}
