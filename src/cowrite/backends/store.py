@@ -45,6 +45,10 @@ Read-your-writes
     A read started after a write returned sees that write, on the same instance
     and on any other instance of the same database.
 
+``plan_append`` states the sequencing and idempotency rules as a pure function;
+implementations read the document heads and the already stored idempotency
+keys under their write lock, call it, and write what it returns.
+
 Documents are never deleted by this interface, so once ``create_document`` or
 ``document_exists`` has said a document exists, appending to it cannot fail
 with ``UnknownDocument``.  Callers that group many clients' operations into one

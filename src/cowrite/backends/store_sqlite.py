@@ -305,6 +305,8 @@ class SqliteStore:
         synchronous: Literal["full", "normal"] = "full",
         busy_timeout: float = 30.0,
     ) -> None:
+        if str(path) in ("", ":memory:") or str(path).startswith("file:"):
+            raise ValueError(f"SqliteStore needs a file path, not {str(path)!r}")
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self._path = str(path)

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -26,6 +27,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import Side
 from websockets.protocol import State as WsState
+from websockets.speedups import apply_mask
 
 from cowrite.errors import CloseReason
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cowrite.connection")
 
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 
 _STATUS_TEXT = {
@@ -90,10 +94,23 @@ class WsListener(Protocol):
 
 
 def ws_frame(data: str | bytes) -> bytes:
-    """Serialize one unmasked server frame; broadcasts reuse the result for every peer."""
+    """Serialize one unmasked server frame; broadcasts reuse the result for every peer.
+
+    RFC 6455 section 5.2 header: FIN|opcode, then the payload length in 7, 7+16
+    or 7+64 bits; server frames carry no mask.
+    """
     if isinstance(data, str):
-        return Frame(Opcode.TEXT, data.encode()).serialize(mask=False)
-    return Frame(Opcode.BINARY, data).serialize(mask=False)
+        payload = data.encode()
+        b0 = 0x81
+    else:
+        payload = data
+        b0 = 0x82
+    n = len(payload)
+    if n < 126:
+        return bytes((b0, n)) + payload
+    if n < 65536:
+        return _HEAD16.pack(b0, 126, n) + payload
+    return _HEAD64.pack(b0, 127, n) + payload
 
 
 class Connection(asyncio.Protocol):
@@ -101,13 +118,16 @@ class Connection(asyncio.Protocol):
         "_body_parts",
         "_body_size",
         "_closing",
+        "_fast",
         "_fragment_text",
         "_fragments",
         "_header_name",
         "_max_body",
         "_parser",
+        "_partial",
         "_request",
         "_send_buffer_limit",
+        "_ws_max",
         "busy",
         "client_addr",
         "listener",
@@ -133,6 +153,9 @@ class Connection(asyncio.Protocol):
         self.busy = False  # a response is owed (e.g. a parked long-poll)
         self.ws: WsProtocol | None = None
         self._fragments: list[bytes] | None = None
+        self._fast = True  # see _ws_fast
+        self._partial = b""
+        self._ws_max = 0
         self._fragment_text = False
         self.listener: WsListener | None = None
         self.on_lost: Callable[[], None] | None = None
@@ -289,6 +312,7 @@ class Connection(asyncio.Protocol):
         )
         self.busy = False
         self.ws = WsProtocol(Side.SERVER, max_size=max_size)
+        self._ws_max = max_size
         self.listener = listener
         early = req.body
         self._request = Request()
@@ -297,8 +321,64 @@ class Connection(asyncio.Protocol):
         return True
 
     def _ws_data(self, data: bytes) -> None:
+        if self._fast:
+            data = self._ws_fast(data)
+            if not data:
+                return
+        self._ws_slow(data)
+
+    def _ws_fast(self, data: bytes) -> bytes:
+        """Deliver the complete, unfragmented, masked data frames at the front of
+        ``data`` (what browsers and socket.io-client send); return the rest.
+
+        RFC 6455 section 5.2: byte 0 is FIN|RSV|opcode — 0x81 (text) or 0x82
+        (binary) with RSV bits clear; byte 1 is MASK|length (client frames must
+        be masked); lengths 126 read a 16-bit extension.  Anything else — control
+        frames, fragments, 64-bit lengths, oversize — goes to websockets'
+        Protocol, which then handles this connection for good (it owns the
+        parsing state from that point on).  Unmasking uses websockets' C helper.
+        """
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        pos = 0
+        n = len(data)
+        max_size = self._ws_max
+        while n - pos >= 2:
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            if (b0 != 0x81 and b0 != 0x82) or b1 < 0x80:
+                self._fast = False
+                return data[pos:]
+            length = b1 & 0x7F
+            head = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (data[head] << 8) | data[head + 1]
+                head += 2
+            elif length == 127:
+                self._fast = False
+                return data[pos:]
+            if length > max_size:
+                self._fast = False
+                return data[pos:]
+            end = head + 4 + length
+            if end > n:
+                break
+            payload = apply_mask(data[head + 4 : end], data[head : head + 4])
+            pos = end
+            self._deliver(payload, b0 == 0x81)
+            if self.listener is None or not self._fast:
+                return b""
+        if pos < n:
+            self._partial = data[pos:]
+        return b""
+
+    def _ws_slow(self, data: bytes) -> None:
         ws = self.ws
         assert ws is not None
+        self._fast = False
         ws.receive_data(data)
         # A server-side Protocol built OPEN yields only frames.
         for frame in cast(list[Frame], ws.events_received()):
@@ -317,8 +397,8 @@ class Connection(asyncio.Protocol):
                     data_all = b"".join(self._fragments)
                     self._fragments = None
                     self._deliver(data_all, self._fragment_text)
-            if self.ws is None:
-                return
+            if self.listener is None:
+                break
         out = ws.data_to_send()
         if out and self.transport is not None:
             for chunk in out:
