@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,14 @@ class App:
         await self.server.start()
 
     async def stop(self) -> None:
-        """Stop accepting, close sessions, commit what was accepted, close the store."""
-        await self.server.stop()
+        """Graceful: stop accepting, commit what was accepted (its acks still go
+        out), then close the sessions (clients see "transport close" and
+        reconnect) and the store."""
+        self.server.engine.stop_accepting()
         await self.service.stop()
+        for _ in range(3):  # let the handlers awaiting those commits send their acks
+            await asyncio.sleep(0)
+        await self.server.stop()
         await self.store.close()
 
 

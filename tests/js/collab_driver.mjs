@@ -3,7 +3,7 @@
 //
 // Protocol (one JSON object per line, binary values as {"$bin": base64} both ways):
 //   stdin  <- {"id": n, "cmd": "connect", "url", "transports", "auth", "upgrade"}
-//             {"id": n, "cmd": "call", "event", "args", "timeout"}   emit with an ack
+//             {"id": n, "cmd": "call", "event", "args", "ms"}   emit with an ack (timeout ms)
 //             {"id": n, "cmd": "emit", "event", "args"}              no ack
 //             {"id": n, "cmd": "kill"}        abort the transport (no Engine.IO CLOSE)
 //             {"id": n, "cmd": "disconnect"}  a clean client disconnect
@@ -71,7 +71,7 @@ const commands = {
     return state;
   },
   async call(msg) {
-    return await callWithAck(msg.event, msg.args ?? [], msg.timeout ?? 5000);
+    return await callWithAck(msg.event, msg.args ?? [], msg.ms ?? 5000);
   },
   async emit(msg) {
     socket.emit(msg.event, ...(msg.args ?? []));

@@ -106,7 +106,13 @@ _INSERT_OP = """
     INSERT INTO ops (document_id, seq, user_id, client_op_id, payload, created_at)
     VALUES (?, ?, ?, ?, ?, ?)
 """
-_FIND_DUPLICATE = "SELECT seq FROM ops WHERE document_id = ? AND user_id = ? AND client_op_id = ?"
+# {values} is "(?, ?, ?), ..." with one triple per idempotency key.
+_FIND_DUPLICATES = """
+    SELECT o.document_id, o.user_id, o.client_op_id, o.seq
+    FROM (VALUES {values}) AS k
+    JOIN ops AS o ON o.document_id = k.column1 AND o.user_id = k.column2
+     AND o.client_op_id = k.column3
+"""
 # INSERT ... SELECT inserts nothing for an unknown document (rowcount 0) instead
 # of raising; the WHERE also resolves SQLite's ON CONFLICT parsing ambiguity.
 _UPSERT_ROLE = """
@@ -203,24 +209,37 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
 
 
+#: Rows looked up per statement; keeps the bound variables under SQLite's
+#: historical limit of 999 per statement.
+_CHUNK = 300
+
+
+def _chunks(items: Sequence[_T]) -> list[Sequence[_T]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
 def _append(conn: sqlite3.Connection, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-    """The body of ``append_batch``; runs inside the write transaction."""
+    """The body of ``append_batch``; runs inside the write transaction.
+
+    Heads and duplicates are read with one statement per chunk of documents or
+    keys rather than one per request: statements, not rows, dominate the cost.
+    """
     heads: dict[str, int] = {}
+    for docs in _chunks(list(dict.fromkeys(r.document_id for r in requests))):
+        marks = ", ".join("?" * len(docs))
+        heads.update(
+            conn.execute(
+                f"SELECT document_id, head FROM documents WHERE document_id IN ({marks})", docs
+            ).fetchall()
+        )
     stored: dict[IdempotencyKey, int] = {}
-    for request in requests:
-        doc = request.document_id
-        if doc not in heads:
-            row = conn.execute(
-                "SELECT head FROM documents WHERE document_id = ?", (doc,)
-            ).fetchone()
-            if row is None:
-                raise UnknownDocument(doc)
-            heads[doc] = row[0]
-        key = idempotency_key(request)
-        if key is not None and key not in stored:
-            row = conn.execute(_FIND_DUPLICATE, key).fetchone()
-            if row is not None:
-                stored[key] = row[0]
+    keys = list(dict.fromkeys(k for k in map(idempotency_key, requests) if k is not None))
+    for chunk in _chunks(keys):
+        values = ", ".join(["(?, ?, ?)"] * len(chunk))
+        rows = conn.execute(
+            _FIND_DUPLICATES.format(values=values), [part for key in chunk for part in key]
+        ).fetchall()
+        stored.update(((doc, user, op_id), seq) for doc, user, op_id, seq in rows)
     plan = plan_append(requests, heads, stored)
     now = time.time()
     conn.executemany(

@@ -220,10 +220,14 @@ class EngineServerCore:
             self.port = sockets[0].getsockname()[1]
         self._ticker = self._loop.call_later(self._resolution, self._tick)
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every session cleanly, wait for the sockets to drain."""
+    def stop_accepting(self) -> None:
+        """Close the listening socket; existing sessions go on."""
         if self._server is not None:
             self._server.close()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every session cleanly, wait for the sockets to drain."""
+        self.stop_accepting()
         for handle in list(self.sessions.values()):
             handle.session.close(CloseReason.SERVER_SHUTDOWN)
             self.pump(handle)

@@ -1,0 +1,61 @@
+"""`cowrite serve` shuts down gracefully on SIGTERM and SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import socketio
+
+from cowrite.auth import AuthSettings, mint_token
+
+SECRET = "shutdown-test-secret-" + "s" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_drains_and_exits(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    env = {**os.environ, "COWRITE_AUTH_SECRET": SECRET}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cowrite", "serve", "--port", str(port),
+        "--data-dir", str(tmp_path), "--log-level", "warning",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert b"listening" in line
+        client = socketio.AsyncClient(reconnection=False)
+        gone: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        client.on("disconnect", lambda reason=None: gone.done() or gone.set_result(str(reason)))
+        token = mint_token(AuthSettings(secret=SECRET), user_id="u1")
+        await client.connect(
+            f"http://127.0.0.1:{port}", auth={"token": token}, transports=["websocket"]
+        )
+        ack = await client.call("join-document", "doc", timeout=10)
+        assert ack["ok"]
+        seq = await client.call(
+            "edit-operation", {"documentId": "doc", "operation": 1, "clientOpId": "a"}, timeout=10
+        )
+        assert seq["seq"] == 1
+        proc.send_signal(sig)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        reason = await asyncio.wait_for(gone, 5)
+        # Not "io server disconnect": the client is expected to reconnect.
+        assert "server disconnect" not in reason
+        await client.disconnect()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
