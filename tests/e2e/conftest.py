@@ -109,4 +109,6 @@ async def make_client() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     for client in reversed(clients):
         await client.close()
         if isinstance(client, NodeClient) and (client.fatal or client.stderr.strip()):
-            print(f"{client!r} fatal={client.fatal} stderr:\n{client.stderr.decode(errors='replace')}")
+            print(
+                f"{client!r} fatal={client.fatal} stderr:\n{client.stderr.decode(errors='replace')}"
+            )

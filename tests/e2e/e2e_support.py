@@ -111,9 +111,7 @@ class Client:
             ) from None
 
     async def wait_for(self, event: str, count: int = 1, timeout: float = WAIT) -> list[Any]:
-        await self.wait_until(
-            lambda: len(self.of(event)) >= count, timeout, f"{count} x {event!r}"
-        )
+        await self.wait_until(lambda: len(self.of(event)) >= count, timeout, f"{count} x {event!r}")
         return self.of(event)
 
     # -- commands (implemented per client) ---------------------------------------
@@ -482,7 +480,9 @@ async def read_all(client: Client, document_id: str, limit: int = 40) -> list[di
     ops: list[dict[str, Any]] = []
     since = 0
     for _ in range(1000):
-        page = await client.call("sync", {"documentId": document_id, "since": since, "limit": limit})
+        page = await client.call(
+            "sync", {"documentId": document_id, "since": since, "limit": limit}
+        )
         assert page["ok"], page
         assert len(page["ops"]) <= limit, page
         ops.extend(page["ops"])
@@ -505,9 +505,7 @@ async def join_and_catch_up(
     more = ack["more"]
     last = ops[-1]["seq"] if ops else since
     while more:
-        page = await client.call(
-            "sync", {"documentId": document_id, "since": last, "limit": limit}
-        )
+        page = await client.call("sync", {"documentId": document_id, "since": last, "limit": limit})
         assert page["ok"], page
         ops.extend(page["ops"])
         if page["ops"]:
@@ -525,4 +523,3 @@ def check_log(view: LogView, count: int, who: str) -> None:
     assert view.remote_order == sorted(view.remote_order), (
         f"{who}: remote-edit events out of order: {view.remote_order}"
     )
-

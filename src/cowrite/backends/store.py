@@ -12,8 +12,11 @@ Guarantees every implementation gives
 Ordering
     Each document has its own sequence of operation numbers (``seq``): 1, 2, 3,
     ... with no gaps and no duplicates, however many processes or store
-    instances append to that document at once.  ``read_ops`` returns
-    operations in ``seq`` order.  There is no order between documents.
+    instances append to that document at once.  Numbers are given in commit
+    order, so no hole is ever visible: a read that sees ``seq`` n of a document
+    also sees every smaller ``seq`` of it, and ``head`` is the last of them.
+    ``read_ops`` returns operations in ``seq`` order.  There is no order between
+    documents.
 
 Atomicity
     ``append_batch`` is one transaction: either every request of the batch is
