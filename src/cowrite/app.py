@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from cowrite.auth import AuthError, TokenVerifier
+from cowrite.backends.broker import Broker
+from cowrite.backends.broker_memory import MemoryBroker
+from cowrite.backends.presence import PresenceStore
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store import OperationStore
 from cowrite.config import AppSettings
@@ -49,6 +52,7 @@ class App:
     server: SocketServer
     service: CollabService
     store: OperationStore
+    presence: PresenceStore
 
     @property
     def port(self) -> int:
@@ -56,6 +60,9 @@ class App:
 
     async def start(self) -> None:
         await self.store.open()
+        start_presence = getattr(self.presence, "start", None)
+        if start_presence is not None:
+            await start_presence()
         await self.service.start()
         await self.server.start()
 
@@ -68,17 +75,41 @@ class App:
         for _ in range(3):  # let the handlers awaiting those commits send their acks
             await asyncio.sleep(0)
         await self.server.stop()
+        stop_presence = getattr(self.presence, "stop", None)
+        if stop_presence is not None:
+            await stop_presence()  # goodbye: our users leave the shared roster now
         await self.store.close()
 
 
 def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> App:
     server = SocketServer(settings.server)
     the_store = store if store is not None else open_store(settings.store)
+    broker: Broker
+    presence: PresenceStore
+    if settings.redis_url:
+        from cowrite.backends.broker_redis import RedisBroker
+        from cowrite.backends.presence_redis import RedisPresence
+
+        broker = RedisBroker(
+            settings.redis_url,
+            instance_id=settings.instance_id,
+            channel_prefix=settings.redis_prefix,
+        )
+        presence = RedisPresence(
+            settings.redis_url,
+            instance_id=settings.instance_id,
+            ttl=settings.presence_ttl,
+            prefix=settings.redis_prefix,
+        )
+    else:
+        broker = MemoryBroker(instance_id=settings.instance_id or None)
+        presence = MemoryPresence()
     service = CollabService(
         store=the_store,
-        presence=MemoryPresence(),
+        presence=presence,
         gateway=server,
         verifier=TokenVerifier(settings.auth),
+        broker=broker,
         settings=settings.collab,
     )
 
@@ -106,5 +137,24 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     def healthz(conn: Connection, req: Request) -> None:
         conn.respond(200, b"ok")
 
+    def readyz(conn: Connection, req: Request) -> None:
+        async def check() -> None:
+            try:
+                ok = await asyncio.wait_for(service.ready(), 2.0)
+            except (TimeoutError, Exception):
+                ok = False
+            if ok:
+                conn.respond(200, b"ready")
+            else:
+                conn.respond(503, b"not ready", headers=[("Retry-After", "1")])
+
+        task = asyncio.get_running_loop().create_task(check())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
     server.add_route("/healthz", healthz)
-    return App(server=server, service=service, store=the_store)
+    server.add_route("/readyz", readyz)
+    return App(server=server, service=service, store=the_store, presence=presence)
+
+
+_background: set[asyncio.Task[None]] = set()

@@ -70,6 +70,10 @@ def main() -> None:
 @click.option("--send-buffer-limit", type=int, default=None, help="Slow-consumer limit in bytes.")
 @click.option("--no-uvloop", is_flag=True, default=False, help="Use asyncio's own event loop.")
 @click.option("--auto-create/--no-auto-create", default=None, help="Create documents on join.")
+@click.option(
+    "--redis", "redis_url", default=None, help="redis://HOST:PORT: share with other instances."
+)
+@click.option("--instance-id", default=None, help="This instance's id [hostname-random].")
 @store_option
 @data_dir_option
 @dev_option
@@ -86,6 +90,8 @@ def serve(
     send_buffer_limit: int | None,
     no_uvloop: bool,
     auto_create: bool | None,
+    redis_url: str | None,
+    instance_id: str | None,
     store: str | None,
     data_dir: str | None,
     dev_mode: bool | None,
@@ -112,6 +118,8 @@ def serve(
         data_dir=data_dir,
         dev_mode=dev_mode,
         auto_create=auto_create,
+        redis_url=redis_url,
+        instance_id=instance_id,
     )
     from cowrite.app import build_app
 

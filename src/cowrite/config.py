@@ -117,6 +117,12 @@ class AppSettings:
     store: str
     data_dir: str
     dev_mode: bool
+    # Scale-out: with a Redis URL the broker and presence go through Redis
+    # (several instances); without, they stay in this process.
+    redis_url: str | None = None
+    redis_prefix: str = "cowrite:"
+    instance_id: str = ""
+    presence_ttl: float = 30.0
 
 
 def _env_bool(env: dict[str, str] | Any, name: str, default: bool) -> bool:
@@ -134,6 +140,8 @@ def load_app_settings(
     data_dir: str | None = None,
     dev_mode: bool | None = None,
     auto_create: bool | None = None,
+    redis_url: str | None = None,
+    instance_id: str | None = None,
 ) -> AppSettings:
     """Defaults < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
     from cowrite.auth import AuthSettings, auth_settings_from_env
@@ -164,8 +172,28 @@ def load_app_settings(
         docs_claim=auth.docs_claim,
         max_operation_bytes=max_op,
     )
+    try:
+        presence_ttl = float(env.get("COWRITE_PRESENCE_TTL", 30.0))
+    except ValueError as exc:
+        raise ConfigError(f"COWRITE_PRESENCE_TTL: {exc}") from exc
+    if presence_ttl <= 0:
+        raise ConfigError("COWRITE_PRESENCE_TTL must be positive")
+    import socket
+    import uuid
+
     return AppSettings(
-        server=server, auth=auth, collab=collab, store=store_url, data_dir=directory, dev_mode=dev
+        server=server,
+        auth=auth,
+        collab=dataclasses.replace(collab, presence_reap_interval=presence_ttl / 3),
+        store=store_url,
+        data_dir=directory,
+        dev_mode=dev,
+        redis_url=redis_url or env.get("COWRITE_REDIS_URL") or None,
+        redis_prefix=env.get("COWRITE_REDIS_PREFIX", "cowrite:"),
+        instance_id=instance_id
+        or env.get("COWRITE_INSTANCE_ID")
+        or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+        presence_ttl=presence_ttl,
     )
 
 

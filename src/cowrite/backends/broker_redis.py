@@ -52,6 +52,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from cowrite.backends.broker import (
     BrokerListener,
@@ -124,6 +125,9 @@ class RedisBroker:
             "socket_timeout": publish_timeout,
             "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 0,
+            # Not a Redis Enterprise/Cloud feature we use; "auto" costs a failing
+            # command per connection on open-source Redis.
+            "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         }
         self._pub = Redis.from_url(url, **options)
         self._sub = Redis.from_url(url, **options)

@@ -31,6 +31,13 @@ from typing import Any, Protocol
 import orjson
 
 from cowrite.auth import AuthError, Identity
+from cowrite.backends.broker import (
+    Broker,
+    BrokerMessage,
+    OperationMessage,
+    PresenceMessage,
+    RoleMessage,
+)
 from cowrite.backends.presence import PresenceEntry, PresenceStore
 from cowrite.backends.store import (
     AppendRequest,
@@ -41,7 +48,7 @@ from cowrite.backends.store import (
 )
 from cowrite.core.committer import Committed, Committer
 from cowrite.core.gateway import ClientGateway
-from cowrite.core.opcodec import decode_operation, encode_operation
+from cowrite.core.opcodec import decode_operation, encode_operation, operation_size
 from cowrite.errors import ProtocolError
 
 log = logging.getLogger("cowrite.collab")
@@ -67,6 +74,9 @@ class CollabSettings:
     role_cache_seconds: float = 5.0
     max_pending: int = 10_000
     max_documents_per_connection: int = 100
+    gap_fill_delay: float = 0.05  # wait this long for a late broker message before reading the log
+    tail_check_delay: float = 0.5  # after remote operations go quiet, check the log's head once
+    presence_reap_interval: float = 10.0
 
 
 def error(code: str, message: str) -> Ack:
@@ -111,11 +121,32 @@ class Conn:
 
 
 class Room:
-    __slots__ = ("document_id", "members")
+    """The local members of one document and the document's delivery sequencer.
 
-    def __init__(self, document_id: str) -> None:
+    ``next_seq`` is the next operation number to hand to the members.  Local
+    commits and other instances' operations (through the broker, at-most-once,
+    possibly late) land in ``held``; ``_drain`` releases the contiguous run
+    from ``next_seq``; a hole that stays open is filled from the log.
+    """
+
+    __slots__ = (
+        "document_id",
+        "fill_task",
+        "held",
+        "members",
+        "next_seq",
+        "ready",
+        "tail_timer",
+    )
+
+    def __init__(self, document_id: str, ready: asyncio.Future[None]) -> None:
         self.document_id = document_id
         self.members: dict[str, Member] = {}
+        self.next_seq = 0  # set once ``ready`` resolves
+        self.held: dict[int, tuple[Callable[[], object], str | None]] = {}
+        self.ready = ready
+        self.fill_task: asyncio.Task[None] | None = None
+        self.tail_timer: asyncio.TimerHandle | None = None
 
 
 def _document_id(value: Any) -> str | None:
@@ -142,6 +173,21 @@ def _op_dict(op: StoredOp) -> dict[str, Any]:
     }
 
 
+def _remote_body(op: StoredOp) -> dict[str, Any]:
+    return {
+        "documentId": op.document_id,
+        "userId": op.user_id,
+        "operation": decode_operation(op.payload),
+        "seq": op.seq,
+        "clientOpId": op.client_op_id,
+    }
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())
+
+
 def _roster(entries: list[PresenceEntry]) -> list[dict[str, Any]]:
     return [{"userId": e.user_id, "name": e.name, "state": e.state} for e in entries]
 
@@ -154,6 +200,7 @@ class CollabService:
         presence: PresenceStore,
         gateway: ClientGateway,
         verifier: Verifier,
+        broker: Broker | None = None,
         settings: CollabSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -161,6 +208,12 @@ class CollabService:
         self.presence = presence
         self.gateway = gateway
         self.verifier = verifier
+        if broker is None:
+            from cowrite.backends.broker_memory import MemoryBroker
+
+            broker = MemoryBroker()
+        self.broker = broker
+        self.instance_id = broker.instance_id
         self.settings = settings or CollabSettings()
         self.clock = clock
         self.committer = Committer(store, self._deliver_committed)
@@ -168,17 +221,42 @@ class CollabService:
         self._rooms: dict[str, Room] = {}
         self._presence_dirty: set[Member] = set()
         self._presence_task: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._publish_queue: asyncio.Queue[BrokerMessage] = asyncio.Queue()
+        self._publisher: asyncio.Task[None] | None = None
+        self.gaps_filled = 0
+        self.publish_failures = 0
 
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
+        await self.broker.start(self)
         self.committer.start()
+        loop = asyncio.get_running_loop()
+        self._publisher = loop.create_task(self._publish_loop(), name="broker-publisher")
+        self._reaper = loop.create_task(self._reap_loop(), name="presence-reaper")
 
     async def stop(self) -> None:
         """Commit everything already accepted, then stop."""
         await self.committer.stop()
-        if self._presence_task is not None:
-            self._presence_task.cancel()
+        # Give the publisher a moment to hand the last operations to the broker.
+        for _ in range(100):
+            if self._publish_queue.empty():
+                break
+            await asyncio.sleep(0.01)
+        for task in (self._presence_task, self._reaper, self._publisher):
+            if task is not None:
+                task.cancel()
+        for room in self._rooms.values():
+            if room.fill_task is not None:
+                room.fill_task.cancel()
+            if room.tail_timer is not None:
+                room.tail_timer.cancel()
+        await self.broker.stop()
+
+    async def ready(self) -> bool:
+        """Store reachable and broker subscriber connected (for /readyz)."""
+        return self.broker.available and await self.store.ping()
 
     @property
     def document_count(self) -> int:
@@ -236,11 +314,11 @@ class CollabService:
                 member = existing
                 first = False
             else:
+                room = await self._room(doc_id)
+                if self._conns.get(sid) is not conn:
+                    return error("not_connected", "Disconnected")
                 member = Member(conn, doc_id, role, since, self.clock())
                 conn.docs[doc_id] = member
-                room = self._rooms.get(doc_id)
-                if room is None:
-                    room = self._rooms[doc_id] = Room(doc_id)
                 room.members[sid] = member
                 first = await self.presence.join(
                     doc_id, conn.identity.user_id, conn.identity.name, sid
@@ -254,11 +332,17 @@ class CollabService:
             return error("not_joined", "Left the document while joining")
         self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
         if first:
-            prepared = self.gateway.prepare(
-                "user-joined",
-                {"documentId": doc_id, "userId": conn.identity.user_id, "name": conn.identity.name},
+            self._announce_joined(doc_id, conn.identity.user_id, conn.identity.name, exclude=sid)
+            self._publish(
+                PresenceMessage(
+                    doc_id,
+                    self.instance_id,
+                    conn.identity.user_id,
+                    conn.identity.name,
+                    "joined",
+                    None,
+                )
             )
-            self._to_room(doc_id, prepared, exclude=sid)
         return {
             "ok": True,
             "documentId": doc_id,
@@ -289,7 +373,7 @@ class CollabService:
         if room is not None and room.members.get(member.sid) is member:
             del room.members[member.sid]
             if not room.members:
-                del self._rooms[doc_id]
+                self._close_room(room)
         self._presence_dirty.discard(member)
         try:
             last = await self.presence.leave(doc_id, conn.identity.user_id, member.sid)
@@ -297,10 +381,17 @@ class CollabService:
             log.exception("presence leave failed")
             return
         if last:
-            prepared = self.gateway.prepare(
-                "user-left", {"documentId": doc_id, "userId": conn.identity.user_id}
+            self._announce_left(doc_id, conn.identity.user_id)
+            self._publish(
+                PresenceMessage(
+                    doc_id,
+                    self.instance_id,
+                    conn.identity.user_id,
+                    conn.identity.name,
+                    "left",
+                    None,
+                )
             )
-            self._to_room(doc_id, prepared)
 
     # -- operations ----------------------------------------------------------
 
@@ -333,7 +424,7 @@ class CollabService:
             encoded = encode_operation(operation)
         except ProtocolError:
             return error("invalid_payload", "operation must be a JSON value")
-        if len(encoded) > self.settings.max_operation_bytes:
+        if operation_size(encoded) > self.settings.max_operation_bytes:
             return error(
                 "payload_too_large",
                 f"operation exceeds {self.settings.max_operation_bytes} bytes",
@@ -349,25 +440,248 @@ class CollabService:
         return ack
 
     def _deliver_committed(self, committed: Committed) -> None:
-        """Runs right after each commit, in commit order: broadcast the new operations."""
+        """Runs right after each commit, in commit order: hand the new operations
+        to the local members and to the other instances."""
         for request, result, context in committed:
             if result.duplicate:
                 continue
+            self._publish(
+                OperationMessage(
+                    request.document_id,
+                    self.instance_id,
+                    result.seq,
+                    request.user_id,
+                    request.client_op_id,
+                    request.payload,
+                )
+            )
             room = self._rooms.get(request.document_id)
             if room is None:
                 continue
             sender_sid, operation = context
-            prepared = self.gateway.prepare(
-                "remote-edit",
-                {
-                    "documentId": request.document_id,
-                    "userId": request.user_id,
-                    "operation": operation,
-                    "seq": result.seq,
-                    "clientOpId": request.client_op_id,
-                },
+            body = {
+                "documentId": request.document_id,
+                "userId": request.user_id,
+                "operation": operation,
+                "seq": result.seq,
+                "clientOpId": request.client_op_id,
+            }
+            self._accept(room, result.seq, self._remote_edit(body), sender_sid)
+
+    def _remote_edit(self, body: dict[str, Any]) -> Callable[[], object]:
+        return lambda: self.gateway.prepare("remote-edit", body)
+
+    def _stored_edit(self, op: StoredOp) -> Callable[[], object]:
+        return lambda: self.gateway.prepare("remote-edit", _remote_body(op))
+
+    # -- the per-document sequencer -----------------------------------------
+
+    async def _room(self, doc_id: str) -> Room:
+        """The document's room, opened (subscribed, positioned at the log's head) if needed."""
+        room = self._rooms.get(doc_id)
+        if room is not None:
+            await asyncio.shield(room.ready)
+            return room
+        room = Room(doc_id, asyncio.get_running_loop().create_future())
+        self._rooms[doc_id] = room
+        try:
+            # Subscribe first: everything committed after the head we read
+            # then reaches us through the broker (or the gap filler).
+            await self.broker.subscribe(doc_id)
+            head = await self.store.head(doc_id)
+        except BaseException as exc:
+            if self._rooms.get(doc_id) is room:
+                del self._rooms[doc_id]
+            room.ready.set_exception(exc)
+            room.ready.exception()  # marked retrieved; joins waiting on it re-raise
+            raise
+        room.next_seq = head + 1
+        room.ready.set_result(None)
+        self._drain(room)
+        return room
+
+    def _close_room(self, room: Room) -> None:
+        if self._rooms.get(room.document_id) is room:
+            del self._rooms[room.document_id]
+        if room.fill_task is not None:
+            room.fill_task.cancel()
+        if room.tail_timer is not None:
+            room.tail_timer.cancel()
+        task = asyncio.get_running_loop().create_task(self.broker.unsubscribe(room.document_id))
+        task.add_done_callback(_log_failure)
+
+    def _accept(
+        self, room: Room, seq: int, make: Callable[[], object], sender_sid: str | None
+    ) -> None:
+        """An operation for the room, from a local commit, the broker or the log."""
+        ready = room.ready.done()
+        if ready and seq < room.next_seq:
+            return
+        room.held.setdefault(seq, (make, sender_sid))
+        if ready:
+            self._drain(room)
+
+    def _drain(self, room: Room) -> None:
+        held = room.held
+        while room.next_seq in held:
+            make, sender_sid = held.pop(room.next_seq)
+            self._deliver(room, room.next_seq, make(), sender_sid)
+            room.next_seq += 1
+        if held:
+            for stale in [seq for seq in held if seq < room.next_seq]:
+                del held[stale]
+        if held and (room.fill_task is None or room.fill_task.done()):
+            room.fill_task = asyncio.get_running_loop().create_task(self._fill_gap(room))
+
+    async def _fill_gap(self, room: Room) -> None:
+        """A later operation arrived before an earlier one: wait briefly for the
+        broker, then read the missing ones from the log (the truth)."""
+        await asyncio.sleep(self.settings.gap_fill_delay)
+        while room.held and self._rooms.get(room.document_id) is room:
+            first_held = min(room.held)
+            missing = first_held - room.next_seq
+            if missing <= 0:
+                self._drain(room)
+                continue
+            try:
+                ops = await self.store.read_ops(room.document_id, room.next_seq - 1, missing)
+            except StoreError:
+                log.warning("gap fill for %s failed; retrying", room.document_id)
+                await asyncio.sleep(max(self.settings.gap_fill_delay, 0.2))
+                continue
+            self.gaps_filled += 1
+            for op in ops:
+                self._accept(room, op.seq, self._stored_edit(op), None)
+            if not ops:
+                await asyncio.sleep(self.settings.gap_fill_delay)
+
+    def _schedule_tail_check(self, room: Room) -> None:
+        """The last message of a burst may be the one the broker lost: once
+        remote operations go quiet, compare with the log's head."""
+        if room.tail_timer is not None:
+            room.tail_timer.cancel()
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            loop.create_task(self._check_tail(room)).add_done_callback(_log_failure)
+
+        room.tail_timer = loop.call_later(self.settings.tail_check_delay, check)
+
+    async def _check_tail(self, room: Room) -> None:
+        room.tail_timer = None
+        if self._rooms.get(room.document_id) is not room or not room.ready.done():
+            return
+        try:
+            head = await self.store.head(room.document_id)
+            while head >= room.next_seq and self._rooms.get(room.document_id) is room:
+                count = min(head - room.next_seq + 1, self.settings.max_page_size)
+                ops = await self.store.read_ops(room.document_id, room.next_seq - 1, count)
+                if not ops:
+                    break
+                self.gaps_filled += 1
+                for op in ops:
+                    self._accept(room, op.seq, self._stored_edit(op), None)
+        except StoreError:
+            log.warning("tail check for %s failed", room.document_id)
+
+    # -- BrokerListener --------------------------------------------------------
+
+    def on_message(self, message: BrokerMessage) -> None:
+        """Another instance's message for a document with local members."""
+        room = self._rooms.get(message.document_id)
+        if room is None:
+            return
+        if isinstance(message, OperationMessage):
+            try:
+                operation = decode_operation(message.payload)
+            except ValueError:
+                log.warning("undecodable operation from %s", message.origin)
+                return
+            body = {
+                "documentId": message.document_id,
+                "userId": message.user_id,
+                "operation": operation,
+                "seq": message.seq,
+                "clientOpId": message.client_op_id,
+            }
+            self._accept(room, message.seq, self._remote_edit(body), None)
+            self._schedule_tail_check(room)
+        elif isinstance(message, PresenceMessage):
+            if message.kind == "joined":
+                self._announce_joined(message.document_id, message.user_id, message.name)
+            elif message.kind == "left":
+                self._announce_left(message.document_id, message.user_id)
+            else:
+                prepared = self.gateway.prepare(
+                    "presence",
+                    {
+                        "documentId": message.document_id,
+                        "userId": message.user_id,
+                        "state": message.state,
+                    },
+                )
+                self._to_room(message.document_id, prepared)
+        elif isinstance(message, RoleMessage):
+            role = Role(message.role) if message.role in tuple(Role) else None
+            task = asyncio.get_running_loop().create_task(
+                self.apply_role_change(message.document_id, message.user_id, role)
             )
-            self._deliver(room, result.seq, prepared, sender_sid)
+            task.add_done_callback(_log_failure)
+
+    def on_availability(self, available: bool) -> None:
+        """The broker's subscriber came back: whatever was published meanwhile
+        is lost to us, so every open document catches up from the log."""
+        if not available:
+            log.warning("broker unavailable: remote edits wait for it (local ones still commit)")
+            return
+        loop = asyncio.get_running_loop()
+        for room in list(self._rooms.values()):
+            loop.create_task(self._check_tail(room)).add_done_callback(_log_failure)
+
+    def _publish(self, message: BrokerMessage) -> None:
+        self._publish_queue.put_nowait(message)
+
+    async def _publish_loop(self) -> None:
+        """One publisher, in order: per-document FIFO from this instance."""
+        while True:
+            message = await self._publish_queue.get()
+            try:
+                ok = await self.broker.publish(message)
+            except Exception:
+                log.exception("publish failed")
+                ok = False
+            if not ok:
+                self.publish_failures += 1
+
+    async def _reap_loop(self) -> None:
+        """Users of instances that died without saying goodbye leave the roster."""
+        reap = getattr(self.presence, "reap", None)
+        if reap is None:
+            return
+        while True:
+            await asyncio.sleep(self.settings.presence_reap_interval)
+            try:
+                gone: list[tuple[str, str]] = await reap()
+            except Exception:
+                log.exception("presence reap failed")
+                continue
+            for doc_id, user_id in gone:
+                self._announce_left(doc_id, user_id)
+                self._publish(
+                    PresenceMessage(doc_id, self.instance_id, user_id, user_id, "left", None)
+                )
+
+    def _announce_joined(
+        self, doc_id: str, user_id: str, name: str, exclude: str | None = None
+    ) -> None:
+        prepared = self.gateway.prepare(
+            "user-joined", {"documentId": doc_id, "userId": user_id, "name": name}
+        )
+        self._to_room(doc_id, prepared, exclude=exclude)
+
+    def _announce_left(self, doc_id: str, user_id: str) -> None:
+        prepared = self.gateway.prepare("user-left", {"documentId": doc_id, "userId": user_id})
+        self._to_room(doc_id, prepared)
 
     def _deliver(self, room: Room, seq: int, prepared: object, sender_sid: str | None) -> None:
         send = self.gateway.send_prepared
@@ -511,6 +825,16 @@ class CollabService:
                     },
                 )
                 self._to_room(member.document_id, prepared, exclude=member.sid)
+                self._publish(
+                    PresenceMessage(
+                        member.document_id,
+                        self.instance_id,
+                        user_id,
+                        member.conn.identity.name,
+                        "state",
+                        member.presence_state,
+                    )
+                )
 
     # -- sharing -------------------------------------------------------------
 
@@ -543,6 +867,9 @@ class CollabService:
         except StoreError:
             return error("unavailable", "The document store is unavailable")
         await self.apply_role_change(doc_id, target, new_role)
+        self._publish(
+            RoleMessage(doc_id, self.instance_id, target, new_role.value if new_role else None)
+        )
         return {
             "ok": True,
             "documentId": doc_id,

@@ -82,3 +82,12 @@ def decode_operation(stored: bytes) -> Any:
         parts.append(stored[offset : offset + length])
         offset += length
     return _restore(orjson.loads(stored[offset:]), parts)
+
+
+def operation_size(stored: bytes) -> int:
+    """The size the ``max_operation_bytes`` limit applies to: the operation's
+    JSON plus its binary parts, without this format's framing bytes."""
+    if stored[:1] == b"J":
+        return len(stored) - 1
+    count: int = _U32.unpack_from(stored, 1)[0]
+    return len(stored) - 5 - 4 * count
