@@ -8,39 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from collab_support import SECRET, RecordingGateway
 
 from cowrite.auth import AuthSettings, TokenVerifier, mint_token
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.collab import CollabService, CollabSettings
-
-SECRET = "test-secret-" + "x" * 32
-
-
-class Prepared:
-    def __init__(self, event: str, args: tuple[Any, ...]) -> None:
-        self.event = event
-        self.args = args
-
-
-class RecordingGateway:
-    """Implements ClientGateway: remembers what each socket was sent."""
-
-    def __init__(self) -> None:
-        self.sent: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
-
-    def prepare(self, event: str, *args: Any) -> object:
-        return Prepared(event, args)
-
-    def send_prepared(self, sid: str, prepared: object) -> None:
-        assert isinstance(prepared, Prepared)
-        self.sent.setdefault(sid, []).append((prepared.event, prepared.args))
-
-    def send(self, sid: str, event: str, *args: Any) -> None:
-        self.sent.setdefault(sid, []).append((event, args))
-
-    def events(self, sid: str, name: str) -> list[Any]:
-        return [args[0] for event, args in self.sent.get(sid, []) if event == name]
 
 
 @pytest.fixture
