@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from cowrite.server import SocketServer
 from cowrite.server.connection import Connection, Request
 
 log = logging.getLogger("cowrite.app")
+
+# Upper bound of the random delay a drained client waits before reconnecting.
+DRAIN_JITTER_MS = 500
 
 EVENTS = (
     "join-document",
@@ -71,6 +75,17 @@ class App:
         out), then close the sessions (clients see "transport close" and
         reconnect) and the store."""
         self.server.engine.stop_accepting()
+        # Tell every client why the connection is about to end, with its own
+        # jittered delay, so that a drained instance does not cause a
+        # reconnect storm on the others (our SDK honours it; the official
+        # clients reconnect after "transport close" with their own jitter).
+        rng = random.Random()
+        for sid in self.server.socket_ids():
+            self.server.send(
+                sid,
+                "server-draining",
+                {"reason": "server draining", "reconnectDelayMs": rng.randint(0, DRAIN_JITTER_MS)},
+            )
         await self.service.stop()
         for _ in range(3):  # let the handlers awaiting those commits send their acks
             await asyncio.sleep(0)

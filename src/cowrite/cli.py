@@ -67,6 +67,9 @@ def main() -> None:
     "--cors-origin", "cors_origins", multiple=True, help="Allowed browser Origin (repeatable)."
 )
 @click.option("--transports", default=None, help="Comma-separated: websocket,polling.")
+@click.option(
+    "--trusted-proxy", "trusted_proxies", multiple=True, help="CIDR whose X-Real-IP is believed."
+)
 @click.option("--send-buffer-limit", type=int, default=None, help="Slow-consumer limit in bytes.")
 @click.option("--no-uvloop", is_flag=True, default=False, help="Use asyncio's own event loop.")
 @click.option("--auto-create/--no-auto-create", default=None, help="Create documents on join.")
@@ -87,6 +90,7 @@ def serve(
     connect_timeout: float | None,
     cors_origins: tuple[str, ...],
     transports: str | None,
+    trusted_proxies: tuple[str, ...],
     send_buffer_limit: int | None,
     no_uvloop: bool,
     auto_create: bool | None,
@@ -112,6 +116,7 @@ def serve(
             "cors_origins": cors_origins or None,
             "transports": tuple(t.strip() for t in transports.split(",")) if transports else None,
             "send_buffer_limit": send_buffer_limit,
+            "trusted_proxies": trusted_proxies or None,
             "use_uvloop": False if no_uvloop else None,
         },
         store=store,

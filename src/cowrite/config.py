@@ -8,6 +8,7 @@ transports websocket and polling; CORS allow-list with credentials).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +38,14 @@ class ServerSettings:
     # Back-pressure: a connection whose unsent bytes exceed this is
     # disconnected as a slow consumer instead of delaying anyone else.
     send_buffer_limit: int = 1 << 20
+    # Proxies (CIDRs) whose X-Real-IP / X-Forwarded-For are believed; from any
+    # other peer those headers are ignored and the TCP peer address is used.
+    trusted_proxies: tuple[str, ...] = ()
     # Runtime
     use_uvloop: bool = True
     gc_freeze: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    _proxy_nets: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.ping_interval <= 0 or self.ping_timeout <= 0:
@@ -57,6 +62,31 @@ class ServerSettings:
             raise ConfigError("send_buffer_limit must be at least 1024 bytes")
         if not 0 <= self.port <= 65535:
             raise ConfigError("port out of range")
+        try:
+            nets = tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from exc
+        object.__setattr__(self, "_proxy_nets", nets)
+
+    def client_address(self, peer: str, real_ip: str | None, forwarded_for: str | None) -> str:
+        """The client's address: the TCP peer, unless the peer is a trusted proxy,
+        in which case the right-most untrusted X-Forwarded-For hop, else X-Real-IP."""
+        if not self.trusted_proxies or not self._trusted(peer):
+            return peer
+        if forwarded_for:
+            for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+                if not self._trusted(hop):
+                    return hop
+        if real_ip:
+            return real_ip.strip()
+        return peer
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._proxy_nets)
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No Origin header (a non-browser client) is allowed; a browser's must be listed."""
@@ -87,7 +117,7 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
     base = ServerSettings()
     values: dict[str, Any] = {}
     for f in dataclasses.fields(ServerSettings):
-        if f.name == "extra":
+        if f.name in ("extra", "_proxy_nets"):
             continue
         raw = env.get(f"COWRITE_{f.name.upper()}")
         if raw is not None:

@@ -47,6 +47,7 @@ from cowrite.backends.broker import (
     OperationMessage,
     PresenceMessage,
     RoleMessage,
+    encode,
 )
 from cowrite.backends.broker_memory import MemoryBroker, MemoryHub
 from cowrite.backends.broker_redis import RedisBroker
@@ -105,6 +106,10 @@ class Node:
 
     broker: Broker
     heard: Recorder
+
+    def up(self) -> bool:
+        """``broker.available`` (a call, so that type checkers do not narrow it)."""
+        return self.broker.available
 
 
 @dataclass
@@ -298,6 +303,12 @@ async def test_subscribing_twice_is_once_and_unsubscribing_twice_is_harmless(
     assert await a.broker.publish(op(a, "d", 2))
     await fence(a, b, "fence")
     assert b.heard.messages == [op(a, "d", 1)]
+    # Two first subscriptions at once: both return with the subscription in place.
+    await asyncio.gather(b.broker.subscribe("e"), b.broker.subscribe("e"))
+    assert await a.broker.publish(op(a, "e", 1))
+    await b.heard.wait_count(2)
+    await fence(a, b, "e")
+    assert b.heard.messages == [op(a, "d", 1), op(a, "e", 1)]
 
 
 async def test_order_per_document_is_the_order_of_publish_calls(cluster: Cluster) -> None:
@@ -320,7 +331,7 @@ async def test_order_per_document_is_the_order_of_publish_calls(cluster: Cluster
 async def test_availability_after_start_and_ping(cluster: Cluster) -> None:
     a = await cluster.node()
     await a.heard.wait_for("availability", lambda: a.heard.availability == [True])
-    assert a.broker.available
+    assert a.up()
     assert a.broker.outages == 0
     assert await a.broker.ping()
 
@@ -365,11 +376,38 @@ async def test_stop_is_clean_and_final(cluster: Cluster) -> None:
     await b.broker.stop()  # idempotent
     assert asyncio.all_tasks() == before
     gc.collect()  # any unclosed transport would warn now, and warnings are errors
-    assert not a.broker.available and not b.broker.available
+    assert not a.up() and not b.up()
     assert not await a.broker.publish(op(a, "d", 2))
     await a.broker.subscribe("d")
     await a.broker.unsubscribe("d")
     assert b.heard.availability == [True]  # stop() does not announce anything
+
+
+async def test_garbage_on_a_channel_is_dropped(cluster: Cluster) -> None:
+    a, b = await cluster.node(), await cluster.node()
+    if not isinstance(b.broker, RedisBroker):
+        pytest.skip("only Redis carries bytes from outside cowrite")
+    await b.broker.subscribe("d")
+    raw = Redis.from_url(REDIS_URL)
+    try:
+        for junk in [
+            b"",
+            b"cw",
+            b"hello",
+            b"cw\x01O\x00\x00\x00\x05{bad}",
+            b"cw\x09O\x00\x00\x00\x00",
+        ]:
+            await raw.publish(b.broker.channel("d"), junk)
+        # A valid frame about another document, sent on d's channel.
+        stray = RoleMessage("other", "someone-else", "u", None)
+        await raw.publish(b.broker.channel("d"), encode(stray))
+    finally:
+        await raw.aclose()
+    assert await a.broker.publish(op(a, "d", 1))
+    await b.heard.wait_count(1)
+    await fence(a, b, "d")
+    assert b.heard.messages == [op(a, "d", 1)]
+    assert b.up()
 
 
 async def test_publish_before_start_returns_false(cluster: Cluster) -> None:
@@ -504,7 +542,7 @@ async def test_outage_is_reported_and_recovered(faulty_up: Faulty) -> None:
     c.take_down()
     await b.heard.wait_for("the outage", lambda: b.heard.availability == [True, False])
     await a.heard.wait_for("the outage", lambda: a.heard.availability == [True, False])
-    assert not b.broker.available and b.broker.outages == 1
+    assert not b.up() and b.broker.outages == 1
     for seq in (2, 3):  # the first publish may meet a dead connection, the next a refusal
         ok, took = await timed_publish(a, op(a, "d1", seq))
         assert not ok
@@ -517,7 +555,7 @@ async def test_outage_is_reported_and_recovered(faulty_up: Faulty) -> None:
     c.bring_up()
     await b.heard.wait_for("recovery", lambda: b.heard.availability == [True, False, True])
     await a.heard.wait_for("recovery", lambda: a.heard.availability == [True, False, True])
-    assert b.broker.available and b.broker.outages == 1
+    assert b.up() and b.broker.outages == 1
     assert await a.broker.ping()
     b.heard.messages.clear()
     for doc in ("d1", "d2", "d3"):
@@ -534,7 +572,7 @@ async def test_unreachable_at_start_is_not_an_outage(faulty: Faulty) -> None:
         a = await c.node()
         b = await c.node()
         assert time.monotonic() - start < 4.0
-        assert not a.broker.available and a.broker.outages == 0
+        assert not a.up() and a.broker.outages == 0
         ok, took = await timed_publish(a, op(a, "d", 1))
         assert not ok and took < 1.5
         await b.broker.subscribe("d")

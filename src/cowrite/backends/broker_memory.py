@@ -69,6 +69,9 @@ class MemoryHub:
             del self._brokers[broker.instance_id]
 
     def _publish(self, message: BrokerMessage) -> bool:
+        # Encoded first, even with no recipient or the hub down, so that a bad
+        # message fails the same way whatever the circumstances.
+        frame = encode(message)
         if self._down:
             return False
         recipients = [
@@ -76,9 +79,6 @@ class MemoryHub:
             for broker in self._brokers.values()
             if broker.instance_id != message.origin and broker._is_subscribed(message.document_id)
         ]
-        # Encoded even with no recipient, so a bad message fails the same way
-        # whether or not another instance happens to listen.
-        frame = encode(message)
         for broker in recipients:
             broker._schedule(message.document_id, frame)
         return True

@@ -23,6 +23,12 @@ Subscriber
     ``backoff_max``) on a fresh connection that subscribes every document and
     only then reports ``available``.
 
+Slow subscribers
+    Redis disconnects a subscriber whose unread output exceeds its
+    ``client-output-buffer-limit pubsub`` (32 MiB hard, 8 MiB for 60 s by
+    default).  Here that is an outage like any other: reported, counted,
+    recovered from.  Size that limit for the burst an instance must absorb.
+
 ``subscribe`` sends SUBSCRIBE followed by a PING carrying a unique token and
 waits for that PING's reply: Redis answers commands of one connection in
 order, so the reply proves the subscription is in place.
@@ -144,6 +150,7 @@ class RedisBroker:
         self._pubsub: PubSub | None = None
         self._tokens = count(1)
         self._barriers: dict[bytes, asyncio.Future[None]] = {}
+        self._subscribing: dict[bytes, asyncio.Future[None]] = {}
         self._first_attempt: asyncio.Future[None] | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -206,12 +213,22 @@ class RedisBroker:
 
     async def subscribe(self, document_id: str) -> None:
         channel = self.channel(document_id)
-        if self._stopped or channel in self._documents:
+        if self._stopped:
+            return
+        if channel in self._documents:
+            # Subscribing twice is once, but the second call must not return
+            # before the first subscription is in place either.
+            pending = self._subscribing.get(channel)
+            if pending is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._publish_timeout):
+                        await asyncio.shield(pending)
             return
         self._documents[channel] = document_id
         pubsub = self._pubsub
         if pubsub is None:
             return  # the reader subscribes it when it connects
+        done = self._subscribing[channel] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self._publish_timeout):
                 await pubsub.subscribe(channel)
@@ -219,6 +236,10 @@ class RedisBroker:
         except _TRANSPORT_ERRORS as exc:
             # The reader sees the same failure, reconnects and resubscribes.
             logger.debug("subscribe %r did not complete: %r", document_id, exc)
+        finally:
+            _resolve(done, None)
+            if self._subscribing.get(channel) is done:
+                del self._subscribing[channel]
 
     async def unsubscribe(self, document_id: str) -> None:
         channel = self.channel(document_id)
@@ -293,6 +314,10 @@ class RedisBroker:
             return True
         except _TRANSPORT_ERRORS as exc:
             logger.debug("publishing %d message(s) failed: %r", len(batch), exc)
+            return False
+        except Exception:
+            # A bug, not a transport failure: keep the writer alive for the next.
+            logger.exception("publishing %d message(s) failed unexpectedly", len(batch))
             return False
 
     # --- subscriber ------------------------------------------------------------------
@@ -411,6 +436,8 @@ class RedisBroker:
 
     async def _barrier(self, pubsub: PubSub) -> None:
         """Wait until Redis has handled every command sent before on ``pubsub``."""
+        if self._pubsub is not pubsub:
+            return  # the session ended meanwhile; a new one subscribes afresh
         token = self._new_barrier()
         waiter = self._barriers[token]
         await pubsub.ping(token)

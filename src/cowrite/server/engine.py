@@ -67,6 +67,7 @@ class SessionHandle:
     __slots__ = (
         "app_deadline",
         "app_state",
+        "client_address",
         "origin",
         "poll_conn",
         "scheduled",
@@ -84,6 +85,7 @@ class SessionHandle:
         self.app_deadline = float("inf")
         self.app_state: Any = None
         self.origin: str | None = None
+        self.client_address = ""
 
     @property
     def sid(self) -> str:
@@ -360,7 +362,7 @@ class EngineServerCore:
             if req.method != "GET":
                 self._refuse(conn, req, _BAD_HANDSHAKE_METHOD)
                 return
-            handle = self._new_session(Transport.POLLING, origin)
+            handle = self._new_session(Transport.POLLING, origin, conn, req)
             text = handle.session.open(self.loop_time())
             conn.respond(200, text.encode(), headers=self._cors_headers(origin))
             self.app.engine_open(handle)
@@ -402,7 +404,7 @@ class EngineServerCore:
             self._refuse(conn, req, _BAD_REQUEST)
             return
         if sid is None:
-            handle = self._new_session(Transport.WEBSOCKET, req.header("origin"))
+            handle = self._new_session(Transport.WEBSOCKET, req.header("origin"), conn, req)
             if not conn.accept_websocket(handle, self.settings.max_payload):
                 self.sessions.pop(handle.sid, None)
                 return
@@ -423,12 +425,17 @@ class EngineServerCore:
         if not conn.accept_websocket(_Probe(handle), self.settings.max_payload):
             handle.session.probe_lost()
 
-    def _new_session(self, transport: Transport, origin: str | None) -> SessionHandle:
+    def _new_session(
+        self, transport: Transport, origin: str | None, conn: Connection, req: Request
+    ) -> SessionHandle:
         sid = secrets.token_urlsafe(15)
         while sid in self.sessions:
             sid = secrets.token_urlsafe(15)
         handle = SessionHandle(self, EngineSession(sid, transport, self.config))
         handle.origin = origin
+        handle.client_address = self.settings.client_address(
+            conn.client_addr, req.header("x-real-ip"), req.header("x-forwarded-for")
+        )
         self.sessions[sid] = handle
         return handle
 

@@ -225,6 +225,10 @@ class SocketServer:
         sock = self._sockets.get(sid)
         return set(sock.rooms) if sock is not None and sock.rooms else set()
 
+    def socket_ids(self, namespace: str = "/") -> list[str]:
+        """The sids connected to ``namespace`` now."""
+        return list(self._namespace_sockets.get(namespace, {}))
+
     def in_room(self, sid: str, room: str) -> bool:
         sock = self._sockets.get(sid)
         return sock is not None and sock.rooms is not None and room in sock.rooms
