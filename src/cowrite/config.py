@@ -41,11 +41,22 @@ class ServerSettings:
     # Proxies (CIDRs) whose X-Real-IP / X-Forwarded-For are believed; from any
     # other peer those headers are ignored and the TCP peer address is used.
     trusted_proxies: tuple[str, ...] = ()
+    # Admission limits (0 disables one).  max_connections 0 = derived from the
+    # process's open-file limit (see server/limits.py).  Per-IP limits do not
+    # apply to the addresses in per_ip_exempt (loopback by default: local
+    # tooling; behind a proxy set trusted_proxies so clients' real addresses count).
+    max_connections: int = 0
+    max_handshakes: int = 2000
+    per_ip_connections: int = 500
+    per_ip_rate: float = 50.0
+    per_ip_burst: int = 100
+    per_ip_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     # Runtime
     use_uvloop: bool = True
     gc_freeze: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     _proxy_nets: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
+    _exempt_nets: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.ping_interval <= 0 or self.ping_timeout <= 0:
@@ -67,6 +78,15 @@ class ServerSettings:
         except ValueError as exc:
             raise ConfigError(f"trusted_proxies: {exc}") from exc
         object.__setattr__(self, "_proxy_nets", nets)
+        try:
+            exempt = tuple(ipaddress.ip_network(p, strict=False) for p in self.per_ip_exempt)
+        except ValueError as exc:
+            raise ConfigError(f"per_ip_exempt: {exc}") from exc
+        object.__setattr__(self, "_exempt_nets", exempt)
+        if min(self.max_connections, self.max_handshakes, self.per_ip_connections) < 0:
+            raise ConfigError("connection limits cannot be negative")
+        if self.per_ip_rate < 0 or self.per_ip_burst < 0:
+            raise ConfigError("per_ip_rate and per_ip_burst cannot be negative")
 
     def client_address(self, peer: str, real_ip: str | None, forwarded_for: str | None) -> str:
         """The client's address: the TCP peer, unless the peer is a trusted proxy,
@@ -80,6 +100,14 @@ class ServerSettings:
         if real_ip:
             return real_ip.strip()
         return peer
+
+    def ip_limited(self, address: str) -> bool:
+        """Whether per-IP limits apply to ``address``."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return True
+        return not any(ip in net for net in self._exempt_nets)
 
     def _trusted(self, address: str) -> bool:
         try:
@@ -117,7 +145,7 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
     base = ServerSettings()
     values: dict[str, Any] = {}
     for f in dataclasses.fields(ServerSettings):
-        if f.name in ("extra", "_proxy_nets"):
+        if f.name in ("extra", "_proxy_nets", "_exempt_nets"):
             continue
         raw = env.get(f"COWRITE_{f.name.upper()}")
         if raw is not None:

@@ -311,6 +311,16 @@ async def test_subscribing_twice_is_once_and_unsubscribing_twice_is_harmless(
     assert b.heard.messages == [op(a, "d", 1), op(a, "e", 1)]
 
 
+async def test_a_subscription_is_in_place_when_subscribe_returns(cluster: Cluster) -> None:
+    a, b = await cluster.node(), await cluster.node()
+    docs = [f"doc-{i}" for i in range(200)]
+    for doc in docs:
+        await b.broker.subscribe(doc)
+        assert await a.broker.publish(op(a, doc, 1))  # right away, on another connection
+    await b.heard.wait_count(len(docs))
+    assert sorted(m.document_id for m in b.heard.messages) == sorted(docs)
+
+
 async def test_order_per_document_is_the_order_of_publish_calls(cluster: Cluster) -> None:
     a, b = await cluster.node(), await cluster.node()
     await b.broker.subscribe("x")

@@ -33,6 +33,7 @@ from cowrite.protocol.session import (
     Upgraded,
 )
 from cowrite.server.connection import Connection, Request, ws_frame
+from cowrite.server.limits import Admission, default_max_connections
 
 log = logging.getLogger("cowrite.engine")
 
@@ -68,6 +69,7 @@ class SessionHandle:
         "app_deadline",
         "app_state",
         "client_address",
+        "handshaking",
         "origin",
         "poll_conn",
         "scheduled",
@@ -86,6 +88,7 @@ class SessionHandle:
         self.app_state: Any = None
         self.origin: str | None = None
         self.client_address = ""
+        self.handshaking = True
 
     @property
     def sid(self) -> str:
@@ -180,6 +183,13 @@ class EngineServerCore:
             upgrades=("websocket",) if "websocket" in settings.transports else (),
         )
         self.sessions: dict[str, SessionHandle] = {}
+        self.admission = Admission(
+            max_connections=settings.max_connections or default_max_connections(),
+            max_handshakes=settings.max_handshakes,
+            per_ip_connections=settings.per_ip_connections,
+            per_ip_rate=settings.per_ip_rate,
+            per_ip_burst=settings.per_ip_burst,
+        )
         self.connections: set[Connection] = set()
         self.routes: dict[str, RouteHandler] = {}
         self._timers: list[tuple[float, int, SessionHandle]] = []
@@ -194,6 +204,7 @@ class EngineServerCore:
             0.25, max(0.01, min(settings.ping_interval, settings.ping_timeout) / 10)
         )
         self.port = settings.port
+        self._next_sweep = 0.0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -362,6 +373,8 @@ class EngineServerCore:
             if req.method != "GET":
                 self._refuse(conn, req, _BAD_HANDSHAKE_METHOD)
                 return
+            if not self._admit(conn, req):
+                return
             handle = self._new_session(Transport.POLLING, origin, conn, req)
             text = handle.session.open(self.loop_time())
             conn.respond(200, text.encode(), headers=self._cors_headers(origin))
@@ -404,6 +417,8 @@ class EngineServerCore:
             self._refuse(conn, req, _BAD_REQUEST)
             return
         if sid is None:
+            if not self._admit(conn, req):
+                return
             handle = self._new_session(Transport.WEBSOCKET, req.header("origin"), conn, req)
             if not conn.accept_websocket(handle, self.settings.max_payload):
                 self.sessions.pop(handle.sid, None)
@@ -425,6 +440,35 @@ class EngineServerCore:
         if not conn.accept_websocket(_Probe(handle), self.settings.max_payload):
             handle.session.probe_lost()
 
+    def _admit(self, conn: Connection, req: Request) -> bool:
+        """Apply the admission limits before any session state exists."""
+        key = self._limit_key(self._address(conn, req))
+        refusal = self.admission.admit(key, self.loop_time())
+        if refusal is None:
+            return True
+        retry = str(max(1, round(refusal.retry_after)))
+        body = orjson.dumps({"code": 3, "message": refusal.reason})
+        headers = [*self._cors_headers(req.header("origin")), ("Retry-After", retry)]
+        conn.respond(
+            refusal.status,
+            body,
+            content_type="application/json",
+            headers=headers,
+            close=req.upgrade,
+        )
+        return False
+
+    def _address(self, conn: Connection, req: Request) -> str:
+        return self.settings.client_address(
+            conn.client_addr, req.header("x-real-ip"), req.header("x-forwarded-for")
+        )
+
+    def mark_connected(self, handle: SessionHandle) -> None:
+        """The session connected to a namespace: its handshake is over."""
+        if handle.handshaking:
+            handle.handshaking = False
+            self.admission.connected()
+
     def _new_session(
         self, transport: Transport, origin: str | None, conn: Connection, req: Request
     ) -> SessionHandle:
@@ -433,9 +477,8 @@ class EngineServerCore:
             sid = secrets.token_urlsafe(15)
         handle = SessionHandle(self, EngineSession(sid, transport, self.config))
         handle.origin = origin
-        handle.client_address = self.settings.client_address(
-            conn.client_addr, req.header("x-real-ip"), req.header("x-forwarded-for")
-        )
+        handle.client_address = self._address(conn, req)
+        self.admission.opened(self._limit_key(handle.client_address))
         self.sessions[sid] = handle
         return handle
 
@@ -472,9 +515,16 @@ class EngineServerCore:
                 handle.scheduled = deadline
                 heapq.heappush(self._timers, (deadline, next(self._counter), handle))
 
+    def _limit_key(self, address: str) -> str | None:
+        """The per-IP key for ``address``, ``None`` when it is exempt."""
+        return address if self.settings.ip_limited(address) else None
+
     def _closed(self, handle: SessionHandle, reason: CloseReason) -> None:
         if self.sessions.get(handle.sid) is handle:
             del self.sessions[handle.sid]
+            self.admission.closed(
+                self._limit_key(handle.client_address), handshaking=handle.handshaking
+            )
         conn = handle.poll_conn
         if conn is not None:
             handle.poll_conn = None
@@ -503,6 +553,9 @@ class EngineServerCore:
                 self.app.engine_timer(handle, now)
             self.pump(handle)
         self._flush_now()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 10.0
+            self.admission.sweep(now)
         self._ticker = loop.call_later(self._resolution, self._tick)
 
 

@@ -464,6 +464,7 @@ class SocketServer:
 
     def _accept(self, sock: Socket, state: _SioState) -> None:
         handle = sock.handle
+        self.engine.mark_connected(handle)
         handle.send_text("4" + state.session.accept(sock.namespace, sock.sid))
         pending, sock.pending = sock.pending, None
         for parts in pending or ():
