@@ -29,5 +29,8 @@ class RecordingGateway:
     def send(self, sid: str, event: str, *args: Any) -> None:
         self.sent.setdefault(sid, []).append((event, args))
 
+    def disconnect(self, sid: str) -> None:
+        self.sent.setdefault(sid, []).append(("__disconnect__", ()))
+
     def events(self, sid: str, name: str) -> list[Any]:
         return [args[0] for event, args in self.sent.get(sid, []) if event == name]

@@ -147,3 +147,34 @@ async def test_presence_is_coalesced(service: Any) -> None:
     got = gw.events("o2", "presence")
     assert 1 <= len(got) < 10
     assert got[-1] == {"documentId": "d", "userId": "owner", "state": {"cursor": 49}}
+
+
+async def test_rate_limit_and_flood_disconnect(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "rl.sqlite")
+    await store.open()
+    gw = RecordingGateway()
+    now = [0.0]
+    svc = CollabService(
+        store=store,
+        presence=MemoryPresence(),
+        gateway=gw,
+        verifier=TokenVerifier(AuthSettings(secret=SECRET)),
+        settings=CollabSettings(edit_rate=1, edit_burst=2, flood_refusals=5, flood_window=10),
+        clock=lambda: now[0],
+    )
+    await svc.start()
+    try:
+        connect(svc, "a", "alice")
+        await svc.join("a", "d")
+        acks = [await svc.edit("a", {"documentId": "d", "operation": i}) for i in range(4)]
+        assert [a["ok"] for a in acks] == [True, True, False, False]
+        assert acks[2]["error"]["code"] == "rate_limited"
+        assert 0 < acks[2]["error"]["retryAfter"] <= 1
+        now[0] = 1.0
+        assert (await svc.edit("a", {"documentId": "d", "operation": 9}))["ok"]
+        for _ in range(5):
+            await svc.edit("a", {"documentId": "d", "operation": 0})
+        assert ("__disconnect__", ()) in gw.sent["a"]
+    finally:
+        await svc.stop()
+        await store.close()

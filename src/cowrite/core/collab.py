@@ -49,6 +49,7 @@ from cowrite.backends.store import (
 from cowrite.core.committer import Committed, Committer
 from cowrite.core.gateway import ClientGateway
 from cowrite.core.opcodec import decode_operation, encode_operation, operation_size
+from cowrite.core.ratelimit import TokenBucket
 from cowrite.errors import ProtocolError
 
 log = logging.getLogger("cowrite.collab")
@@ -77,6 +78,15 @@ class CollabSettings:
     gap_fill_delay: float = 0.05  # wait this long for a late broker message before reading the log
     tail_check_delay: float = 0.5  # after remote operations go quiet, check the log's head once
     presence_reap_interval: float = 10.0
+    # Per-connection rate limits (token buckets); 0 disables one.
+    edit_rate: float = 200.0
+    edit_burst: int = 1000
+    presence_rate: float = 30.0
+    presence_burst: int = 60
+    # A connection refused this many times within flood_window seconds is
+    # disconnected ("rate limit exceeded").
+    flood_refusals: int = 100
+    flood_window: float = 10.0
 
 
 def error(code: str, message: str) -> Ack:
@@ -112,12 +122,15 @@ class Member:
 
 
 class Conn:
-    __slots__ = ("docs", "identity", "sid")
+    __slots__ = ("docs", "edit_bucket", "identity", "presence_bucket", "refusals", "sid")
 
     def __init__(self, sid: str, identity: Identity) -> None:
         self.sid = sid
         self.identity = identity
         self.docs: dict[str, Member] = {}
+        self.edit_bucket: TokenBucket | None = None
+        self.presence_bucket: TokenBucket | None = None
+        self.refusals: list[float] = []
 
 
 class Room:
@@ -226,6 +239,8 @@ class CollabService:
         self._publisher: asyncio.Task[None] | None = None
         self.gaps_filled = 0
         self.publish_failures = 0
+        self.rate_limited = 0
+        self.flood_disconnects = 0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -399,6 +414,9 @@ class CollabService:
         conn = self._conns.get(sid)
         if conn is None:
             return error("not_connected", "Not authenticated")
+        limited = self._rate_limit(conn, "edit")
+        if limited is not None:
+            return limited
         if not isinstance(payload, dict) or "operation" not in payload:
             return error("invalid_payload", "Expected {documentId, operation, clientOpId}")
         doc_id = _document_id(payload.get("documentId"))
@@ -780,6 +798,9 @@ class CollabService:
         conn = self._conns.get(sid)
         if conn is None or not isinstance(payload, dict):
             return error("invalid_payload", "Expected {documentId, state}")
+        limited = self._rate_limit(conn, "presence")
+        if limited is not None:
+            return limited
         doc_id = _document_id(payload.get("documentId"))
         member = conn.docs.get(doc_id) if doc_id is not None else None
         if member is None:
@@ -930,6 +951,39 @@ class CollabService:
         return member.role in allowed
 
     # -- helpers -------------------------------------------------------------
+
+    def _rate_limit(self, conn: Conn, kind: str) -> Ack | None:
+        """Token bucket per connection and kind; ``None`` when allowed."""
+        st = self.settings
+        now = self.clock()
+        if kind == "edit":
+            if st.edit_rate <= 0:
+                return None
+            if conn.edit_bucket is None:
+                conn.edit_bucket = TokenBucket(st.edit_rate, st.edit_burst, now)
+            wait = conn.edit_bucket.take(now)
+        else:
+            if st.presence_rate <= 0:
+                return None
+            if conn.presence_bucket is None:
+                conn.presence_bucket = TokenBucket(st.presence_rate, st.presence_burst, now)
+            wait = conn.presence_bucket.take(now)
+        if wait <= 0:
+            return None
+        self.rate_limited += 1
+        refusals = conn.refusals
+        refusals.append(now)
+        while refusals and refusals[0] < now - st.flood_window:
+            refusals.pop(0)
+        if len(refusals) >= st.flood_refusals:
+            log.warning(
+                "disconnecting %s (%s): rate limit exceeded", conn.sid, conn.identity.user_id
+            )
+            self.flood_disconnects += 1
+            self.gateway.disconnect(conn.sid)
+        ack = error("rate_limited", f"Too many {kind} messages; retry later")
+        ack["error"]["retryAfter"] = round(wait, 3)
+        return ack
 
     def _to_room(self, doc_id: str, prepared: object, exclude: str | None = None) -> None:
         room = self._rooms.get(doc_id)

@@ -19,3 +19,8 @@ class ClientGateway(Protocol):
     def send(self, sid: str, event: str, *args: Any) -> None:
         """Encode and send ``event`` to one socket."""
         ...
+
+    def disconnect(self, sid: str) -> None:
+        """Disconnect the socket from the server's side (the client does not
+        reconnect on its own: Socket.IO's "io server disconnect")."""
+        ...
