@@ -18,6 +18,8 @@ from cowrite.backends.store import OperationStore
 from cowrite.config import AppSettings
 from cowrite.core.collab import CollabService, refusal
 from cowrite.errors import ConfigError, ConnectionRefused
+from cowrite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from cowrite.metrics import Metrics
 from cowrite.server import SocketServer
 from cowrite.server.connection import Connection, Request
 
@@ -128,16 +130,35 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
         settings=settings.collab,
     )
 
+    metrics = Metrics(server, service)
+
     def connect(sid: str, auth: Any) -> None:
+        address = server.client_address(sid)
         try:
             identity = service.connect(sid, auth)
         except AuthError as exc:
-            log.info("connection refused: %s", exc.code)
+            log.info(
+                "connect refused",
+                extra={
+                    "event": "connect_refused",
+                    "sid": sid,
+                    "code": exc.code,
+                    "address": address,
+                },
+            )
             message, data = refusal(exc)
             raise ConnectionRefused(message, data) from exc
-        log.debug("connected %s as %s", sid, identity.user_id)
+        except Exception:
+            metrics.connect_errors += 1
+            raise
+        log.info(
+            "connected",
+            extra={"event": "connect", "sid": sid, "user": identity.user_id, "address": address},
+        )
 
     async def disconnect(sid: str, reason: str) -> None:
+        metrics.disconnects[reason] += 1
+        log.info("disconnected", extra={"event": "disconnect", "sid": sid, "reason": reason})
         await service.disconnect(sid)
 
     server.on("connect", connect)
@@ -167,6 +188,10 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
         _background.add(task)
         task.add_done_callback(_background.discard)
 
+    def metrics_route(conn: Connection, req: Request) -> None:
+        conn.respond(200, metrics.render(), content_type=METRICS_CONTENT_TYPE)
+
+    server.add_route("/metrics", metrics_route)
     server.add_route("/healthz", healthz)
     server.add_route("/readyz", readyz)
     return App(server=server, service=service, store=the_store, presence=presence)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 
-from cowrite import runtime
+from cowrite import logs, runtime
 from cowrite.config import AppSettings, load_app_settings
 from cowrite.errors import CowriteError
 
@@ -102,9 +101,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Run the server until SIGTERM/SIGINT, then drain and stop gracefully."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(log_level)
     settings = _settings(
         server_overrides={
             "host": host,

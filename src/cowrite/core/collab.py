@@ -241,6 +241,19 @@ class CollabService:
         self.publish_failures = 0
         self.rate_limited = 0
         self.flood_disconnects = 0
+        # Plain counters on the hot path, read by the metrics collector at scrape time.
+        self.connects_ok = 0
+        self.auth_failures: dict[str, int] = {}
+        self.access_denied = 0
+        self.ops_received = 0
+        self.ops_delivered = 0
+        self.ops_replayed = 0
+        self.broker_received = 0
+        self.broker_published = 0
+        self.recoveries: dict[str, int] = {}
+        # Called with seconds from receiving an operation to queueing it for
+        # its last local recipient.
+        self.observe_delivery: Callable[[float], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -286,8 +299,13 @@ class CollabService:
     def connect(self, sid: str, auth: Any) -> Identity:
         """Authenticate a new connection; raises ``AuthError`` to refuse it."""
         token = auth.get("token") if isinstance(auth, dict) else None
-        identity = self.verifier.verify(token)
+        try:
+            identity = self.verifier.verify(token)
+        except AuthError as exc:
+            self.auth_failures[exc.code] = self.auth_failures.get(exc.code, 0) + 1
+            raise
         self._conns[sid] = Conn(sid, identity)
+        self.connects_ok += 1
         return identity
 
     async def disconnect(self, sid: str) -> None:
@@ -317,6 +335,7 @@ class CollabService:
         try:
             role = await self._resolve_role(conn.identity, doc_id, create=True)
             if role is None:
+                self.access_denied += 1
                 self.gateway.send(sid, "error", "Access denied")
                 return error("access_denied", "Access denied")
             if self._conns.get(sid) is not conn:
@@ -345,6 +364,10 @@ class CollabService:
             return error("unavailable", "The document store is unavailable")
         if conn.docs.get(doc_id) is not member:
             return error("not_joined", "Left the document while joining")
+        self.ops_replayed += len(ops)
+        if since > 0:
+            outcome = "paged" if more else "complete"
+            self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
         self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
         if first:
             self._announce_joined(doc_id, conn.identity.user_id, conn.identity.name, exclude=sid)
@@ -448,8 +471,9 @@ class CollabService:
                 f"operation exceeds {self.settings.max_operation_bytes} bytes",
             )
         request = AppendRequest(doc_id, conn.identity.user_id, client_op_id, encoded)
+        self.ops_received += 1
         try:
-            result = await self.committer.submit(request, (sid, operation))
+            result = await self.committer.submit(request, (sid, operation, time.perf_counter()))
         except StoreError:
             return error("unavailable", "Not stored: the document store is unavailable; retry")
         ack: Ack = {"ok": True, "documentId": doc_id, "seq": result.seq}
@@ -476,7 +500,7 @@ class CollabService:
             room = self._rooms.get(request.document_id)
             if room is None:
                 continue
-            sender_sid, operation = context
+            sender_sid, operation, received_at = context
             body = {
                 "documentId": request.document_id,
                 "userId": request.user_id,
@@ -485,6 +509,8 @@ class CollabService:
                 "clientOpId": request.client_op_id,
             }
             self._accept(room, result.seq, self._remote_edit(body), sender_sid)
+            if self.observe_delivery is not None:
+                self.observe_delivery(time.perf_counter() - received_at)
 
     def _remote_edit(self, body: dict[str, Any]) -> Callable[[], object]:
         return lambda: self.gateway.prepare("remote-edit", body)
@@ -609,6 +635,7 @@ class CollabService:
         room = self._rooms.get(message.document_id)
         if room is None:
             return
+        self.broker_received += 1
         if isinstance(message, OperationMessage):
             try:
                 operation = decode_operation(message.payload)
@@ -668,7 +695,9 @@ class CollabService:
             except Exception:
                 log.exception("publish failed")
                 ok = False
-            if not ok:
+            if ok:
+                self.broker_published += 1
+            else:
                 self.publish_failures += 1
 
     async def _reap_loop(self) -> None:
@@ -717,6 +746,7 @@ class CollabService:
                 member.next_seq = seq + 1
                 if not own:
                     send(sid, prepared)
+                    self.ops_delivered += 1
             elif seq > member.next_seq:
                 # Cannot happen with one instance (commits are delivered in
                 # order); hold it and let the client's next sync fill the gap.
@@ -774,6 +804,7 @@ class CollabService:
             return error("unavailable", "The document store is unavailable")
         if member.pending is not None:
             self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
+        self.ops_replayed += len(ops)
         return {
             "ok": True,
             "documentId": doc_id,

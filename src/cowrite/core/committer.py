@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,8 @@ class Committer:
         self._closing = False
         self.batches = 0
         self.operations = 0
+        # Called with (batch size, seconds in append_batch) after each commit.
+        self.observe: Callable[[int, float], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="committer")
@@ -78,6 +81,7 @@ class Committer:
                 continue
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
+            started = time.perf_counter()
             try:
                 results = await self._store.append_batch([req for req, _, _ in batch])
             except StoreError as exc:
@@ -94,6 +98,8 @@ class Committer:
                 continue
             self.batches += 1
             self.operations += len(batch)
+            if self.observe is not None:
+                self.observe(len(batch), time.perf_counter() - started)
             committed = [(req, res, ctx) for (req, ctx, _), res in zip(batch, results, strict=True)]
             try:
                 self._on_committed(committed)

@@ -205,6 +205,7 @@ class EngineServerCore:
         )
         self.port = settings.port
         self._next_sweep = 0.0
+        self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -214,6 +215,7 @@ class EngineServerCore:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._stopping = False
         # Called for every message: skip the method indirection.
         self.loop_time = self._loop.time  # type: ignore[method-assign]
         max_body = self.settings.max_payload + 1024
@@ -235,6 +237,7 @@ class EngineServerCore:
 
     def stop_accepting(self) -> None:
         """Close the listening socket; existing sessions go on."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
 
@@ -262,10 +265,17 @@ class EngineServerCore:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
 
     # -- Router (called by connections) --------------------------------------
 
     def connection_made(self, conn: Connection) -> None:
+        if self._stopping and conn.transport is not None:
+            # Accepted while shutting down (asyncio may still hand us one).
+            conn.transport.abort()
+            return
         self.connections.add(conn)
 
     def connection_lost(self, conn: Connection) -> None:

@@ -93,11 +93,12 @@ class PreparedEvent:
 class _SioState:
     """Per Engine.IO session: the sans-I/O Socket.IO session and its sockets."""
 
-    __slots__ = ("session", "sockets")
+    __slots__ = ("opened_at", "session", "sockets")
 
-    def __init__(self, session: SocketIOSession) -> None:
+    def __init__(self, session: SocketIOSession, opened_at: float) -> None:
         self.session = session
         self.sockets: dict[str, Socket] = {}
+        self.opened_at = opened_at
 
 
 def _ack_args(result: Any) -> list[Any]:
@@ -120,6 +121,8 @@ class SocketServer:
         self._rooms: dict[str, dict[str, set[Socket]]] = {"/": {}}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        # Called with seconds from Engine.IO open to the CONNECT reply.
+        self.observe_handshake: Callable[[float], None] | None = None
 
     # -- registration --------------------------------------------------------
 
@@ -224,6 +227,14 @@ class SocketServer:
     def rooms(self, sid: str) -> set[str]:
         sock = self._sockets.get(sid)
         return set(sock.rooms) if sock is not None and sock.rooms else set()
+
+    def client_address(self, sid: str) -> str:
+        """The client's address (the real one behind a trusted proxy)."""
+        sock = self._sockets.get(sid)
+        return sock.handle.client_address if sock is not None else ""
+
+    def room_count(self) -> int:
+        return sum(len(rooms) for rooms in self._rooms.values())
 
     def socket_ids(self, namespace: str = "/") -> list[str]:
         """The sids connected to ``namespace`` now."""
@@ -364,7 +375,8 @@ class SocketServer:
     def engine_open(self, handle: SessionHandle) -> None:
         now = self.engine.loop_time()
         handle.app_state = _SioState(
-            SocketIOSession(now, self.settings.connect_timeout, self.settings.max_attachments)
+            SocketIOSession(now, self.settings.connect_timeout, self.settings.max_attachments),
+            now,
         )
         handle.app_deadline = now + self.settings.connect_timeout
 
@@ -464,6 +476,8 @@ class SocketServer:
 
     def _accept(self, sock: Socket, state: _SioState) -> None:
         handle = sock.handle
+        if handle.handshaking and self.observe_handshake is not None:
+            self.observe_handshake(self.engine.loop_time() - state.opened_at)
         self.engine.mark_connected(handle)
         handle.send_text("4" + state.session.accept(sock.namespace, sock.sid))
         pending, sock.pending = sock.pending, None
