@@ -19,6 +19,9 @@ store_option = click.option(
     "--store", default=None, help="sqlite:///PATH or postgresql://DSN [sqlite in --data-dir]."
 )
 data_dir_option = click.option("--data-dir", default=None, help="Data directory [./data].")
+config_option = click.option(
+    "--config", "config_file", default=None, help="TOML settings file (below env and flags)."
+)
 dev_option = click.option(
     "--dev/--production",
     "dev_mode",
@@ -79,6 +82,7 @@ def main() -> None:
 @store_option
 @data_dir_option
 @dev_option
+@config_option
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str | None,
@@ -98,6 +102,7 @@ def serve(
     store: str | None,
     data_dir: str | None,
     dev_mode: bool | None,
+    config_file: str | None,
     log_level: str,
 ) -> None:
     """Run the server until SIGTERM/SIGINT, then drain and stop gracefully."""
@@ -122,6 +127,7 @@ def serve(
         auto_create=auto_create,
         redis_url=redis_url,
         instance_id=instance_id,
+        config_file=config_file,
     )
     from cowrite.app import build_app
 
@@ -233,3 +239,20 @@ def migrate(store: str | None, data_dir: str | None, dev_mode: bool | None) -> N
 
     _run_store(settings, act)
     click.echo("migrations applied")
+
+
+@main.command("check-config")
+@store_option
+@data_dir_option
+@dev_option
+@config_option
+def check_config(
+    store: str | None, data_dir: str | None, dev_mode: bool | None, config_file: str | None
+) -> None:
+    """Validate the settings (file, environment, flags) and print the effective ones."""
+    import json
+
+    from cowrite.config import effective_settings
+
+    settings = _settings(store=store, data_dir=data_dir, dev_mode=dev_mode, config_file=config_file)
+    click.echo(json.dumps(effective_settings(settings), indent=2, default=str))

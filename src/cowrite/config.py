@@ -200,12 +200,15 @@ def load_app_settings(
     auto_create: bool | None = None,
     redis_url: str | None = None,
     instance_id: str | None = None,
+    config_file: str | None = None,
 ) -> AppSettings:
-    """Defaults < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
+    """Defaults < TOML file < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
     from cowrite.auth import AuthSettings, auth_settings_from_env
     from cowrite.core.collab import CollabSettings
 
-    env = os.environ if environ is None else environ
+    base_env = os.environ if environ is None else environ
+    path = config_file or base_env.get("COWRITE_CONFIG")
+    env: dict[str, str] = {**(file_settings(path) if path else {}), **base_env}
     dev = dev_mode if dev_mode is not None else _env_bool(env, "COWRITE_DEV", False)
     directory = data_dir or env.get("COWRITE_DATA_DIR") or "data"
     store_url = store or env.get("COWRITE_STORE") or f"sqlite:///{directory}/cowrite.db"
@@ -223,6 +226,11 @@ def load_app_settings(
         max_op = int(env.get("COWRITE_MAX_OPERATION_BYTES", 64 * 1024))
     except ValueError as exc:
         raise ConfigError(f"COWRITE_MAX_OPERATION_BYTES: {exc}") from exc
+    if not dev and not server.cors_origins:
+        raise ConfigError(
+            "production mode needs a CORS allow-list: set COWRITE_CORS_ORIGINS "
+            "(or --cors-origin), or run with --dev"
+        )
     collab = CollabSettings(
         auto_create=auto_create
         if auto_create is not None
@@ -253,6 +261,67 @@ def load_app_settings(
         or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         presence_ttl=presence_ttl,
     )
+
+
+def file_settings(path: str) -> dict[str, str]:
+    """A TOML settings file as ``COWRITE_*`` variables (lower precedence than the
+    real environment).  Top-level keys are the settings' names (``port``,
+    ``ping_interval``, ``cors_origins = [...]``, ``store``, ``redis_url``...);
+    a ``[auth]`` table holds the ``COWRITE_AUTH_*`` ones (``secret``, ...)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    out: dict[str, str] = {}
+
+    def put(prefix: str, table: dict[str, Any]) -> None:
+        for key, value in table.items():
+            name = f"{prefix}{key.upper()}"
+            if isinstance(value, dict):
+                put(name + "_", value)
+            elif isinstance(value, list | tuple):
+                out[name] = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                out[name] = "1" if value else "0"
+            else:
+                out[name] = str(value)
+
+    put("COWRITE_", data)
+    return out
+
+
+def effective_settings(settings: AppSettings) -> dict[str, Any]:
+    """Every effective setting, secrets masked (for ``cowrite check-config``)."""
+
+    def table(obj: Any) -> dict[str, Any]:
+        values = {}
+        for f in dataclasses.fields(obj):
+            if f.name.startswith("_") or f.name == "extra":
+                continue
+            value = getattr(obj, f.name)
+            if f.name in {"secret"} and value:
+                value = "***"
+            values[f.name] = list(value) if isinstance(value, tuple) else value
+        return values
+
+    store = settings.store
+    if "@" in store:  # a DSN with credentials
+        scheme, _, rest = store.partition("://")
+        store = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return {
+        "mode": "development" if settings.dev_mode else "production",
+        "store": store,
+        "data_dir": settings.data_dir,
+        "redis_url": settings.redis_url,
+        "instance_id": settings.instance_id,
+        "presence_ttl": settings.presence_ttl,
+        "server": table(settings.server),
+        "auth": table(settings.auth),
+        "collab": table(settings.collab),
+    }
 
 
 def dev_secret(data_dir: str) -> str:

@@ -383,7 +383,11 @@ class Server:
         from cowrite.config import load_app_settings
 
         settings = load_app_settings(
-            environ={"COWRITE_AUTH_SECRET": SECRET, **self.environ},
+            environ={
+                "COWRITE_AUTH_SECRET": SECRET,
+                "COWRITE_CORS_ORIGINS": "http://127.0.0.1",
+                **self.environ,
+            },
             server_overrides={
                 "host": "127.0.0.1",
                 "port": 0,

@@ -26,7 +26,7 @@ def free_port() -> int:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_drains_and_exits(tmp_path: Path, sig: signal.Signals) -> None:
     port = free_port()
-    env = {**os.environ, "COWRITE_AUTH_SECRET": SECRET}
+    env = {**os.environ, "COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "http://x"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cowrite", "serve", "--port", str(port),
         "--data-dir", str(tmp_path), "--log-level", "warning",

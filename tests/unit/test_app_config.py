@@ -1,0 +1,64 @@
+"""Application settings: precedence flags > env > file > defaults; production refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cowrite.config import effective_settings, load_app_settings
+from cowrite.errors import ConfigError
+
+SECRET = "c" * 40
+
+
+def test_production_refuses_without_key_or_cors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="JWT"):
+        load_app_settings(environ={"COWRITE_CORS_ORIGINS": "https://a"}, data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="CORS"):
+        load_app_settings(environ={"COWRITE_AUTH_SECRET": SECRET}, data_dir=str(tmp_path))
+    dev = load_app_settings(environ={}, data_dir=str(tmp_path), dev_mode=True)
+    assert dev.dev_mode and dev.auth.secret
+
+
+def test_precedence_file_env_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "cowrite.toml"
+    cfg.write_text(
+        'port = 4001\nping_interval = 7\ncors_origins = ["https://f"]\n'
+        f'[auth]\nsecret = "{SECRET}"\n'
+    )
+    s = load_app_settings(environ={}, config_file=str(cfg), data_dir=str(tmp_path))
+    assert (s.server.port, s.server.ping_interval, s.server.cors_origins) == (
+        4001,
+        7.0,
+        ("https://f",),
+    )
+    s = load_app_settings(
+        environ={"COWRITE_PORT": "4002"}, config_file=str(cfg), data_dir=str(tmp_path)
+    )
+    assert s.server.port == 4002
+    s = load_app_settings(
+        environ={"COWRITE_PORT": "4002"},
+        config_file=str(cfg),
+        data_dir=str(tmp_path),
+        server_overrides={"port": 4003},
+    )
+    assert s.server.port == 4003
+
+
+def test_effective_settings_mask_secrets(tmp_path: Path) -> None:
+    s = load_app_settings(
+        environ={"COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "https://a"},
+        data_dir=str(tmp_path),
+        store="postgresql://user:pw@db:5432/x",
+    )
+    shown = effective_settings(s)
+    assert shown["auth"]["secret"] == "***"
+    assert "pw" not in shown["store"] and shown["store"].endswith("db:5432/x")
+
+
+def test_bad_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("port = [")
+    with pytest.raises(ConfigError):
+        load_app_settings(environ={}, config_file=str(cfg), data_dir=str(tmp_path))
