@@ -347,7 +347,7 @@ class EngineServerCore:
 
     def _engine_request(self, conn: Connection, req: Request) -> None:
         origin = req.header("origin")
-        if not self.settings.origin_allowed(origin):
+        if not self.settings.origin_allowed(origin) and not _same_origin(origin, req):
             self._refuse(conn, req, _FORBIDDEN, 403)
             return
         if req.method == "OPTIONS":
@@ -567,6 +567,16 @@ class EngineServerCore:
             self._next_sweep = now + 10.0
             self.admission.sweep(now)
         self._ticker = loop.call_later(self._resolution, self._tick)
+
+
+def _same_origin(origin: str | None, req: Request) -> bool:
+    """A page served by this host talking to it (same scheme-less host:port):
+    not cross-site, so allowed without being listed."""
+    host = req.header("host")
+    if origin is None or not host:
+        return False
+    _, sep, rest = origin.partition("://")
+    return bool(sep) and rest.rstrip("/") == host
 
 
 class _CallbackApp:
