@@ -34,6 +34,7 @@ from cowrite.protocol.session import (
 )
 from cowrite.server.connection import Connection, Request, ws_frame
 from cowrite.server.limits import Admission, default_max_connections
+from cowrite.server.listener import Listener
 
 log = logging.getLogger("cowrite.engine")
 
@@ -198,7 +199,7 @@ class EngineServerCore:
         self._pump_handles: list[SessionHandle] = []
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
+        self._server: Listener | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._resolution = min(
             0.25, max(0.01, min(settings.ping_interval, settings.ping_timeout) / 10)
@@ -206,6 +207,7 @@ class EngineServerCore:
         self.port = settings.port
         self._next_sweep = 0.0
         self._stopping = False
+        self._accept_pauses = 0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -224,16 +226,17 @@ class EngineServerCore:
         def factory() -> Connection:
             return Connection(self, max_body, limit)
 
-        if sock is not None:
-            self._server = await self._loop.create_server(factory, sock=sock, backlog=4096)
-        else:
-            self._server = await self._loop.create_server(
-                factory, self.settings.host, self.settings.port, backlog=4096, reuse_address=True
-            )
-        sockets = self._server.sockets
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self._server = Listener(
+            self._loop, factory, host=self.settings.host, port=self.settings.port, sock=sock
+        )
+        self._server.start()
+        self.port = self._server.port
         self._ticker = self._loop.call_later(self._resolution, self._tick)
+
+    @property
+    def accept_pauses(self) -> int:
+        """Times accepting paused because the process ran out of descriptors."""
+        return self._server.paused_times if self._server is not None else self._accept_pauses
 
     def stop_accepting(self) -> None:
         """Close the listening socket; existing sessions go on."""
@@ -264,6 +267,7 @@ class EngineServerCore:
             self._ticker = None
         if self._server is not None:
             await self._server.wait_closed()
+            self._accept_pauses = self._server.paused_times
             self._server = None
         for conn in list(self.connections):
             if conn.transport is not None:
