@@ -6,8 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 NODE_DIR := tests/js
+WEB_DIR := web
+WEB_DIST := src/cowrite/web_dist
 
-.PHONY: serve test lint typecheck pytest install node-deps bench clean
+.PHONY: serve test lint typecheck pytest install node-deps web bench clean
 
 $(VENV)/.stamp-install: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +26,20 @@ $(NODE_DIR)/node_modules/.stamp: $(NODE_DIR)/package.json
 
 node-deps: $(NODE_DIR)/node_modules/.stamp
 
-serve: install
+# The browser demo: npm installs the pinned libraries, esbuild bundles them
+# into a gitignored folder that `cowrite serve` serves.
+$(WEB_DIR)/node_modules/.stamp: $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	scripts/ensure-system-deps.sh
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(WEB_DIST)/.stamp: $(WEB_DIR)/node_modules/.stamp $(WEB_DIR)/build.mjs $(WEB_DIR)/index.html $(WEB_DIR)/style.css $(wildcard $(WEB_DIR)/src/*.js)
+	cd $(WEB_DIR) && node build.mjs
+	touch $@
+
+web: $(WEB_DIST)/.stamp
+
+serve: install web
 	$(VENV)/bin/cowrite serve --dev
 
 lint: install
@@ -34,7 +49,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install node-deps
+pytest: install node-deps web
 	scripts/ensure-services.sh
 	$(PY) -m pytest -q
 
@@ -44,4 +59,4 @@ bench: install
 	bench/run.sh
 
 clean:
-	rm -rf $(VENV) $(NODE_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(NODE_DIR)/node_modules $(WEB_DIR)/node_modules $(WEB_DIST) .mypy_cache .ruff_cache .pytest_cache

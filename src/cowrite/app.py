@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cowrite.auth import AuthError, TokenVerifier
+from cowrite.auth import AuthError, TokenVerifier, mint_token
 from cowrite.backends.broker import Broker
 from cowrite.backends.broker_memory import MemoryBroker
 from cowrite.backends.presence import PresenceStore
@@ -22,6 +22,7 @@ from cowrite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cowrite.metrics import Metrics
 from cowrite.server import SocketServer
 from cowrite.server.connection import Connection, Request
+from cowrite.web import STATIC_DIR, install_web_routes
 
 log = logging.getLogger("cowrite.app")
 
@@ -191,6 +192,10 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     def metrics_route(conn: Connection, req: Request) -> None:
         conn.respond(200, metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
+    def dev_mint(user_id: str, name: str, docs: dict[str, str]) -> str:
+        return mint_token(settings.auth, user_id=user_id, name=name, docs=docs or None)
+
+    install_web_routes(server, dev_mode=settings.dev_mode, mint=dev_mint, static_dir=STATIC_DIR)
     server.add_route("/metrics", metrics_route)
     server.add_route("/healthz", healthz)
     server.add_route("/readyz", readyz)

@@ -221,7 +221,8 @@ def load_app_settings(
                 "COWRITE_AUTH_ALGORITHMS with COWRITE_AUTH_PUBLIC_KEY_FILE / "
                 "COWRITE_AUTH_JWKS_FILE, or run with --dev"
             )
-        auth = AuthSettings(secret=dev_secret(directory))
+        # The dev token endpoint grants documents through the docs claim.
+        auth = AuthSettings(secret=dev_secret(directory), docs_claim=True)
     try:
         max_op = int(env.get("COWRITE_MAX_OPERATION_BYTES", 64 * 1024))
     except ValueError as exc:

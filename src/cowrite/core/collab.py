@@ -48,7 +48,12 @@ from cowrite.backends.store import (
 )
 from cowrite.core.committer import Committed, Committer
 from cowrite.core.gateway import ClientGateway
-from cowrite.core.opcodec import decode_operation, encode_operation, operation_size
+from cowrite.core.opcodec import (
+    attachment_count,
+    decode_operation,
+    encode_operation,
+    operation_size,
+)
 from cowrite.core.ratelimit import TokenBucket
 from cowrite.errors import ProtocolError
 
@@ -57,6 +62,8 @@ log = logging.getLogger("cowrite.collab")
 Ack = dict[str, Any]
 _WRITERS = (Role.OWNER, Role.EDITOR)
 _MAX_ID = 256
+# The official JavaScript client's default limit of binary attachments per packet.
+MAX_PAGE_ATTACHMENTS = 10
 
 
 class Verifier(Protocol):
@@ -820,6 +827,15 @@ class CollabService:
         more = len(ops) > limit
         if more:
             ops = ops[:limit]
+        # socket.io-client's decoder refuses a packet with more than 10 binary
+        # attachments (and drops the connection): end the page before that.
+        parts = 0
+        for i, op in enumerate(ops):
+            parts += attachment_count(op.payload)
+            if parts > MAX_PAGE_ATTACHMENTS and i > 0:
+                ops = ops[:i]
+                more = True
+                break
         head = await self.store.head(doc_id)
         return ops, head, more
 

@@ -91,3 +91,11 @@ def operation_size(stored: bytes) -> int:
         return len(stored) - 1
     count: int = _U32.unpack_from(stored, 1)[0]
     return len(stored) - 5 - 4 * count
+
+
+def attachment_count(stored: bytes) -> int:
+    """How many binary parts the operation carries (Socket.IO attachments)."""
+    if stored[:1] != b"B":
+        return 0
+    count: int = _U32.unpack_from(stored, 1)[0]
+    return count
