@@ -37,3 +37,26 @@ def test_protocol_package_is_sans_io() -> None:
             assert not name.startswith(("cowrite.server", "cowrite.core", "cowrite.backends")), (
                 f"{path.name} imports {name}"
             )
+
+
+def test_core_imports_backend_interfaces_only() -> None:
+    implementations = ("_sqlite", "_postgres", "_redis", "_memory")
+    for path in (SRC / "core").glob("*.py"):
+        for name in imports_of(path):
+            assert not name.startswith("cowrite.server"), f"core/{path.name} imports {name}"
+            if name.startswith("cowrite.backends."):
+                # The one exception: the in-process broker is core's default
+                # when no broker is given (a single instance).
+                allowed = name == "cowrite.backends.broker_memory"
+                assert allowed or not name.endswith(implementations), (
+                    f"core/{path.name} imports the implementation {name}"
+                )
+
+
+def test_client_sdk_stands_alone() -> None:
+    for path in (SRC / "client").glob("*.py"):
+        for name in imports_of(path):
+            if name.startswith("cowrite."):
+                assert name.startswith(("cowrite.protocol", "cowrite.errors", "cowrite.client")), (
+                    f"client/{path.name} imports {name}"
+                )
