@@ -11,6 +11,7 @@ import pytest
 from collab_support import SECRET, RecordingGateway
 
 from cowrite.auth import AuthSettings, TokenVerifier, mint_token
+from cowrite.backends.broker_memory import MemoryBroker
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.collab import CollabService, CollabSettings
@@ -26,6 +27,7 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[CollabService, Recordin
         presence=MemoryPresence(),
         gateway=gateway,
         verifier=TokenVerifier(AuthSettings(secret=SECRET)),
+        broker=MemoryBroker(),
         settings=CollabSettings(page_size=5, presence_interval=0.01),
     )
     await svc.start()
@@ -159,6 +161,7 @@ async def test_rate_limit_and_flood_disconnect(tmp_path: Path) -> None:
         presence=MemoryPresence(),
         gateway=gw,
         verifier=TokenVerifier(AuthSettings(secret=SECRET)),
+        broker=MemoryBroker(),
         settings=CollabSettings(edit_rate=1, edit_burst=2, flood_refusals=5, flood_window=10),
         clock=lambda: now[0],
     )

@@ -45,10 +45,7 @@ def test_core_imports_backend_interfaces_only() -> None:
         for name in imports_of(path):
             assert not name.startswith("cowrite.server"), f"core/{path.name} imports {name}"
             if name.startswith("cowrite.backends."):
-                # The one exception: the in-process broker is core's default
-                # when no broker is given (a single instance).
-                allowed = name == "cowrite.backends.broker_memory"
-                assert allowed or not name.endswith(implementations), (
+                assert not name.endswith(implementations), (
                     f"core/{path.name} imports the implementation {name}"
                 )
 

@@ -220,7 +220,7 @@ class CollabService:
         presence: PresenceStore,
         gateway: ClientGateway,
         verifier: Verifier,
-        broker: Broker | None = None,
+        broker: Broker,
         settings: CollabSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -228,10 +228,6 @@ class CollabService:
         self.presence = presence
         self.gateway = gateway
         self.verifier = verifier
-        if broker is None:
-            from cowrite.backends.broker_memory import MemoryBroker
-
-            broker = MemoryBroker()
         self.broker = broker
         self.instance_id = broker.instance_id
         self.settings = settings or CollabSettings()
