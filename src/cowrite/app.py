@@ -17,7 +17,7 @@ from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store import OperationStore
 from cowrite.config import AppSettings
 from cowrite.core.collab import CollabService, refusal
-from cowrite.errors import ConfigError, ConnectionRefused
+from cowrite.errors import CloseReason, ConfigError, ConnectionRefused
 from cowrite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cowrite.metrics import Metrics
 from cowrite.server import SocketServer
@@ -67,21 +67,28 @@ class App:
 
     async def start(self) -> None:
         await self.store.open()
-        start_presence = getattr(self.presence, "start", None)
-        if start_presence is not None:
-            await start_presence()
+        await self.presence.start()
         await self.service.start()
         await self.server.start()
 
-    async def stop(self) -> None:
-        """Graceful: stop accepting, commit what was accepted (its acks still go
-        out), then close the sessions (clients see "transport close" and
-        reconnect) and the store."""
-        self.server.engine.stop_accepting()
-        # Tell every client why the connection is about to end, with its own
-        # jittered delay, so that a drained instance does not cause a
-        # reconnect storm on the others (our SDK honours it; the official
-        # clients reconnect after "transport close" with their own jitter).
+    async def stop(self, grace: float = 3.0) -> None:
+        """Graceful drain (SIGTERM):
+
+        1. refuse new sessions with HTTP 503 (a load balancer tries another
+           instance) and report not ready, while existing sessions are served;
+        2. tell every client, with its own jittered delay, that the instance is
+           going (our SDK honours it; the official clients reconnect after
+           "transport close" with their own jitter), so a drained instance does
+           not cause a reconnect storm on the others;
+        3. commit every operation already accepted; its ack still goes out;
+        4. close every session gracefully: WebSocket clients get what is queued
+           and a close frame, polling clients collect it with their next GET
+           followed by a CLOSE packet; wait for that (at most ``grace`` s);
+        5. say goodbye in the shared presence, stop the broker, the listener
+           and the store.
+        """
+        engine = self.server.engine
+        engine.begin_drain()
         rng = random.Random()
         for sid in self.server.socket_ids():
             self.server.send(
@@ -89,13 +96,18 @@ class App:
                 "server-draining",
                 {"reason": "server draining", "reconnectDelayMs": rng.randint(0, DRAIN_JITTER_MS)},
             )
-        await self.service.stop()
+        await self.service.commit_pending()
         for _ in range(3):  # let the handlers awaiting those commits send their acks
             await asyncio.sleep(0)
+        engine.close_sessions(CloseReason.SERVER_SHUTDOWN)
+        if not await engine.wait_sessions_closed(grace):
+            log.warning("drain: %d sessions still open after %.1fs", len(engine.sessions), grace)
+        try:
+            self.service.announce_departures(await self.presence.stop())
+        except Exception:
+            log.exception("presence goodbye failed")
+        await self.service.stop()
         await self.server.stop()
-        stop_presence = getattr(self.presence, "stop", None)
-        if stop_presence is not None:
-            await stop_presence()  # goodbye: our users leave the shared roster now
         await self.store.close()
 
 
@@ -177,8 +189,8 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     def readyz(conn: Connection, req: Request) -> None:
         async def check() -> None:
             try:
-                ok = await asyncio.wait_for(service.ready(), 2.0)
-            except (TimeoutError, Exception):
+                ok = not server.engine.draining and await asyncio.wait_for(service.ready(), 2.0)
+            except Exception:
                 ok = False
             if ok:
                 conn.respond(200, b"ready")

@@ -256,3 +256,12 @@ def check_config(
 
     settings = _settings(store=store, data_dir=data_dir, dev_mode=dev_mode, config_file=config_file)
     click.echo(json.dumps(effective_settings(settings), indent=2, default=str))
+
+
+def _register_loadtest() -> None:
+    from cowrite.loadtest.cli import loadtest_command
+
+    main.add_command(loadtest_command(), name="loadtest")
+
+
+_register_loadtest()

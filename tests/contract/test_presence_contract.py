@@ -390,6 +390,17 @@ async def test_unreachable_redis_fails_start() -> None:
     assert await p.stop() == []
 
 
+async def test_stop_during_a_heartbeat_ends_it(instances: Instances) -> None:
+    """Stopping at any moment of a beat ends the heartbeat (a cancellation that
+    hits a command as it completes must not leave the task beating forever)."""
+    for i in range(40):
+        p = await instances.start(f"S{i}", ttl=0.015)  # a beat every 5 ms
+        await asyncio.sleep((i % 10) / 1000)
+        done, _ = await asyncio.wait({asyncio.ensure_future(p.stop())}, timeout=WAIT)
+        assert done, f"stop() of instance {i} did not return"
+    assert await instances.keys() == set()
+
+
 async def test_nothing_is_kept_for_documents_nobody_is_in(instances: Instances) -> None:
     a = await instances.start("A", ttl=30.0)
     for doc in ("d1", "d2", *ODD_IDS[:4]):

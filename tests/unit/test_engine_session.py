@@ -234,3 +234,26 @@ def test_no_input_sequence_raises(sequence: list[tuple[str, object]], transport:
     closes = [e for e in s.events if isinstance(e, SessionClosed)]
     assert len(closes) <= 1
     assert (len(closes) == 1) == s.closed
+
+
+def test_poll_responses_carry_at_most_16_packets() -> None:
+    s = polling()
+    for i in range(40):
+        s.send_packet(f"4m{i}")
+    bodies = [s.poll(0.0).body for _ in range(3)]
+    counts = [body.count(b"\x1e") + 1 for body in bodies if body]
+    assert counts == [16, 16, 8]
+    assert s.poll(0.0) is PARK
+
+
+def test_graceful_close_after_a_long_queue() -> None:
+    s = polling()
+    for i in range(20):
+        s.send_packet(f"4m{i}")
+    s.close(CloseReason.FORCED_CLOSE, graceful=True, now=0.0)
+    assert not s.closed
+    s.poll(0.0)
+    assert not s.closed
+    last = s.poll(0.0).body
+    assert last is not None and last.endswith(b"\x1e1")
+    assert s.closed

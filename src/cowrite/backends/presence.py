@@ -20,7 +20,8 @@ Atomicity
 Staleness
     ``roster`` may lag behind ``join``/``leave`` made on other instances by the
     implementation's propagation delay; entries of an instance that died
-    without leaving expire within the implementation's stated bound.
+    without leaving are removed by ``reap`` within the implementation's stated
+    bound (Redis: ttl plus one reap interval, 40 s by default).
 """
 
 from __future__ import annotations
@@ -54,4 +55,19 @@ class PresenceStore(Protocol):
 
     async def roster(self, document_id: str) -> list[PresenceEntry]:
         """Everyone in the document, one entry per user, sorted by user id."""
+        ...
+
+    async def start(self) -> None:
+        """Begin (connect, start any heartbeat)."""
+        ...
+
+    async def stop(self) -> list[tuple[str, str]]:
+        """Say goodbye: forget this instance's connections.  Returns the
+        (document, user) pairs that thereby left their document entirely."""
+        ...
+
+    async def reap(self) -> list[tuple[str, str]]:
+        """Forget the connections of instances that died without saying
+        goodbye; returns the (document, user) pairs that thereby left entirely.
+        Across instances each pair is returned to exactly one caller."""
         ...

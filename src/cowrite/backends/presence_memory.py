@@ -59,5 +59,18 @@ class MemoryPresence:
         users = self._docs.get(document_id, {})
         return [PresenceEntry(uid, u.name, u.state) for uid, u in sorted(users.items())]
 
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> list[tuple[str, str]]:
+        """One instance: nobody else to tell; everything is forgotten."""
+        gone = [(doc, user) for doc, users in self._docs.items() for user in users]
+        self._docs.clear()
+        return gone
+
+    async def reap(self) -> list[tuple[str, str]]:
+        """No other instances can die here."""
+        return []
+
     def document_count(self) -> int:
         return len(self._docs)

@@ -93,6 +93,9 @@ from cowrite.errors import ConfigError, LocalError
 
 log = logging.getLogger("cowrite.presence")
 
+#: Seconds ``stop()`` waits for the heartbeat to finish a beat in flight.
+_STOP_WAIT = 10.0
+
 _JOIN = """
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2], 'NX')
@@ -180,7 +183,8 @@ def _member(document_id: str, user_id: str, connection_id: str) -> str:
 
 
 class _Connection:
-    """A client and the scripts registered on it (EVALSHA, falling back to EVAL)."""
+    """A client and the scripts registered on it (EVALSHA; redis-py loads a script
+    the server does not know and retries)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
@@ -189,6 +193,10 @@ class _Connection:
         self.state = client.register_script(_STATE)
         self.evict = client.register_script(_EVICT)
         self.beat = client.register_script(_BEAT)
+
+
+POOL_SIZE = 32  # connections to Redis per instance
+POOL_WAIT = 30.0  # seconds a call may wait for a free pooled connection
 
 
 class RedisPresence:
@@ -229,6 +237,7 @@ class RedisPresence:
         self._inst = self._instance_key("inst", instance_id)
         self._redis: _Connection | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -239,15 +248,22 @@ class RedisPresence:
         """
         if self._redis is not None:
             raise LocalError("RedisPresence.start() called twice")
-        conn = _Connection(aioredis.from_url(self.url, decode_responses=True))
+        # A bounded pool that waits for a free connection: a mass disconnect
+        # (thousands of concurrent leaves) queues instead of failing with
+        # "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=POOL_SIZE, timeout=POOL_WAIT, decode_responses=True
+        )
+        conn = _Connection(aioredis.Redis.from_pool(pool))  # the client owns (closes) the pool
         try:
             await self._beat_once(conn)
         except BaseException:
             await conn.client.aclose()
             raise
         self._redis = conn
+        self._stopping = asyncio.Event()
         self._heartbeat = asyncio.get_running_loop().create_task(
-            self._beat_forever(conn), name=f"presence heartbeat {self.instance_id}"
+            self._beat_forever(conn, self._stopping), name=f"presence heartbeat {self.instance_id}"
         )
 
     async def stop(self) -> list[tuple[str, str]]:
@@ -262,11 +278,18 @@ class RedisPresence:
         conn, self._redis = self._redis, None
         if conn is None:
             return []
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            # Ask the heartbeat to end rather than cancel it mid-command: on Python
+            # 3.11, redis-py's asyncio.wait_for can swallow a cancellation that
+            # arrives as the command completes (CPython gh-86296), and the task
+            # would beat on forever.  Waiting also orders the last beat before
+            # the goodbye.  Cancelling stays the fallback for a hung command.
+            self._stopping.set()
+            await asyncio.wait({heartbeat}, timeout=_STOP_WAIT)
+            if not heartbeat.done():
+                heartbeat.cancel()
+                await asyncio.wait({heartbeat}, timeout=_STOP_WAIT)
         try:
             return await self._evict_instance(conn, self.instance_id, force=True)
         finally:
@@ -380,9 +403,13 @@ class RedisPresence:
         )
         return bool(existed)
 
-    async def _beat_forever(self, conn: _Connection) -> None:
-        while True:
-            await asyncio.sleep(self.reap_interval)
+    async def _beat_forever(self, conn: _Connection, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.reap_interval):
+                    await stopping.wait()
+            if stopping.is_set():
+                return
             try:
                 if not await self._beat_once(conn):
                     log.warning(

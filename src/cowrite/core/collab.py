@@ -267,8 +267,20 @@ class CollabService:
         self._publisher = loop.create_task(self._publish_loop(), name="broker-publisher")
         self._reaper = loop.create_task(self._reap_loop(), name="presence-reaper")
 
+    async def commit_pending(self) -> None:
+        """Commit everything already accepted; later edits are refused
+        (``unavailable``: the client resends them elsewhere)."""
+        await self.committer.stop()
+
+    def announce_departures(self, pairs: list[tuple[str, str]]) -> None:
+        """Users who left documents for good (this instance is going away)."""
+        for doc_id, user_id in pairs:
+            self._announce_left(doc_id, user_id)
+            self._publish(PresenceMessage(doc_id, self.instance_id, user_id, user_id, "left", None))
+
     async def stop(self) -> None:
-        """Commit everything already accepted, then stop."""
+        """Commit everything already accepted, hand the last messages to the
+        broker, then stop."""
         await self.committer.stop()
         # Give the publisher a moment to hand the last operations to the broker.
         for _ in range(100):
@@ -360,8 +372,10 @@ class CollabService:
                 first = await self.presence.join(
                     doc_id, conn.identity.user_id, conn.identity.name, sid
                 )
-            ops, head, more = await self._read_page(doc_id, since, self.settings.page_size)
-            roster = await self.presence.roster(doc_id)
+            (ops, head, more), roster = await asyncio.gather(
+                self._read_page(doc_id, since, self.settings.page_size),
+                self.presence.roster(doc_id),
+            )
         except StoreError as exc:
             log.warning("join %s failed: %s", doc_id, exc)
             return error("unavailable", "The document store is unavailable")
@@ -690,18 +704,24 @@ class CollabService:
         self._publish_queue.put_nowait(message)
 
     async def _publish_loop(self) -> None:
-        """One publisher, in order: per-document FIFO from this instance."""
+        """Hand queued messages to the broker in order, all that are queued at
+        once (the broker keeps the call order and pipelines them), so a burst
+        costs one round trip rather than one per message."""
+        queue = self._publish_queue
         while True:
-            message = await self._publish_queue.get()
-            try:
-                ok = await self.broker.publish(message)
-            except Exception:
-                log.exception("publish failed")
-                ok = False
-            if ok:
-                self.broker_published += 1
-            else:
-                self.publish_failures += 1
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < 1000:
+                batch.append(queue.get_nowait())
+            results = await asyncio.gather(
+                *(self.broker.publish(m) for m in batch), return_exceptions=True
+            )
+            for result in results:
+                if result is True:
+                    self.broker_published += 1
+                else:
+                    if isinstance(result, BaseException):
+                        log.error("publish failed", exc_info=result)
+                    self.publish_failures += 1
 
     async def _reap_loop(self) -> None:
         """Users of instances that died without saying goodbye leave the roster."""

@@ -41,7 +41,7 @@ def bucket_bounds(index: int) -> tuple[int, int]:
 class Histogram:
     """Counts of integer values (microseconds, by convention)."""
 
-    __slots__ = ("counts", "max", "total", "sum")
+    __slots__ = ("counts", "max", "sum", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * NBUCKETS

@@ -81,6 +81,7 @@ class Plan:
     reconnect_timeout: float = 60.0
     max_attempts: int = 30
     drain: float = 2.0
+    settle: float = 0.0  # seconds between the connect phase and the edit phase
     send_buffer_limit: int = 256 * 1024
 
     def __post_init__(self) -> None:

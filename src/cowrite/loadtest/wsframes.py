@@ -50,9 +50,13 @@ def accept_for(key: bytes) -> bytes:
 
 def handshake_request(host: str, port: int, target: str, key: bytes) -> bytes:
     return (
-        f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
-    ).encode() + key + b"\r\n\r\n"
+        (
+            f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+        ).encode()
+        + key
+        + b"\r\n\r\n"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +162,7 @@ class FrameReader:
             pos = end
             opcode = b0 & 0x0F
             fin = b0 & 0x80
-            if opcode == OP_TEXT or opcode == OP_BINARY:
+            if opcode in (OP_TEXT, OP_BINARY):
                 if self._frags is not None:
                     raise WsProtocolError("new message inside a fragmented one")
                 if fin:

@@ -82,6 +82,9 @@ class EngineConfig:
     ping_timeout: float = 20.0
     max_payload: int = 1_000_000
     upgrades: tuple[str, ...] = ("websocket",)
+    # Packets per polling response: python-engineio's client refuses payloads
+    # of more than 16 packets; the rest goes with the next GET.
+    max_poll_packets: int = 16
 
 
 # Events for the application -------------------------------------------------
@@ -229,12 +232,21 @@ class EngineSession:
             return body
         if self.outbox:
             self.poll_parked = False
+            return self._drain_outbox()
+        return None
+
+    def _drain_outbox(self) -> bytes:
+        """Encode up to ``max_poll_packets`` queued packets for one polling response."""
+        limit = self.config.max_poll_packets
+        if len(self.outbox) <= limit:
             body = encode_payload(self.outbox)
             self.outbox = []
-            if self.state is SessionState.CLOSING:
-                self.close(self.close_reason or CloseReason.FORCED_CLOSE)
-            return body
-        return None
+        else:
+            body = encode_payload(self.outbox[:limit])
+            del self.outbox[:limit]
+        if self.state is SessionState.CLOSING and not self.outbox:
+            self.close(self.close_reason or CloseReason.FORCED_CLOSE)
+        return body
 
     # -- polling input -------------------------------------------------------
 
@@ -256,11 +268,7 @@ class EngineSession:
             # The client is pausing polling for an upgrade: end this poll at once.
             self.outbox.append(NOOP_TEXT)
         if self.outbox:
-            body = encode_payload(self.outbox)
-            self.outbox = []
-            if self.state is SessionState.CLOSING:
-                self.close(self.close_reason or CloseReason.FORCED_CLOSE)
-            return HttpReply(200, body)
+            return HttpReply(200, self._drain_outbox())
         self.poll_parked = True
         return PARK
 

@@ -33,7 +33,7 @@ from cowrite.protocol.session import (
     Upgraded,
 )
 from cowrite.server.connection import Connection, Request, ws_frame
-from cowrite.server.limits import Admission, default_max_connections
+from cowrite.server.limits import Admission, Refusal, default_max_connections
 from cowrite.server.listener import Listener
 
 log = logging.getLogger("cowrite.engine")
@@ -208,6 +208,7 @@ class EngineServerCore:
         self._next_sweep = 0.0
         self._stopping = False
         self._accept_pauses = 0
+        self.draining = False
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -218,6 +219,7 @@ class EngineServerCore:
     async def start(self, sock: socket.socket | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self.draining = False
         # Called for every message: skip the method indirection.
         self.loop_time = self._loop.time  # type: ignore[method-assign]
         max_body = self.settings.max_payload + 1024
@@ -237,6 +239,25 @@ class EngineServerCore:
     def accept_pauses(self) -> int:
         """Times accepting paused because the process ran out of descriptors."""
         return self._server.paused_times if self._server is not None else self._accept_pauses
+
+    def begin_drain(self) -> None:
+        """Refuse new sessions (HTTP 503, so a load balancer tries another
+        instance) while existing ones go on being served."""
+        self.draining = True
+
+    def close_sessions(self, reason: CloseReason) -> None:
+        """Close every session gracefully: what is queued is delivered first
+        (a polling client collects it, then a CLOSE packet, with its next GET)."""
+        for handle in list(self.sessions.values()):
+            handle.close(reason)
+
+    async def wait_sessions_closed(self, timeout: float) -> bool:
+        """Wait until no session is left (True) or ``timeout`` passes (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.sessions and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return not self.sessions
 
     def stop_accepting(self) -> None:
         """Close the listening socket; existing sessions go on."""
@@ -457,7 +478,10 @@ class EngineServerCore:
     def _admit(self, conn: Connection, req: Request) -> bool:
         """Apply the admission limits before any session state exists."""
         key = self._limit_key(self._address(conn, req))
-        refusal = self.admission.admit(key, self.loop_time())
+        if self.draining:
+            refusal: Refusal | None = Refusal(503, "instance draining", 1.0)
+        else:
+            refusal = self.admission.admit(key, self.loop_time())
         if refusal is None:
             return True
         retry = str(max(1, round(refusal.retry_after)))

@@ -167,8 +167,14 @@ class SocketServer:
         reconnect elsewhere), wait for sockets to drain."""
         self._stopping = True
         await self.engine.stop(timeout)
-        for task in list(self._tasks):
-            task.cancel()
+        # Let the handlers the closes started (disconnect handlers) finish,
+        # briefly; what is still running then is cancelled and awaited.
+        if self._tasks:
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=1.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
 
     async def serve_forever(self) -> None:
         """Start, run until SIGTERM or SIGINT, then shut down gracefully."""

@@ -1,0 +1,588 @@
+"""One load-test client: Socket.IO v5 over Engine.IO v4 over a raw WebSocket.
+
+This is the asyncio adapter around ``wsframes`` (RFC 6455 framing) and our
+protocol codecs (``cowrite.protocol.engineio`` / ``socketio``).  It is built
+to be cheap enough to run ~16,000 of them in one process: one
+``asyncio.Protocol`` per TCP connection, no task while connected, no stream
+machinery, and one ``orjson.loads`` per received ``remote-edit``.
+
+A :class:`Client` is one user in one document for the whole run; each TCP
+connection it opens is a :class:`SioWebSocket`.  The life of a connection::
+
+    TCP connect → HTTP upgrade (101) → Engine.IO OPEN → Socket.IO CONNECT
+    (auth: the JWT) → join-document (ack id 0) → joined: edits and remote-edits
+
+When a joined connection is lost and the run is still on, the client
+reconnects by itself: jittered exponential backoff (the first delay is the
+server's ``server-draining`` hint when one came, else uniform in
+``[0, backoff_base]``; then ``min(backoff_max, backoff_base·2^k)·U(0.5, 1.5)``,
+at least a refusal's ``Retry-After``), its own instance first and then the
+next ones (fail-over), rejoining with ``since`` = the last sequence number it
+saw (the server sends the missed operations in the join ack).  The
+reconnection time is measured from the moment the connection was lost to the
+rejoin acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+import socket
+import time
+from collections import Counter
+from typing import Any, cast
+
+import orjson
+
+from cowrite.loadtest.hist import Histogram
+from cowrite.loadtest.plan import Plan, Target
+from cowrite.loadtest.wsframes import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    WsProtocolError,
+    check_accept,
+    encode_frame,
+    handshake_request,
+    new_key,
+    parse_handshake,
+)
+from cowrite.protocol.engineio import PacketType, decode_text
+from cowrite.protocol.socketio import SioPacket, SioType, decode_header, encode
+
+_REMOTE_EDIT = b'42["remote-edit",'
+_PONG = encode_frame(OP_TEXT, b"3")  # a fixed masking key is fine for a constant
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+_JOIN_ACK = 0
+
+
+class ConnectFailed(Exception):
+    """A connection attempt did not end joined; ``reason`` is a short label."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Stats:
+    """The counters and histograms of one worker (all its clients)."""
+
+    __slots__ = (
+        "ack_errors",
+        "ack_latency",
+        "acked",
+        "attempted",
+        "bad",
+        "caught_up",
+        "connect_failed",
+        "connect_time",
+        "connected",
+        "connected_per_target",
+        "delivered",
+        "disconnects",
+        "drain_notices",
+        "drops",
+        "errors",
+        "events",
+        "expected",
+        "latency",
+        "pings",
+        "reconnect_failed",
+        "reconnect_retries",
+        "reconnect_time",
+        "reconnecting",
+        "rejoined",
+        "sent",
+        "skipped",
+    )
+
+    def __init__(self, targets: int) -> None:
+        self.attempted = 0
+        self.connect_failed = 0
+        self.connected = 0  # gauge: joined right now
+        self.connected_per_target = [0] * targets
+        self.errors: Counter[str] = Counter()  # initial connection failures by reason
+        self.connect_time = Histogram()
+        self.sent = 0
+        self.skipped = 0
+        self.acked = 0
+        self.ack_errors: Counter[str] = Counter()
+        self.ack_latency = Histogram()
+        self.delivered = 0
+        self.expected = 0  # deliveries the acked operations should cause
+        self.latency = Histogram()
+        self.caught_up = 0
+        self.bad = 0
+        self.pings = 0
+        self.events: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+        self.disconnects = 0
+        self.drain_notices = 0
+        self.reconnecting = 0  # gauge
+        self.rejoined = 0
+        self.reconnect_failed = 0
+        self.reconnect_retries = 0
+        self.reconnect_time = Histogram()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter; histograms in their wire form."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, Histogram):
+                out[name] = value.to_wire()
+            elif isinstance(value, Counter):
+                out[name] = dict(value)
+            elif isinstance(value, list):
+                out[name] = list(value)
+            else:
+                out[name] = value
+        return out
+
+
+class Context:
+    """What every client of a worker shares."""
+
+    __slots__ = (
+        "counting",
+        "pad",
+        "plan",
+        "reconnect",
+        "rng",
+        "source",
+        "stats",
+        "stopping",
+        "targets",
+        "tasks",
+    )
+
+    def __init__(self, plan: Plan, source: str | None) -> None:
+        self.plan = plan
+        self.targets = plan.targets
+        self.source = source
+        self.stats = Stats(len(self.targets))
+        self.pad = "x" * plan.op_bytes
+        self.rng = random.Random()
+        self.counting = False  # deliveries count only inside the measured window
+        self.reconnect = False  # reconnect lost clients (after the connect phase)
+        self.stopping = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        plan = self.plan
+        cap = min(plan.backoff_max, plan.backoff_base * 2.0 ** min(attempt, 30))
+        delay: float = cap * self.rng.uniform(0.5, 1.5)
+        if retry_after is not None:
+            delay = max(delay, retry_after * self.rng.uniform(1.0, 1.5))
+        return delay
+
+
+class Client:
+    """One user in one document, for the whole run (across reconnections)."""
+
+    __slots__ = (
+        "conn",
+        "ctx",
+        "doc_id",
+        "drain_delay",
+        "editor",
+        "home",
+        "index",
+        "last_seq",
+        "lost_at",
+        "members",
+        "op_no",
+        "reconnecting",
+        "token",
+    )
+
+    def __init__(
+        self, ctx: Context, index: int, token: str, *, doc_id: str, editor: bool, members: int
+    ) -> None:
+        self.ctx = ctx
+        self.index = index
+        self.token = token
+        self.doc_id = doc_id
+        self.editor = editor
+        self.members = members
+        self.home = ctx.plan.url_index(index)
+        self.conn: SioWebSocket | None = None
+        self.last_seq = 0
+        self.op_no = 0
+        self.lost_at = 0.0
+        self.drain_delay: float | None = None
+        self.reconnecting = False
+
+    # -- connecting ----------------------------------------------------------
+
+    async def open(self, target_index: int, timeout: float) -> None:
+        """Connect, authenticate and join; raises ``ConnectFailed``."""
+        ctx = self.ctx
+        target = ctx.targets[target_index]
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        proto = SioWebSocket(self, target, target_index, done)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        owned = False
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if ctx.source is not None:
+                # Choose the port at connect(), per destination, not at bind().
+                sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((ctx.source, 0))
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (target.host, target.port))
+                await loop.create_connection(lambda: proto, sock=sock)
+                owned = True
+                await done
+        except TimeoutError:
+            proto.abandon()
+            raise ConnectFailed(f"timeout ({proto.stage})") from None
+        except OSError as exc:
+            proto.abandon()
+            name = errno.errorcode.get(exc.errno or 0) or type(exc).__name__
+            raise ConnectFailed(name) from None
+        except ConnectFailed:
+            proto.abandon()
+            raise
+        finally:
+            if not owned:
+                sock.close()
+
+    def joined(self, conn: SioWebSocket) -> None:
+        self.conn = conn
+        stats = self.ctx.stats
+        stats.connected += 1
+        stats.connected_per_target[conn.target_index] += 1
+
+    def lost(self, conn: SioWebSocket, reason: str) -> None:
+        """A joined connection ended."""
+        if self.conn is not conn:
+            return
+        self.conn = None
+        ctx = self.ctx
+        stats = ctx.stats
+        stats.connected -= 1
+        stats.connected_per_target[conn.target_index] -= 1
+        stats.drops[reason] += 1
+        if ctx.stopping or not ctx.reconnect:
+            return
+        stats.disconnects += 1
+        self.lost_at = time.monotonic()
+        if not self.reconnecting:
+            self.reconnecting = True
+            stats.reconnecting += 1
+            task = asyncio.get_running_loop().create_task(self._reconnect())
+            ctx.tasks.add(task)
+            task.add_done_callback(ctx.tasks.discard)
+
+    async def _reconnect(self) -> None:
+        ctx = self.ctx
+        plan = ctx.plan
+        stats = ctx.stats
+        try:
+            attempt = 0
+            delay = self._first_delay()
+            while attempt < plan.max_attempts and not ctx.stopping:
+                await asyncio.sleep(delay)
+                remaining = self.lost_at + plan.reconnect_timeout - time.monotonic()
+                if ctx.stopping or remaining <= 0:
+                    break
+                target = (self.home + attempt) % len(ctx.targets)
+                try:
+                    await self.open(target, min(plan.connect_timeout, remaining))
+                except ConnectFailed as exc:
+                    attempt += 1
+                    stats.reconnect_retries += 1
+                    delay = ctx.backoff(attempt, exc.retry_after)
+                    continue
+                stats.rejoined += 1
+                stats.reconnect_time.record(int((time.monotonic() - self.lost_at) * 1e6))
+                if self.conn is not None:
+                    return
+                # Lost again right after rejoining: a new outage (lost() set lost_at).
+                attempt = 0
+                delay = self._first_delay()
+            if not ctx.stopping:
+                stats.reconnect_failed += 1
+        finally:
+            self.reconnecting = False
+            stats.reconnecting -= 1
+
+    def _first_delay(self) -> float:
+        delay: float | None = self.drain_delay
+        self.drain_delay = None
+        if delay is not None:
+            return delay
+        return self.ctx.rng.uniform(0.0, self.ctx.plan.backoff_base)
+
+    # -- editing -------------------------------------------------------------
+
+    def send_edit(self) -> bool:
+        """Emit one ``edit-operation`` carrying its send time; False if not possible now."""
+        conn = self.conn
+        if conn is None or conn.transport is None:
+            return False
+        if conn.transport.get_write_buffer_size() > self.ctx.plan.send_buffer_limit:
+            return False
+        self.op_no += 1
+        ack_id = conn.next_ack
+        conn.next_ack = ack_id + 1
+        now = time.time_ns()
+        operation = {"t": now, "p": self.ctx.pad}
+        body = {"documentId": self.doc_id, "operation": operation, "clientOpId": str(self.op_no)}
+        (text,) = encode(SioPacket(SioType.EVENT, "/", ["edit-operation", body], ack_id))
+        assert isinstance(text, str)
+        conn.acks[ack_id] = now
+        conn.send_text(b"4" + text.encode())
+        self.ctx.stats.sent += 1
+        return True
+
+
+class SioWebSocket(asyncio.Protocol):
+    """One TCP connection of a :class:`Client`."""
+
+    __slots__ = (
+        "acks",
+        "client",
+        "closed",
+        "done",
+        "handshake",
+        "key",
+        "next_ack",
+        "reader",
+        "stage",
+        "target",
+        "target_index",
+        "transport",
+    )
+
+    def __init__(
+        self, client: Client, target: Target, target_index: int, done: asyncio.Future[None]
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.target_index = target_index
+        self.done = done
+        self.transport: asyncio.Transport | None = None
+        self.key = new_key()
+        self.handshake = b""
+        self.reader: FrameReader | None = None
+        self.acks: dict[int, int] = {}  # ack id -> send time (ns) of an edit
+        self.next_ack = 1  # 0 is the join's
+        self.stage = "tcp"
+        self.closed = False
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.stage = "upgrade"
+        target = self.target
+        self.transport.write(
+            handshake_request(target.host, target.port, target.request_target, self.key)
+        )
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        if reader is None:
+            self._handshake(data)
+            return
+        now = time.time_ns()
+        try:
+            messages = reader.feed(data)
+        except WsProtocolError as exc:
+            self._fail(f"websocket: {exc}")
+            return
+        for opcode, payload in messages:
+            if opcode == OP_TEXT:
+                if payload.startswith(_REMOTE_EDIT):
+                    self._remote_edit(payload, now)
+                else:
+                    self._engineio(payload)
+            elif opcode == OP_PING:
+                self._write(encode_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                self._write(encode_frame(OP_CLOSE, payload[:2]))
+                self._fail("websocket close")
+            else:
+                self.client.ctx.stats.bad += 1
+            if self.closed:
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost("transport close")
+
+    # -- sending -------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def send_text(self, text: bytes) -> None:
+        self._write(encode_frame(OP_TEXT, text))
+
+    # -- ending --------------------------------------------------------------
+
+    def abandon(self) -> None:
+        """Drop this connection without reporting it (a failed attempt)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """End the run's connection politely (Socket.IO and Engine.IO close packets)."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(encode_frame(OP_TEXT, b"41") + encode_frame(OP_TEXT, b"1"))
+            self.transport.close()  # connection_lost reports it
+
+    def _fail(self, reason: str, retry_after: float | None = None) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._lost(reason, retry_after)
+
+    def _lost(self, reason: str, retry_after: float | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not self.done.done():
+            self.done.set_exception(ConnectFailed(reason, retry_after))
+        elif self.client.conn is self:
+            self.client.lost(self, reason)
+
+    # -- receiving -----------------------------------------------------------
+
+    def _handshake(self, data: bytes) -> None:
+        self.handshake += data
+        response = None
+        try:
+            response = parse_handshake(self.handshake)
+            if response is None:
+                return
+            check_accept(response, self.key)
+        except WsProtocolError as exc:
+            retry = response.retry_after() if response is not None else None
+            self._fail(f"upgrade: {exc}", retry)
+            return
+        self.handshake = b""
+        self.reader = FrameReader()
+        self.stage = "engine.io open"
+        if response.rest:
+            self.data_received(response.rest)
+
+    def _remote_edit(self, payload: bytes, now: int) -> None:
+        ctx = self.client.ctx
+        try:
+            body = orjson.loads(payload[2:])[1]
+            sent = body["operation"]["t"]
+            seq = body["seq"]
+        except (orjson.JSONDecodeError, LookupError, TypeError):
+            ctx.stats.bad += 1
+            return
+        client = self.client
+        if isinstance(seq, int) and seq > client.last_seq:
+            client.last_seq = seq
+        if ctx.counting and isinstance(sent, int):
+            stats = ctx.stats
+            stats.delivered += 1
+            stats.latency.record((now - sent) // 1000)
+
+    def _engineio(self, payload: bytes) -> None:
+        stats = self.client.ctx.stats
+        try:
+            packet = decode_text(payload.decode())
+            if packet.type is PacketType.MESSAGE:
+                assert isinstance(packet.data, str)
+                self._socketio(packet.data)
+            elif packet.type is PacketType.PING:
+                stats.pings += 1
+                self._write(_PONG)
+            elif packet.type is PacketType.OPEN:
+                self.stage = "socket.io connect"
+                auth = orjson.dumps({"token": self.client.token})
+                self.send_text(b"40" + auth)
+            elif packet.type is PacketType.CLOSE:
+                self._fail("engine.io close")
+            elif packet.type is not PacketType.NOOP:
+                stats.bad += 1
+        except (ValueError, LookupError, TypeError, AssertionError) as exc:
+            # ProtocolError and orjson's errors are ValueErrors.
+            stats.bad += 1
+            self._fail(f"bad packet: {type(exc).__name__}")
+
+    def _socketio(self, text: str) -> None:
+        ptype, _attachments, _ns, ack_id, rest = decode_header(text)
+        data: Any = orjson.loads(rest) if rest else None
+        client = self.client
+        if ptype is SioType.ACK and ack_id is not None:
+            self._ack(ack_id, data[0] if isinstance(data, list) and data else None)
+        elif ptype is SioType.EVENT:
+            self._event(data)
+        elif ptype is SioType.CONNECT:
+            self.stage = "join"
+            join = {"documentId": client.doc_id, "since": client.last_seq}
+            (out,) = encode(SioPacket(SioType.EVENT, "/", ["join-document", join], _JOIN_ACK))
+            assert isinstance(out, str)
+            self.send_text(b"4" + out.encode())
+        elif ptype is SioType.CONNECT_ERROR:
+            code = data.get("data", {}).get("code") if isinstance(data, dict) else None
+            self._fail(f"connect_error: {code or data}")
+        elif ptype is SioType.DISCONNECT:
+            self._fail("io server disconnect")
+        else:
+            client.ctx.stats.bad += 1
+
+    def _ack(self, ack_id: int, result: Any) -> None:
+        client = self.client
+        stats = client.ctx.stats
+        ok = isinstance(result, dict) and result.get("ok") is True
+        if ack_id == _JOIN_ACK:
+            if not ok:
+                code = result.get("error", {}).get("code") if isinstance(result, dict) else None
+                self._fail(f"join: {code}")
+                return
+            ops = result.get("ops") or []
+            stats.caught_up += len(ops)
+            last = result.get("head", 0) if not result.get("more") else ops[-1]["seq"]
+            if isinstance(last, int) and last > client.last_seq:
+                client.last_seq = last
+            self.stage = "joined"
+            if not self.done.done():
+                client.joined(self)
+                self.done.set_result(None)
+            return
+        sent = self.acks.pop(ack_id, None)
+        if sent is None:
+            stats.bad += 1
+            return
+        if not ok:
+            code = result.get("error", {}).get("code") if isinstance(result, dict) else None
+            stats.ack_errors[str(code)] += 1
+            return
+        stats.acked += 1
+        if client.ctx.counting:
+            stats.ack_latency.record((time.time_ns() - sent) // 1000)
+        stats.expected += client.members - 1
+        seq = result.get("seq")
+        if isinstance(seq, int) and seq > client.last_seq:
+            client.last_seq = seq
+
+    def _event(self, data: Any) -> None:
+        if not isinstance(data, list) or not data or not isinstance(data[0], str):
+            self.client.ctx.stats.bad += 1
+            return
+        name = data[0]
+        stats = self.client.ctx.stats
+        stats.events[name] += 1
+        if name == "server-draining":
+            stats.drain_notices += 1
+            notice = data[1] if len(data) > 1 and isinstance(data[1], dict) else {}
+            delay = notice.get("reconnectDelayMs")
+            if isinstance(delay, int | float) and 0 <= delay <= 60_000:
+                self.client.drain_delay = delay / 1000

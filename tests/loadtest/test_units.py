@@ -1,0 +1,295 @@
+"""The load generator's pieces without sockets: histogram, framing, plan, one
+client fed bytes through a recording transport, and the click command."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import click
+import orjson
+import pytest
+from click.testing import CliRunner
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from cowrite.errors import ConfigError
+from cowrite.loadtest.cli import loadtest_command
+from cowrite.loadtest.client import Client, Context, SioWebSocket
+from cowrite.loadtest.hist import NBUCKETS, Histogram, bucket_bounds, bucket_of
+from cowrite.loadtest.plan import Plan, parse_target, source_address, worker_plans, worker_ranges
+from cowrite.loadtest.wsframes import (
+    OP_PING,
+    OP_TEXT,
+    FrameReader,
+    accept_for,
+    encode_frame,
+    parse_handshake,
+)
+
+SECRET = "loadtest-unit-secret-" + "u" * 32
+
+# -- histogram ------------------------------------------------------------------
+
+
+def test_buckets_tile_the_range() -> None:
+    expected_low = 0
+    for index in range(NBUCKETS):
+        low, high = bucket_bounds(index)
+        assert low == expected_low and high > low
+        assert bucket_of(low) == index and bucket_of(high - 1) == index
+        expected_low = high
+
+
+def test_quantiles_are_within_bucket_precision() -> None:
+    rng = random.Random(7)
+    values = [int(rng.lognormvariate(8, 1.5)) for _ in range(20_000)]
+    hist = Histogram()
+    for v in values:
+        hist.record(v)
+    values.sort()
+    for q in (0.5, 0.95, 0.99):
+        exact = values[int(q * len(values)) - 1]
+        got = hist.quantile(q)
+        assert got is not None
+        assert abs(got - exact) <= max(1.0, exact / 32)
+    assert hist.max == values[-1]
+
+
+def test_histograms_merge_and_travel() -> None:
+    a, b = Histogram(), Histogram()
+    for v in range(0, 5000, 7):
+        a.record(v)
+    for v in range(100_000, 200_000, 999):
+        b.record(v)
+    merged = Histogram.from_wire(a.to_wire())
+    merged.merge(Histogram.from_wire(b.to_wire()))
+    assert merged.total == a.total + b.total
+    assert merged.max == b.max
+    assert Histogram().summary_ms() == {
+        "count": 0, "p50": None, "p95": None, "p99": None, "mean": None, "max": None
+    }  # fmt: skip
+
+
+# -- RFC 6455 client side -----------------------------------------------------------
+
+
+def test_accept_matches_rfc_example() -> None:
+    # RFC 6455 section 1.3.
+    assert accept_for(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_handshake_response_parsing() -> None:
+    assert parse_handshake(b"HTTP/1.1 101 Switching") is None
+    response = parse_handshake(b"HTTP/1.1 503 Busy\r\nRetry-After: 2\r\n\r\n\x81\x01x")
+    assert response is not None
+    assert response.status == 503 and response.retry_after() == 2.0
+    assert response.rest == b"\x81\x01x"
+
+
+@pytest.mark.parametrize("size", [0, 5, 125, 126, 65535, 65536, 70_000])
+def test_client_frames_parse_as_masked_frames(size: int) -> None:
+    payload = bytes(random.Random(size).getrandbits(8) for _ in range(size))
+    reader = StreamReader()
+    reader.feed_data(encode_frame(OP_TEXT, payload))
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=True, max_size=None, extensions=[])
+    with pytest.raises(StopIteration) as stop:
+        next(parser)
+    frame = stop.value.value
+    assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == payload
+
+
+def test_frame_reader_any_segmentation() -> None:
+    rng = random.Random(3)
+    frames = [
+        Frame(Opcode.TEXT, b"42[1]"),
+        Frame(Opcode.TEXT, b"a" * 300, fin=False),
+        Frame(Opcode.PING, b"p"),  # control frames may come between fragments
+        Frame(Opcode.CONT, b"b" * 70_000, fin=False),
+        Frame(Opcode.CONT, b"c", fin=True),
+        Frame(Opcode.BINARY, bytes(range(256))),
+    ]
+    stream = b"".join(f.serialize(mask=False, extensions=[]) for f in frames)
+    want = [
+        (OP_TEXT, b"42[1]"),
+        (OP_PING, b"p"),
+        (OP_TEXT, b"a" * 300 + b"b" * 70_000 + b"c"),
+        (0x2, bytes(range(256))),
+    ]
+    for _ in range(50):
+        reader = FrameReader()
+        got: list[tuple[int, bytes]] = []
+        pos = 0
+        while pos < len(stream):
+            step = rng.choice([1, 2, 3, 7, 100, 5000, 100_000])
+            got += reader.feed(stream[pos : pos + step])
+            pos += step
+        assert got == want
+
+
+# -- plan -----------------------------------------------------------------------
+
+
+def test_plan_assignment() -> None:
+    plan = Plan(
+        urls=("http://127.0.0.1:1", "http://127.0.0.1:2"),
+        clients=103,
+        room_size=5,
+        editors=0.1,
+        workers=3,
+        secret=SECRET,
+        run_id="r",
+    )
+    assert worker_ranges(103, 3) == [(0, 34), (34, 68), (68, 103)]
+    assert plan.editor_count == 10 == sum(plan.is_editor(i) for i in range(103))
+    assert plan.doc_id(4) == plan.doc_id(0) != plan.doc_id(5)
+    assert plan.room_members(102) == 3 and plan.room_members(0) == 5
+    assert [plan.url_index(i) for i in range(4)] == [0, 1, 0, 1]
+    wplans = worker_plans(plan)
+    assert sum(w.rate for w in wplans) == pytest.approx(plan.rate)
+    assert [w.source for w in wplans] == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert source_address(Plan(urls=("http://10.1.1.1:1",), clients=1, secret=SECRET), 0) is None
+    assert parse_target("http://localhost:3000").request_target == (
+        "/socket.io/?EIO=4&transport=websocket"
+    )
+
+
+def test_plan_refuses_too_many_clients_per_worker() -> None:
+    with pytest.raises(ConfigError, match="workers"):
+        Plan(urls=("http://127.0.0.1:1",), clients=20_000, workers=1, secret=SECRET)
+
+
+# -- one client, fed bytes ----------------------------------------------------------
+
+
+class RecordingTransport:
+    """Stands in for the TCP transport: keeps what the client writes."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.aborted = True
+
+    def sent_texts(self) -> list[bytes]:
+        """Decode (and forget) the masked frames written so far."""
+        reader = StreamReader()
+        reader.feed_data(bytes(self.out))
+        reader.feed_eof()
+        self.out.clear()
+        texts = []
+        while reader.buffer:
+            parser = Frame.parse(reader.read_exact, mask=True, max_size=None, extensions=[])
+            with pytest.raises(StopIteration) as stop:
+                next(parser)
+            texts.append(stop.value.value.data)
+        return texts
+
+
+def server_text(text: bytes) -> bytes:
+    return Frame(Opcode.TEXT, text).serialize(mask=False, extensions=[])
+
+
+async def test_client_connects_joins_edits_and_measures() -> None:
+    plan = Plan(urls=("http://127.0.0.1:9",), clients=3, room_size=3, secret=SECRET)
+    ctx = Context(plan, None)
+    client = Client(ctx, 0, "TOKEN", doc_id="doc-0", editor=True, members=3)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    proto = SioWebSocket(client, plan.targets[0], 0, done)
+    transport = RecordingTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    request = bytes(transport.out)
+    assert request.startswith(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n")
+    transport.out.clear()
+
+    head = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: "
+    open_packet = b'0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000}'
+    proto.data_received(head + accept_for(proto.key) + b"\r\n\r\n" + server_text(open_packet))
+    assert transport.sent_texts() == [b'40{"token":"TOKEN"}']
+
+    proto.data_received(server_text(b'40{"sid":"n"}'))
+    (join,) = transport.sent_texts()
+    assert join == b'420["join-document",{"documentId":"doc-0","since":0}]'
+    proto.data_received(server_text(b'430[{"ok":true,"head":5,"ops":[],"more":false}]'))
+    assert done.done() and client.conn is proto and client.last_seq == 5
+    assert ctx.stats.connected == 1
+
+    ctx.counting = True
+    sent = time.time_ns() - 3_000_000
+    body: dict[str, Any] = {"documentId": "doc-0", "userId": "u", "seq": 6, "clientOpId": "1"}
+    body["operation"] = {"t": sent, "p": ""}
+    proto.data_received(server_text(b"4" + orjson.dumps(["remote-edit", body]).join([b"2", b""])))
+    assert ctx.stats.delivered == 1 and client.last_seq == 6
+    latency = ctx.stats.latency.quantile(0.5)
+    # 3 ms, within the histogram's bucket precision (1/32).
+    assert latency is not None and 3000 * (1 - 1 / 32) <= latency < 1_000_000
+
+    assert client.send_edit()
+    (edit,) = transport.sent_texts()
+    assert edit.startswith(b'421["edit-operation",{"documentId":"doc-0","operation":{"t":')
+    proto.data_received(server_text(b'431[{"ok":true,"seq":7}]') + server_text(b"2"))
+    assert ctx.stats.acked == 1 and ctx.stats.expected == 2 and client.last_seq == 7
+    assert transport.sent_texts() == [b"3"]  # pong
+
+    proto.connection_lost(None)
+    assert client.conn is None and ctx.stats.connected == 0
+    assert ctx.stats.drops == {"transport close": 1}
+
+
+async def test_refused_upgrade_fails_the_attempt_with_retry_after() -> None:
+    plan = Plan(urls=("http://127.0.0.1:9",), clients=1, secret=SECRET)
+    client = Client(Context(plan, None), 0, "T", doc_id="d", editor=False, members=1)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    proto = SioWebSocket(client, plan.targets[0], 0, done)
+    transport = RecordingTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    proto.data_received(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\r\n")
+    assert transport.aborted
+    exc = done.exception()
+    assert exc is not None and "HTTP 503" in str(exc)
+    assert getattr(exc, "retry_after", None) == 1.0
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+def test_command_is_click_and_documents_itself() -> None:
+    command = loadtest_command()
+    assert isinstance(command, click.Command)
+    result = CliRunner().invoke(command, ["--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--url",
+        "--clients",
+        "--room-size",
+        "--editors",
+        "--rate",
+        "--duration",
+        "--secret",
+        "--token-file",
+        "--kill-after",
+        "--server-pid",
+        "--json",
+    ):
+        assert option in result.output
+
+
+def test_command_needs_a_token_source() -> None:
+    result = CliRunner().invoke(
+        loadtest_command(), ["--url", "http://127.0.0.1:9"], env={"COWRITE_AUTH_SECRET": None}
+    )
+    assert result.exit_code == 2
+    assert "--secret" in result.output
