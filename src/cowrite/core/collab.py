@@ -238,6 +238,7 @@ class CollabService:
         self._presence_dirty: set[Member] = set()
         self._presence_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._known_docs: set[str] = set()
         self._publish_queue: asyncio.Queue[BrokerMessage] = asyncio.Queue()
         self._publisher: asyncio.Task[None] | None = None
         self.gaps_filled = 0
@@ -989,8 +990,13 @@ class CollabService:
     async def _resolve_role(self, identity: Identity, doc_id: str, *, create: bool) -> Role | None:
         claimed = self._claim_role(identity, doc_id)
         if claimed is not None:
-            if create and not await self.store.document_exists(doc_id):
-                await self.store.create_document(doc_id, identity.user_id)
+            # Documents are never deleted: once seen to exist, skip the query.
+            if create and doc_id not in self._known_docs:
+                if not await self.store.document_exists(doc_id):
+                    await self.store.create_document(doc_id, identity.user_id)
+                if len(self._known_docs) >= 100_000:
+                    self._known_docs.clear()
+                self._known_docs.add(doc_id)
             return claimed
         role = await self.store.get_role(doc_id, identity.user_id)
         if role is not None:
