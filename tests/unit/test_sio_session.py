@@ -62,3 +62,21 @@ def test_server_disconnect_packet() -> None:
     s.accept("/a", "x")
     assert s.server_disconnect("/a") == "1/a,"
     assert s.server_disconnect("/") == "1"
+
+
+def test_fast_event_path_matches_the_general_one() -> None:
+    from cowrite.protocol.socketio import fast_event
+
+    assert fast_event('2["e",1,{"a":[true]}]') == ["e", 1, {"a": [True]}]
+    assert fast_event('2["connect"]') is None  # reserved: general path refuses it
+    assert fast_event("2[1]") is None  # numeric event names: general path
+    assert fast_event("2[") is None
+    s = SocketIOSession(0.0, 45.0)
+    s.receive("0")
+    s.accept("/", "x")
+    assert s.receive('2["e",1]') == EventReceived("/", "e", [1], None)
+    assert s.receive("2[7,1]") == EventReceived("/", "7", [1], None)
+    with pytest.raises(ProtocolError):
+        s.receive('2["disconnect"]')
+    with pytest.raises(ProtocolError):
+        s.receive("2[")

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from cowrite.errors import ProtocolError
-from cowrite.protocol.socketio import Decoder, SioPacket, SioType, encode
+from cowrite.protocol.socketio import Decoder, SioPacket, SioType, encode, fast_event
 
 
 class NsState(Enum):
@@ -75,6 +75,18 @@ class SocketIOSession:
 
     def receive(self, message: str | bytes) -> SioEvent | None:
         """Feed one Engine.IO message; raises ``ProtocolError`` on bad input."""
+        if (
+            type(message) is str
+            and message[:2] == "2["
+            and self.namespaces.get("/") is NsState.CONNECTED
+            and not self.decoder.awaiting_attachments
+        ):
+            # Hot path: an EVENT without ack on the connected main namespace.
+            # Anything unusual (a numeric event name, bad JSON) takes the
+            # general path below, which raises the right error.
+            data = fast_event(message)
+            if data is not None:
+                return EventReceived("/", data[0], data[1:], None)
         packet = self.decoder.feed(message)
         if packet is None:
             return None

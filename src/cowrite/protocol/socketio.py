@@ -205,6 +205,18 @@ def _fill(value: Any, attachments: list[bytes], used: set[int], depth: int = 0) 
     return value
 
 
+def fast_event(message: str) -> list[Any] | None:
+    """``2[...]`` decoded when it is a valid EVENT whose name is a non-reserved
+    string, else ``None`` (the caller then uses ``Decoder``)."""
+    try:
+        data = orjson.loads(message[1:])
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is list and data and type(data[0]) is str and data[0] not in RESERVED_EVENTS:
+        return data
+    return None
+
+
 # -- encoding ----------------------------------------------------------------
 
 
