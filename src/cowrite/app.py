@@ -99,9 +99,11 @@ class App:
         await self.service.commit_pending()
         for _ in range(3):  # let the handlers awaiting those commits send their acks
             await asyncio.sleep(0)
+        self.service.begin_shutdown()
         engine.close_sessions(CloseReason.SERVER_SHUTDOWN)
         if not await engine.wait_sessions_closed(grace):
             log.warning("drain: %d sessions still open after %.1fs", len(engine.sessions), grace)
+        await self.server.wait_handlers(1.0)  # the disconnect handlers those closes started
         try:
             self.service.announce_departures(await self.presence.stop())
         except Exception:

@@ -239,6 +239,7 @@ class CollabService:
         self._presence_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._known_docs: set[str] = set()
+        self._shutting_down = False
         self._publish_queue: asyncio.Queue[BrokerMessage] = asyncio.Queue()
         self._publisher: asyncio.Task[None] | None = None
         self.gaps_filled = 0
@@ -267,6 +268,10 @@ class CollabService:
         loop = asyncio.get_running_loop()
         self._publisher = loop.create_task(self._publish_loop(), name="broker-publisher")
         self._reaper = loop.create_task(self._reap_loop(), name="presence-reaper")
+
+    def begin_shutdown(self) -> None:
+        """From now on members leave locally only (see ``_remove_member``)."""
+        self._shutting_down = True
 
     async def commit_pending(self) -> None:
         """Commit everything already accepted; later edits are refused
@@ -431,6 +436,10 @@ class CollabService:
             if not room.members:
                 self._close_room(room)
         self._presence_dirty.discard(member)
+        if self._shutting_down:
+            # The instance is going away: ``presence.stop()`` forgets all of
+            # its connections at once and reports who left; no per-member trips.
+            return
         try:
             last = await self.presence.leave(doc_id, conn.identity.user_id, member.sid)
         except Exception:

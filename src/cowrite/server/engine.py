@@ -479,12 +479,13 @@ class EngineServerCore:
         """Apply the admission limits before any session state exists."""
         key = self._limit_key(self._address(conn, req))
         if self.draining:
-            refusal: Refusal | None = Refusal(503, "instance draining", 1.0)
+            # Retry-After 0: another instance can take the client right away.
+            refusal: Refusal | None = Refusal(503, "instance draining", 0.0)
         else:
             refusal = self.admission.admit(key, self.loop_time())
         if refusal is None:
             return True
-        retry = str(max(1, round(refusal.retry_after)))
+        retry = str(max(0, round(refusal.retry_after + 0.49)) if refusal.retry_after else 0)
         body = orjson.dumps({"code": 3, "message": refusal.reason})
         headers = [*self._cors_headers(req.header("origin")), ("Retry-After", retry)]
         conn.respond(

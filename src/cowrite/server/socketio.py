@@ -176,6 +176,11 @@ class SocketServer:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
 
+    async def wait_handlers(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for the coroutine handlers now running."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
     async def serve_forever(self) -> None:
         """Start, run until SIGTERM or SIGINT, then shut down gracefully."""
         await self.start()
