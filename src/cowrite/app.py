@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from cowrite.backends.presence import PresenceStore
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store import OperationStore
 from cowrite.config import AppSettings
-from cowrite.core.collab import CollabService, refusal
+from cowrite.core.collab import CollabService, error, refusal
 from cowrite.errors import CloseReason, ConfigError, ConnectionRefused
 from cowrite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cowrite.metrics import Metrics
@@ -37,6 +38,19 @@ EVENTS = (
     "presence-update",
     "share-document",
 )
+
+
+def one_argument(
+    handler: Callable[[str, Any], Awaitable[dict[str, Any]]],
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Every client event takes exactly one payload (plus the ack callback)."""
+
+    async def call(sid: str, *args: Any) -> dict[str, Any]:
+        if len(args) != 1:
+            return error("invalid_payload", f"expected one argument, got {len(args)}")
+        return await handler(sid, args[0])
+
+    return call
 
 
 def open_store(url: str) -> OperationStore:
@@ -178,12 +192,12 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
 
     server.on("connect", connect)
     server.on("disconnect", disconnect)
-    server.on("join-document", service.join)
-    server.on("leave-document", service.leave)
-    server.on("edit-operation", service.edit)
-    server.on("sync", service.sync)
-    server.on("presence-update", service.presence_update)
-    server.on("share-document", service.share)
+    server.on("join-document", one_argument(service.join))
+    server.on("leave-document", one_argument(service.leave))
+    server.on("edit-operation", one_argument(service.edit))
+    server.on("sync", one_argument(service.sync))
+    server.on("presence-update", one_argument(service.presence_update))
+    server.on("share-document", one_argument(service.share))
 
     def healthz(conn: Connection, req: Request) -> None:
         conn.respond(200, b"ok")

@@ -16,7 +16,7 @@ import pytest
 # The official-client driver of the end-to-end suite (python-socketio) is reused here.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
-from sec_support import ErrorRecords, Running, start_app  # noqa: E402
+from sec_support import ErrorRecords, Running, start_app
 
 
 @pytest.fixture
@@ -44,3 +44,11 @@ def error_log() -> Iterator[ErrorRecords]:
         yield handler
     finally:
         root.removeHandler(handler)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Run this suite on uvloop, the loop ``cowrite serve`` runs on (and the
+    faster one: the churn test is bounded in time)."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}

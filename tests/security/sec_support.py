@@ -285,6 +285,8 @@ class RawSio:
         self._ack = 0
         self.events: list[tuple[str, list[Any]]] = []
         self.acks: dict[int, list[Any]] = {}
+        #: Socket.IO packets other than events and acks (``"1"``: DISCONNECT).
+        self.packets: list[str] = []
         self.connect_reply: Any = None
 
     @classmethod
@@ -313,6 +315,7 @@ class RawSio:
                 i += 1
             self.acks[int(packet[1:i])] = orjson.loads(packet[i:])
             return None
+        self.packets.append(packet)
         return packet
 
     async def connect(self, auth: Any, timeout: float = WAIT) -> Any:
@@ -437,6 +440,7 @@ async def wait_state(
     expected: dict[str, int],
     *,
     timeout: float = 10.0,
+    poll: float = 0.05,
     ignore: tuple[str, ...] = ("engine.timers",),
 ) -> dict[str, int]:
     """Wait until ``live_state`` equals ``expected`` (except ``ignore``); assert it."""
@@ -447,7 +451,7 @@ async def wait_state(
         want = {k: v for k, v in expected.items() if k not in ignore}
         if now == want or loop.time() > deadline:
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(poll)
     diff = {k: (want.get(k), v) for k, v in now.items() if want.get(k) != v}
     assert not diff, f"state did not return to its starting level (expected, now): {diff}"
     return now
@@ -486,6 +490,9 @@ class ErrorRecords(logging.Handler):
                 text += f" [{type(r.exc_info[1]).__name__}: {r.exc_info[1]}]"
             out.append(text)
         return "; ".join(out)
+
+    def clear(self) -> None:
+        self.records.clear()
 
     def check(self) -> None:
         assert not self.records, f"{len(self.records)} ERROR log records: {self.describe()}"

@@ -51,6 +51,7 @@ from cowrite.core.gateway import ClientGateway
 from cowrite.core.opcodec import (
     attachment_count,
     decode_operation,
+    depth_within,
     encode_operation,
     operation_size,
 )
@@ -62,6 +63,10 @@ log = logging.getLogger("cowrite.collab")
 Ack = dict[str, Any]
 _WRITERS = (Role.OWNER, Role.EDITOR)
 _MAX_ID = 256
+_MAX_SEQ = 2**53  # exact in a JavaScript number, fits every store's integer
+# Nesting allowed inside an operation: the envelopes it travels in (acks,
+# pages, remote-edit) add a few levels and orjson stops at 255.
+MAX_OPERATION_DEPTH = 200
 # The official JavaScript client's default limit of binary attachments per packet.
 MAX_PAGE_ATTACHMENTS = 10
 
@@ -129,7 +134,15 @@ class Member:
 
 
 class Conn:
-    __slots__ = ("docs", "edit_bucket", "identity", "presence_bucket", "refusals", "sid")
+    __slots__ = (
+        "docs",
+        "edit_bucket",
+        "flooded",
+        "identity",
+        "presence_bucket",
+        "refusals",
+        "sid",
+    )
 
     def __init__(self, sid: str, identity: Identity) -> None:
         self.sid = sid
@@ -138,6 +151,7 @@ class Conn:
         self.edit_bucket: TokenBucket | None = None
         self.presence_bucket: TokenBucket | None = None
         self.refusals: list[float] = []
+        self.flooded = False
 
 
 class Room:
@@ -178,7 +192,7 @@ def _document_id(value: Any) -> str | None:
 def _seq(value: Any, default: int = 0) -> int | None:
     if value is None:
         return default
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_SEQ:
         return value
     return None
 
@@ -371,6 +385,8 @@ class CollabService:
             else:
                 room = await self._room(doc_id)
                 if self._conns.get(sid) is not conn:
+                    if not room.members:
+                        self._close_room(room)  # nobody else opened it meanwhile
                     return error("not_connected", "Disconnected")
                 member = Member(conn, doc_id, role, since, self.clock())
                 conn.docs[doc_id] = member
@@ -492,6 +508,10 @@ class CollabService:
             encoded = encode_operation(operation)
         except ProtocolError:
             return error("invalid_payload", "operation must be a JSON value")
+        if not depth_within(encoded, MAX_OPERATION_DEPTH):
+            return error(
+                "invalid_payload", f"operation nested deeper than {MAX_OPERATION_DEPTH} levels"
+            )
         if operation_size(encoded) > self.settings.max_operation_bytes:
             return error(
                 "payload_too_large",
@@ -596,7 +616,11 @@ class CollabService:
         held = room.held
         while room.next_seq in held:
             make, sender_sid = held.pop(room.next_seq)
-            self._deliver(room, room.next_seq, make(), sender_sid)
+            try:
+                self._deliver(room, room.next_seq, make(), sender_sid)
+            except Exception:
+                # One undeliverable operation must not stall the document.
+                log.exception("delivery of %s#%d failed", room.document_id, room.next_seq)
             room.next_seq += 1
         if held:
             for stale in [seq for seq in held if seq < room.next_seq]:
@@ -1053,7 +1077,8 @@ class CollabService:
         refusals.append(now)
         while refusals and refusals[0] < now - st.flood_window:
             refusals.pop(0)
-        if len(refusals) >= st.flood_refusals:
+        if len(refusals) >= st.flood_refusals and not conn.flooded:
+            conn.flooded = True
             log.warning(
                 "disconnecting %s (%s): rate limit exceeded", conn.sid, conn.identity.user_id
             )

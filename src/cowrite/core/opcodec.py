@@ -99,3 +99,23 @@ def attachment_count(stored: bytes) -> int:
         return 0
     count: int = _U32.unpack_from(stored, 1)[0]
     return count
+
+
+def depth_within(stored: bytes, limit: int) -> bool:
+    """Whether the operation nests at most ``limit`` arrays/objects deep.
+
+    Counting brackets is a cheap upper bound: only an operation with at least
+    ``limit`` of them is walked.
+    """
+    if stored.count(b"[") + stored.count(b"{") < limit:
+        return True
+    root = decode_operation(stored)
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, list | dict):
+            if depth > limit:
+                return False
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return True

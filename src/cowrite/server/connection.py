@@ -415,7 +415,9 @@ class Connection(asyncio.Protocol):
             try:
                 message: str | bytes = bytes(payload).decode("utf-8")
             except UnicodeDecodeError:
+                # close_websocket forgets the listener: tell it first-hand.
                 self.close_websocket(1007, "invalid utf-8")
+                listener.ws_closed(self, CloseReason.PARSE_ERROR)
                 return
         else:
             message = bytes(payload)

@@ -537,12 +537,18 @@ class EngineServerCore:
                     handle.poll_conn = None
                     conn.on_lost = None
                     conn.respond(200, body, headers=self._cors_headers(handle.origin))
-        events = session.events
-        if events:
+        # The application may close the session while handling a message (a
+        # malformed Socket.IO packet): loop until no event is left, and do not
+        # hand it the rest of that batch.
+        app = self.app
+        closed_before = session.closed
+        while session.events:
+            events = session.events
             session.events = []
-            app = self.app
             for event in events:
                 if isinstance(event, MessageReceived):
+                    if session.closed and not closed_before:
+                        continue
                     app.engine_message(handle, event.data)
                 elif isinstance(event, SessionClosed):
                     self._closed(handle, event.reason)
@@ -595,6 +601,12 @@ class EngineServerCore:
         if now >= self._next_sweep:
             self._next_sweep = now + 10.0
             self.admission.sweep(now)
+            if len(timers) > 2 * len(self.sessions) + 1024:
+                # Entries of closed sessions wait for their deadline before
+                # they are dropped; under heavy churn compact so that they do
+                # not keep thousands of dead sessions alive.
+                self._timers = [t for t in timers if not t[2].session.closed]
+                heapq.heapify(self._timers)
         self._ticker = loop.call_later(self._resolution, self._tick)
 
 
