@@ -19,19 +19,9 @@ from typing import Any
 import orjson
 
 from cowrite.errors import ProtocolError
+from cowrite.protocol.socketio import extract_binary
 
 _U32 = struct.Struct(">I")
-
-
-def _extract(value: Any, out: list[bytes]) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        out.append(bytes(value))
-        return {"_placeholder": True, "num": len(out) - 1}
-    if isinstance(value, list | tuple):
-        return [_extract(v, out) for v in value]
-    if isinstance(value, dict):
-        return {k: _extract(v, out) for k, v in value.items()}
-    return value
 
 
 def _restore(value: Any, parts: list[bytes]) -> Any:
@@ -55,7 +45,7 @@ def encode_operation(operation: Any) -> bytes:
         pass  # binary parts inside (orjson refuses bytes): take the slow path
     parts: list[bytes] = []
     try:
-        skeleton = orjson.dumps(_extract(operation, parts))
+        skeleton = orjson.dumps(extract_binary(operation, parts))
     except TypeError as exc:
         raise ProtocolError("operation is not a JSON value") from exc
     chunks = [b"B", _U32.pack(len(parts))]

@@ -232,6 +232,12 @@ def _has_binary(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def extract_binary(value: Any, out: list[bytes]) -> Any:
+    """``value`` with every binary part replaced by a placeholder ``{"_placeholder":
+    true, "num": i}``; the parts are appended to ``out`` (i = their index)."""
+    return _extract(value, out)
+
+
 def _extract(value: Any, out: list[bytes]) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         out.append(bytes(value))

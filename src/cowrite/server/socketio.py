@@ -454,33 +454,32 @@ class SocketServer:
             return
         try:
             result = fn(sock.sid, req.auth)
-        except ConnectionRefused as exc:
-            self._refuse(sock, state, exc.message, exc.data)
+        except Exception as exc:
+            self._connect_outcome(sock, state, None, exc)
             return
-        except Exception:
-            log.exception("connect handler failed")
-            self._refuse(sock, state, "Internal server error", None)
-            return
-        if result is False:
-            self._refuse(sock, state, "Connection rejected by server", None)
-        else:
-            self._accept(sock, state)
+        self._connect_outcome(sock, state, result, None)
 
     async def _connect_async(
         self, fn: Handler, sock: Socket, state: _SioState, auth: dict[str, Any] | None
     ) -> None:
         try:
             result = await fn(sock.sid, auth)
-        except ConnectionRefused as exc:
+        except Exception as exc:
+            self._connect_outcome(sock, state, None, exc)
+            return
+        if not sock.handle.session.closed:
+            self._connect_outcome(sock, state, result, None)
+
+    def _connect_outcome(
+        self, sock: Socket, state: _SioState, result: object, exc: Exception | None
+    ) -> None:
+        """Accept or refuse after the connect handler returned ``result`` or raised ``exc``."""
+        if isinstance(exc, ConnectionRefused):
             self._refuse(sock, state, exc.message, exc.data)
-            return
-        except Exception:
-            log.exception("connect handler failed")
+        elif exc is not None:
+            log.error("connect handler failed", exc_info=exc)
             self._refuse(sock, state, "Internal server error", None)
-            return
-        if sock.handle.session.closed:
-            return
-        if result is False:
+        elif result is False:
             self._refuse(sock, state, "Connection rejected by server", None)
         else:
             self._accept(sock, state)
