@@ -21,7 +21,7 @@ Staleness
     ``roster`` may lag behind ``join``/``leave`` made on other instances by the
     implementation's propagation delay; entries of an instance that died
     without leaving are removed by ``reap`` within the implementation's stated
-    bound (Redis: ttl plus one reap interval, 40 s by default).
+    bound (Redis: ``ttl``, 30 s by default).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ no kind contains a colon, so the id after ``<kind>:`` may contain anything
 (colons, braces, spaces, any Unicode) without two keys ever colliding.
 
 ``P instances``          set    ids of instances that may own connections
-``P alive:<instance>``   string ``"1"`` with expiry ``ttl``, refreshed every
+``P alive:<instance>``   string ``"1"`` with expiry ``ttl * 2 / 3``, refreshed every
                                 ``ttl / 3`` by the instance's heartbeat
 ``P inst:<instance>``    set    the instance's connections, each the JSON
                                 array ``[document_id, user_id, connection_id]``
@@ -65,11 +65,12 @@ putting every key in one slot).
 Timing
 ======
 
-The liveness key of an instance that dies expires at most ``ttl`` after its
-last heartbeat, hence at most ``ttl`` after its death, and at least
-``ttl * 2 / 3`` after.  Its users leave the roster at the first ``reap`` after
-that: with every instance reaping every ``ttl / 3``, within ``ttl * 4 / 3`` of
-the death.  An instance whose heartbeat stalls for longer than ``ttl`` (event
+The liveness key of an instance that dies expires ``ttl * 2 / 3`` after its
+last heartbeat, hence between ``ttl / 3`` and ``ttl * 2 / 3`` after its death
+(one missed heartbeat is tolerated).  Its users leave the roster at the first
+``reap`` after that: with every instance reaping every ``ttl / 3``, within
+``ttl`` of the death (30 s by default).  An instance whose heartbeat stalls for
+longer than ``ttl * 2 / 3`` (event
 loop blocked, Redis unreachable) is indistinguishable from a dead one: its
 connections are reaped and their users announced as left.  It logs a warning
 when it notices; its later ``leave`` calls for the reaped connections return
@@ -230,7 +231,8 @@ class RedisPresence:
         self.ttl = ttl
         #: How often the heartbeat runs, and how often ``reap`` should be called.
         self.reap_interval = ttl / 3
-        self._ttl_ms = str(max(1, round(ttl * 1000)))
+        # The liveness key's expiry: two heartbeat intervals (see Timing).
+        self._ttl_ms = str(max(1, round(ttl * 2000 / 3)))
         self._base = prefix + "presence:"
         self._instances = self._base + "instances"
         self._alive = self._instance_key("alive", instance_id)
