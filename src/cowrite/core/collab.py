@@ -873,7 +873,8 @@ class CollabService:
     async def _read_page(
         self, doc_id: str, since: int, limit: int
     ) -> tuple[list[StoredOp], int, bool]:
-        ops = await self.store.read_ops(doc_id, since, limit + 1)
+        page = await self.store.read_ops(doc_id, since, limit + 1)
+        ops = page
         more = len(ops) > limit
         if more:
             ops = ops[:limit]
@@ -886,6 +887,9 @@ class CollabService:
                 ops = ops[:i]
                 more = True
                 break
+        if ops and not more and len(ops) == len(page):
+            # The read saw every operation after ``since``: its last is the head.
+            return ops, ops[-1].seq, more
         head = await self.store.head(doc_id)
         return ops, head, more
 
