@@ -197,24 +197,23 @@ def _seq(value: Any, default: int = 0) -> int | None:
     return None
 
 
+def _edit_body(
+    document_id: str, seq: int, user_id: str, client_op_id: str | None, operation: Any
+) -> dict[str, Any]:
+    """One operation as clients see it, in ``remote-edit`` and in catch-up pages."""
+    return {
+        "documentId": document_id,
+        "seq": seq,
+        "userId": user_id,
+        "clientOpId": client_op_id,
+        "operation": operation,
+    }
+
+
 def _op_dict(op: StoredOp) -> dict[str, Any]:
-    return {
-        "documentId": op.document_id,
-        "seq": op.seq,
-        "userId": op.user_id,
-        "clientOpId": op.client_op_id,
-        "operation": decode_operation(op.payload),
-    }
-
-
-def _remote_body(op: StoredOp) -> dict[str, Any]:
-    return {
-        "documentId": op.document_id,
-        "userId": op.user_id,
-        "operation": decode_operation(op.payload),
-        "seq": op.seq,
-        "clientOpId": op.client_op_id,
-    }
+    return _edit_body(
+        op.document_id, op.seq, op.user_id, op.client_op_id, decode_operation(op.payload)
+    )
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
@@ -548,13 +547,9 @@ class CollabService:
             if room is None:
                 continue
             sender_sid, operation, received_at = context
-            body = {
-                "documentId": request.document_id,
-                "userId": request.user_id,
-                "operation": operation,
-                "seq": result.seq,
-                "clientOpId": request.client_op_id,
-            }
+            body = _edit_body(
+                request.document_id, result.seq, request.user_id, request.client_op_id, operation
+            )
             self._accept(room, result.seq, self._remote_edit(body), sender_sid)
             if self.observe_delivery is not None:
                 self.observe_delivery(time.perf_counter() - received_at)
@@ -563,7 +558,7 @@ class CollabService:
         return lambda: self.gateway.prepare("remote-edit", body)
 
     def _stored_edit(self, op: StoredOp) -> Callable[[], object]:
-        return lambda: self.gateway.prepare("remote-edit", _remote_body(op))
+        return lambda: self.gateway.prepare("remote-edit", _op_dict(op))
 
     # -- the per-document sequencer -----------------------------------------
 
@@ -693,13 +688,9 @@ class CollabService:
             except ValueError:
                 log.warning("undecodable operation from %s", message.origin)
                 return
-            body = {
-                "documentId": message.document_id,
-                "userId": message.user_id,
-                "operation": operation,
-                "seq": message.seq,
-                "clientOpId": message.client_op_id,
-            }
+            body = _edit_body(
+                message.document_id, message.seq, message.user_id, message.client_op_id, operation
+            )
             self._accept(room, message.seq, self._remote_edit(body), None)
             self._schedule_tail_check(room)
         elif isinstance(message, PresenceMessage):

@@ -143,12 +143,6 @@ class Decoder:
             return self._feed_binary(message)
         if self._pending is not None:
             raise ProtocolError("text packet while awaiting binary attachments")
-        if message[:2] == "2[":
-            # Hot path: an EVENT on the main namespace without ack id.
-            data = _loads(message[1:])
-            if not _valid_payload(SioType.EVENT, data, True, None):
-                raise ProtocolError("invalid EVENT payload")
-            return SioPacket(SioType.EVENT, "/", data, None)
         ptype, attachments, namespace, ack_id, payload = decode_header(message)
         has_payload = payload != ""
         data = _loads(payload) if has_payload else None

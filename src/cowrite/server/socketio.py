@@ -290,39 +290,13 @@ class SocketServer:
         # The common case skips one sid (the sender); compare strings directly.
         skip_one = skip_sid if isinstance(skip_sid, str) else None
         skip_many = None if skip_sid is None or skip_one is not None else set(skip_sid)
-        text = encode_event_text(namespace, event, args)
-        if text is None:
-            parts = encode(SioPacket(SioType.EVENT, namespace, [event, *args]))
-            for sock in members:
-                if sock.sid != skip_one and (skip_many is None or sock.sid not in skip_many):
-                    _send_to(sock, parts)
-            return
-        packet = "4" + text
-        frame: bytes | None = None
-        flush_later = self.engine.schedule_flush
+        prepared = self.prepare(event, *args, namespace=namespace)
+        send = self._send_prepared
         # Sending only queues bytes (nothing is written or closed here), so the
         # member collection cannot change while we iterate over it.
         for sock in members:
-            if sock.sid == skip_one or (skip_many is not None and sock.sid in skip_many):
-                continue
-            if sock.pending is not None:
-                sock.pending.append([packet[1:]])
-                continue
-            handle = sock.handle
-            ws = handle.ws
-            if ws is not None:
-                # A handle's ws is set only while the session runs on that
-                # WebSocket (and its ws_out is always drained before application
-                # code runs), so this is Connection.send_frame inlined: the
-                # per-recipient cost of a broadcast is one list append.
-                if frame is None:
-                    frame = ws_frame(packet)
-                buf = ws.wbuf
-                if not buf:
-                    flush_later(ws)
-                buf.append(frame)
-                continue
-            handle.send_text(packet)
+            if sock.sid != skip_one and (skip_many is None or sock.sid not in skip_many):
+                send(sock, prepared)
 
     def prepare(self, event: str, *args: Any, namespace: str = "/") -> PreparedEvent:
         """Encode an event once, to send it to many sockets with ``send_prepared``."""
@@ -336,13 +310,16 @@ class SocketServer:
     def send_prepared(self, sid: str, prepared: object) -> None:
         """Send a ``PreparedEvent`` to one socket; the frame is built once and reused."""
         sock = self._sockets.get(sid)
-        if sock is None or not isinstance(prepared, PreparedEvent):
-            return
-        if prepared.parts is not None:
+        if sock is not None and isinstance(prepared, PreparedEvent):
+            self._send_prepared(sock, prepared)
+
+    def _send_prepared(self, sock: Socket, prepared: PreparedEvent) -> None:
+        """The per-recipient step of every broadcast."""
+        packet = prepared.packet
+        if packet is None:
+            assert prepared.parts is not None
             _send_to(sock, prepared.parts)
             return
-        packet = prepared.packet
-        assert packet is not None
         if sock.pending is not None:
             sock.pending.append([packet[1:]])
             return
@@ -351,6 +328,10 @@ class SocketServer:
         if ws is None:
             handle.send_text(packet)
             return
+        # A handle's ws is set only while the session runs on that WebSocket
+        # (and its ws_out is always drained before application code runs), so
+        # this is Connection.send_frame inlined: the per-recipient cost of a
+        # broadcast is one list append of the shared frame bytes.
         frame = prepared.frame
         if frame is None:
             frame = prepared.frame = ws_frame(packet)
