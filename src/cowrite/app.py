@@ -42,13 +42,17 @@ EVENTS = (
 
 def one_argument(
     handler: Callable[[str, Any], Awaitable[dict[str, Any]]],
-) -> Callable[..., Awaitable[dict[str, Any]]]:
-    """Every client event takes exactly one payload (plus the ack callback)."""
+) -> Callable[..., Awaitable[dict[str, Any]] | dict[str, Any]]:
+    """Every client event takes exactly one payload (plus the ack callback).
 
-    async def call(sid: str, *args: Any) -> dict[str, Any]:
+    A plain function: it returns the handler's awaitable (a coroutine, run as a
+    task, or a future, acknowledged when it resolves) without a coroutine frame
+    of its own."""
+
+    def call(sid: str, *args: Any) -> Awaitable[dict[str, Any]] | dict[str, Any]:
         if len(args) != 1:
             return error("invalid_payload", f"expected one argument, got {len(args)}")
-        return await handler(sid, args[0])
+        return handler(sid, args[0])
 
     return call
 

@@ -338,6 +338,41 @@ async def test_order_per_document_is_the_order_of_publish_calls(cluster: Cluster
     assert len(b.heard.messages) == 1000
 
 
+async def test_publish_many_keeps_the_order_of_its_list_and_of_other_calls(
+    cluster: Cluster,
+) -> None:
+    a, b = await cluster.node(), await cluster.node()
+    await b.broker.subscribe("x")
+    await b.broker.subscribe("y")
+    # Batches and single publishes interleaved, some in flight at once.
+    assert await a.broker.publish_many([op(a, "x", 1), op(a, "y", 1), op(a, "x", 2)]) == 3
+    assert await a.broker.publish(op(a, "y", 2))
+    calls = [
+        a.broker.publish_many([op(a, doc, seq) for seq in range(start, start + 50)])
+        for start in range(3, 503, 50)
+        for doc in ("x", "y")
+    ]
+    assert await asyncio.gather(*calls) == [50] * len(calls)
+    assert await a.broker.publish_many([]) == 0
+    await b.heard.wait_count(1004)
+    for doc in ("x", "y"):
+        seqs = [m.seq for m in b.heard.of(doc) if isinstance(m, OperationMessage)]
+        assert seqs == list(range(1, 503)), doc
+    assert len(b.heard.messages) == 1004
+
+
+async def test_publish_many_refuses_a_foreign_origin_and_counts_nothing_before_start(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.node()
+    foreign = RoleMessage("d", "someone-else", "u", "viewer")
+    with pytest.raises(LocalError):
+        await a.broker.publish_many([op(a, "d", 1), foreign])
+    broker = cluster.factory()
+    assert await broker.publish_many([RoleMessage("d", broker.instance_id, "u", None)]) == 0
+    await broker.stop()
+
+
 async def test_availability_after_start_and_ping(cluster: Cluster) -> None:
     a = await cluster.node()
     await a.heard.wait_for("availability", lambda: a.heard.availability == [True])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class LossyBroker:
             self.dropped += 1
             return True  # lost on the way, as pub/sub may
         return await self.inner.publish(message)
+
+    async def publish_many(self, messages: Sequence[BrokerMessage]) -> int:
+        return sum([await self.publish(m) for m in messages])
 
     async def ping(self) -> bool:
         return await self.inner.ping()

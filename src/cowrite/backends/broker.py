@@ -83,6 +83,7 @@ caller) for anything else.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, assert_never
 
@@ -211,6 +212,14 @@ class Broker(Protocol):
         within the implementation's short timeout.  ``message.origin`` must be
         this broker's ``instance_id`` (``LocalError`` otherwise).
         """
+        ...
+
+    async def publish_many(self, messages: Sequence[BrokerMessage]) -> int:
+        """``publish`` for each message, in order, as one hand-over: the same
+        guarantees (ordering as if ``publish`` had been called for each in turn),
+        one wait for all of them.  Returns how many were handed over; the ones
+        that were not are a suffix or all of them for a transport failure, but
+        the caller may only rely on the count."""
         ...
 
     async def ping(self) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from itertools import count
 
 from cowrite.backends.broker import (
@@ -153,6 +154,14 @@ class MemoryBroker:
         if not self._started or self._stopped:
             return False
         return self._hub._publish(message)
+
+    async def publish_many(self, messages: Sequence[BrokerMessage]) -> int:
+        for message in messages:
+            check_origin(message, self._instance_id)
+        if not self._started or self._stopped:
+            return 0
+        hub = self._hub
+        return sum(hub._publish(message) for message in messages)
 
     async def ping(self) -> bool:
         return not self._hub.down

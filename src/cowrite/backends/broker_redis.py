@@ -49,6 +49,7 @@ import logging
 import random
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from itertools import count
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -79,14 +80,20 @@ _TRANSPORT_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 class _Outgoing:
-    """One frame waiting for the writer; ``done`` is resolved with the outcome."""
+    """One frame waiting for the writer; ``done`` is resolved with the outcome.
 
-    __slots__ = ("channel", "done", "frame")
+    The frames of one ``publish_many`` share one ``done``: a failure resolves it
+    (False) at once, success only with the ``last`` frame of the group."""
 
-    def __init__(self, channel: bytes, frame: bytes, done: asyncio.Future[bool]) -> None:
+    __slots__ = ("channel", "done", "frame", "last")
+
+    def __init__(
+        self, channel: bytes, frame: bytes, done: asyncio.Future[bool], last: bool = True
+    ) -> None:
         self.channel = channel
         self.frame = frame
         self.done = done
+        self.last = last
 
 
 class RedisBroker:
@@ -271,6 +278,31 @@ class RedisBroker:
         except TimeoutError:
             return False
 
+    async def publish_many(self, messages: Sequence[BrokerMessage]) -> int:
+        if not messages:
+            return 0
+        for message in messages:
+            check_origin(message, self._instance_id)
+        if (
+            not self._started
+            or self._stopped
+            or len(self._outbox) + len(messages) > self._max_pending
+        ):
+            return 0
+        frames = [(self.channel(m.document_id), encode(m)) for m in messages]
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        last = len(frames) - 1
+        self._outbox.extend(
+            _Outgoing(channel, frame, done, i == last) for i, (channel, frame) in enumerate(frames)
+        )
+        self._outbox_ready.set()
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                # Cancelling ``done`` on timeout tells the writer to skip the rest.
+                return len(messages) if await done else 0
+        except TimeoutError:
+            return 0
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self._publish_timeout):
@@ -289,7 +321,8 @@ class RedisBroker:
                 if batch:
                     sent = await self._send(batch)
                     for item in batch:
-                        _resolve(item.done, sent)
+                        if item.last or not sent:
+                            _resolve(item.done, sent)
 
     def _take_batch(self) -> list[_Outgoing]:
         batch: list[_Outgoing] = []

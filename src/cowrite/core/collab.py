@@ -46,7 +46,7 @@ from cowrite.backends.store import (
     StoredOp,
     StoreError,
 )
-from cowrite.core.committer import Committed, Committer
+from cowrite.core.committer import Committed, Committer, Failed
 from cowrite.core.gateway import ClientGateway
 from cowrite.core.opcodec import (
     attachment_count,
@@ -103,6 +103,9 @@ class CollabSettings:
 
 def error(code: str, message: str) -> Ack:
     return {"ok": False, "error": {"code": code, "message": message}}
+
+
+_NOT_STORED = error("unavailable", "Not stored: the document store is unavailable; retry")
 
 
 class Member:
@@ -245,7 +248,7 @@ class CollabService:
         self.instance_id = broker.instance_id
         self.settings = settings or CollabSettings()
         self.clock = clock
-        self.committer = Committer(store, self._deliver_committed)
+        self.committer = Committer(store, self._deliver_committed, self._commit_failed)
         self._conns: dict[str, Conn] = {}
         self._rooms: dict[str, Room] = {}
         self._presence_dirty: set[Member] = set()
@@ -253,7 +256,8 @@ class CollabService:
         self._reaper: asyncio.Task[None] | None = None
         self._known_docs: set[str] = set()
         self._shutting_down = False
-        self._publish_queue: asyncio.Queue[BrokerMessage] = asyncio.Queue()
+        self._publish_queue: list[BrokerMessage] = []
+        self._publish_ready = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self.gaps_filled = 0
         self.publish_failures = 0
@@ -303,7 +307,7 @@ class CollabService:
         await self.committer.stop()
         # Give the publisher a moment to hand the last operations to the broker.
         for _ in range(100):
-            if self._publish_queue.empty():
+            if not self._publish_queue:
                 break
             await asyncio.sleep(0.01)
         for task in (self._presence_task, self._reaper, self._publisher):
@@ -475,13 +479,41 @@ class CollabService:
 
     # -- operations ----------------------------------------------------------
 
-    async def edit(self, sid: str, payload: Any) -> Ack:
+    def edit(self, sid: str, payload: Any) -> asyncio.Future[Ack]:
+        """``edit-operation``: validate, queue for the group commit, and return a
+        future that resolves to the ack once the operation is durable.
+
+        A plain function rather than a coroutine: the common edit costs no task
+        and no coroutine frame; only a member whose cached role is too old to
+        trust goes through a task (``_edit_after_role_check``)."""
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         conn = self._conns.get(sid)
         if conn is None:
-            return error("not_connected", "Not authenticated")
+            future.set_result(error("not_connected", "Not authenticated"))
+            return future
         limited = self._rate_limit(conn, "edit")
         if limited is not None:
-            return limited
+            future.set_result(limited)
+            return future
+        checked = self._check_edit(conn, payload)
+        if isinstance(checked, dict):
+            future.set_result(checked)
+            return future
+        member, doc_id, client_op_id = checked
+        if self.clock() - member.role_checked_at > self.settings.role_cache_seconds:
+            task = asyncio.ensure_future(
+                self._edit_after_role_check(member, doc_id, client_op_id, payload["operation"])
+            )
+            return task
+        if member.role not in _WRITERS:
+            future.set_result(error("read_only", "Your role in this document cannot edit"))
+            return future
+        self._submit_edit(member, doc_id, client_op_id, payload["operation"], future)
+        return future
+
+    def _check_edit(self, conn: Conn, payload: Any) -> Ack | tuple[Member, str, str | None]:
+        """The payload's shape and the connection's membership: an error ack, or
+        (member, document id, clientOpId)."""
         if not isinstance(payload, dict) or "operation" not in payload:
             return error("invalid_payload", "Expected {documentId, operation, clientOpId}")
         doc_id = _document_id(payload.get("documentId"))
@@ -497,39 +529,66 @@ class CollabService:
         member = conn.docs.get(doc_id)
         if member is None:
             return error("not_joined", "Join the document first")
+        return member, doc_id, client_op_id
+
+    async def _edit_after_role_check(
+        self, member: Member, doc_id: str, client_op_id: str | None, operation: Any
+    ) -> Ack:
         try:
             if not await self._check_role(member, _WRITERS):
                 return error("read_only", "Your role in this document cannot edit")
         except StoreError:
             return error("unavailable", "The document store is unavailable")
-        operation = payload["operation"]
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._submit_edit(member, doc_id, client_op_id, operation, future)
+        return await future
+
+    def _submit_edit(
+        self,
+        member: Member,
+        doc_id: str,
+        client_op_id: str | None,
+        operation: Any,
+        future: asyncio.Future[Ack],
+    ) -> None:
+        """Encode the operation (one pass: JSON, size, depth) and queue it; the
+        future gets the ack from ``_deliver_committed`` or ``_commit_failed``."""
         try:
             encoded = encode_operation(operation)
         except ProtocolError:
-            return error("invalid_payload", "operation must be a JSON value")
+            future.set_result(error("invalid_payload", "operation must be a JSON value"))
+            return
         if not depth_within(encoded, MAX_OPERATION_DEPTH):
-            return error(
-                "invalid_payload", f"operation nested deeper than {MAX_OPERATION_DEPTH} levels"
+            future.set_result(
+                error(
+                    "invalid_payload", f"operation nested deeper than {MAX_OPERATION_DEPTH} levels"
+                )
             )
+            return
         if operation_size(encoded) > self.settings.max_operation_bytes:
-            return error(
-                "payload_too_large",
-                f"operation exceeds {self.settings.max_operation_bytes} bytes",
+            future.set_result(
+                error(
+                    "payload_too_large",
+                    f"operation exceeds {self.settings.max_operation_bytes} bytes",
+                )
             )
-        request = AppendRequest(doc_id, conn.identity.user_id, client_op_id, encoded)
+            return
+        request = AppendRequest(doc_id, member.conn.identity.user_id, client_op_id, encoded)
         self.ops_received += 1
-        try:
-            result = await self.committer.submit(request, (sid, operation, time.perf_counter()))
-        except StoreError:
-            return error("unavailable", "Not stored: the document store is unavailable; retry")
-        ack: Ack = {"ok": True, "documentId": doc_id, "seq": result.seq}
-        if result.duplicate:
-            ack["duplicate"] = True
-        return ack
+        if not self.committer.submit(request, (member.sid, operation, time.perf_counter(), future)):
+            future.set_result(_NOT_STORED)
+
+    def _commit_failed(self, failed: Failed, exc: StoreError) -> None:
+        for _request, context in failed:
+            future = context[3]
+            if not future.done():
+                future.set_result(_NOT_STORED)
 
     def _deliver_committed(self, committed: Committed) -> None:
         """Runs right after each commit, in commit order: hand the new operations
-        to the local members and to the other instances."""
+        to the local members and to the other instances, then resolve the acks
+        (so every broadcast frame is queued before the sender's ack)."""
+        observe = self.observe_delivery
         for request, result, context in committed:
             if result.duplicate:
                 continue
@@ -546,13 +605,21 @@ class CollabService:
             room = self._rooms.get(request.document_id)
             if room is None:
                 continue
-            sender_sid, operation, received_at = context
+            sender_sid, operation, received_at, _future = context
             body = _edit_body(
                 request.document_id, result.seq, request.user_id, request.client_op_id, operation
             )
             self._accept(room, result.seq, self._remote_edit(body), sender_sid)
-            if self.observe_delivery is not None:
-                self.observe_delivery(time.perf_counter() - received_at)
+            if observe is not None:
+                observe(time.perf_counter() - received_at)
+        for request, result, context in committed:
+            future = context[3]
+            if future.done():
+                continue
+            ack: Ack = {"ok": True, "documentId": request.document_id, "seq": result.seq}
+            if result.duplicate:
+                ack["duplicate"] = True
+            future.set_result(ack)
 
     def _remote_edit(self, body: dict[str, Any]) -> Callable[[], object]:
         return lambda: self.gateway.prepare("remote-edit", body)
@@ -726,27 +793,29 @@ class CollabService:
             loop.create_task(self._check_tail(room)).add_done_callback(_log_failure)
 
     def _publish(self, message: BrokerMessage) -> None:
-        self._publish_queue.put_nowait(message)
+        queue = self._publish_queue
+        queue.append(message)
+        if len(queue) == 1:
+            self._publish_ready.set()
 
     async def _publish_loop(self) -> None:
         """Hand queued messages to the broker in order, all that are queued at
-        once (the broker keeps the call order and pipelines them), so a burst
-        costs one round trip rather than one per message."""
-        queue = self._publish_queue
+        once (one ``publish_many``: the broker pipelines them), so a burst
+        costs one round trip and no task per message."""
         while True:
-            batch = [await queue.get()]
-            while not queue.empty() and len(batch) < 1000:
-                batch.append(queue.get_nowait())
-            results = await asyncio.gather(
-                *(self.broker.publish(m) for m in batch), return_exceptions=True
-            )
-            for result in results:
-                if result is True:
-                    self.broker_published += 1
-                else:
-                    if isinstance(result, BaseException):
-                        log.error("publish failed", exc_info=result)
-                    self.publish_failures += 1
+            if not self._publish_queue:
+                self._publish_ready.clear()
+                await self._publish_ready.wait()
+                continue
+            batch = self._publish_queue[:1000]
+            del self._publish_queue[:1000]
+            try:
+                sent = await self.broker.publish_many(batch)
+            except Exception:
+                log.exception("publish failed")
+                sent = 0
+            self.broker_published += sent
+            self.publish_failures += len(batch) - sent
 
     async def _reap_loop(self) -> None:
         """Users of instances that died without saying goodbye leave the roster."""

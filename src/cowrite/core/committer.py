@@ -8,8 +8,10 @@ durability does not cap throughput, and at low load an operation waits for
 one commit only.
 
 After each commit, ``on_committed`` runs with the batch in order (so a
-document's operations are delivered in ``seq`` order) *before* the submitters'
-futures resolve: the broadcast is queued before the ack.
+document's operations are delivered in ``seq`` order); it queues the broadcast
+and then resolves each submitter's acknowledgement, so the broadcast is queued
+before the ack.  Handing a request over is a list append (the first one of a
+batch also wakes the committer task): no future, no task per operation.
 """
 
 from __future__ import annotations
@@ -25,20 +27,32 @@ from cowrite.backends.store import AppendRequest, AppendResult, OperationStore, 
 log = logging.getLogger("cowrite.committer")
 
 Committed = list[tuple[AppendRequest, AppendResult, Any]]
+Failed = list[tuple[AppendRequest, Any]]
 
 
 class Committer:
+    """Queues ``AppendRequest`` objects and commits them in batches.
+
+    No future per operation: whoever submits passes a ``context`` and learns
+    the outcome through ``on_committed`` (the batch in commit order, right
+    after the transaction) or ``on_failed`` (the requests of a batch that was
+    not stored, with the ``StoreError``).  Each submitted request reaches
+    exactly one of the two, exactly once.
+    """
+
     def __init__(
         self,
         store: OperationStore,
         on_committed: Callable[[Committed], None],
+        on_failed: Callable[[Failed, StoreError], None],
         *,
         max_batch: int = 500,
     ) -> None:
         self._store = store
         self._on_committed = on_committed
+        self._on_failed = on_failed
         self._max_batch = max_batch
-        self._queue: list[tuple[AppendRequest, Any, asyncio.Future[AppendResult]]] = []
+        self._queue: list[tuple[AppendRequest, Any]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -46,6 +60,10 @@ class Committer:
         self.operations = 0
         # Called with (batch size, seconds in append_batch) after each commit.
         self.observe: Callable[[int, float], None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="committer")
@@ -58,18 +76,23 @@ class Committer:
             await self._task
             self._task = None
 
-    def submit(self, request: AppendRequest, context: Any = None) -> asyncio.Future[AppendResult]:
-        """Queue ``request``; the future resolves once it is durable.
-
-        ``context`` travels with it to ``on_committed`` (the decoded operation,
-        so it is not decoded again for the broadcast)."""
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+    def submit(self, request: AppendRequest, context: Any = None) -> bool:
+        """Queue ``request`` (its outcome goes to ``on_committed`` or
+        ``on_failed`` with ``context``).  False, and nothing queued, when the
+        committer is stopping."""
         if self._closing:
-            future.set_exception(StoreError("shutting down"))
-            return future
-        self._queue.append((request, context, future))
-        self._wakeup.set()
-        return future
+            return False
+        queue = self._queue
+        queue.append((request, context))
+        if len(queue) == 1:
+            self._wakeup.set()
+        return True
+
+    def _fail(self, batch: Failed, exc: StoreError) -> None:
+        try:
+            self._on_failed(batch, exc)
+        except Exception:
+            log.exception("failure handler failed")
 
     async def _run(self) -> None:
         while True:
@@ -83,28 +106,22 @@ class Committer:
             del self._queue[: self._max_batch]
             started = time.perf_counter()
             try:
-                results = await self._store.append_batch([req for req, _, _ in batch])
+                results = await self._store.append_batch([req for req, _ in batch])
             except StoreError as exc:
                 log.warning("commit of %d operations failed: %s", len(batch), exc)
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                self._fail(batch, exc)
                 continue
             except Exception as exc:
                 log.exception("commit failed")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(StoreError(str(exc)))
+                self._fail(batch, StoreError(str(exc)))
                 continue
             self.batches += 1
             self.operations += len(batch)
             if self.observe is not None:
                 self.observe(len(batch), time.perf_counter() - started)
-            committed = [(req, res, ctx) for (req, ctx, _), res in zip(batch, results, strict=True)]
             try:
-                self._on_committed(committed)
+                self._on_committed(
+                    [(req, res, ctx) for (req, ctx), res in zip(batch, results, strict=True)]
+                )
             except Exception:
                 log.exception("delivery of committed operations failed")
-            for (_, _, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)

@@ -268,6 +268,19 @@ def encode(packet: SioPacket) -> list[str | bytes]:
     return ["".join(parts), *attachments]
 
 
+def encode_ack_text(namespace: str, ack_id: int, args: list[Any]) -> str | None:
+    """Fast path for an ACK without binary: ``3<id>[...]``, or ``None`` when the
+    arguments hold binary data (use ``encode``).  Like ``encode_event_text``,
+    orjson's refusal of ``bytes`` is the binary check."""
+    try:
+        payload = orjson.dumps(args).decode()
+    except TypeError:
+        return None
+    if namespace == "/":
+        return f"3{ack_id}{payload}"
+    return f"3{namespace},{ack_id}{payload}"
+
+
 def encode_event_text(namespace: str, event: str, args: tuple[Any, ...]) -> str | None:
     """Fast path for the common broadcast: an EVENT without binary and without
     ack.  Returns ``None`` when the arguments hold binary data (use ``encode``).

@@ -16,7 +16,9 @@ In the spirit of python-socketio's ``AsyncServer``::
     await sio.serve_forever()
 
 Handlers may be plain functions (run inline: the fastest path) or coroutine
-functions (run as a task).  ``emit`` is synchronous and never waits for a
+functions (run as a task).  A plain function may also return an
+``asyncio.Future`` (the acknowledgement is its result, sent when it resolves:
+no task per event) or an awaitable (run as a task).  ``emit`` is synchronous and never waits for a
 recipient: the packet is encoded once, its WebSocket frame serialized once, and
 the same bytes are queued on every recipient's connection.
 """
@@ -40,7 +42,13 @@ from cowrite.protocol.sio_session import (
     NamespaceLeft,
     SocketIOSession,
 )
-from cowrite.protocol.socketio import SioPacket, SioType, encode, encode_event_text
+from cowrite.protocol.socketio import (
+    SioPacket,
+    SioType,
+    encode,
+    encode_ack_text,
+    encode_event_text,
+)
 from cowrite.server.connection import ws_frame
 from cowrite.server.engine import EngineServerCore, SessionHandle
 
@@ -511,8 +519,42 @@ class SocketServer:
         except Exception:
             log.exception("handler for %r failed", event.event)
             return
+        if isinstance(result, asyncio.Future):
+            if event.ack_id is not None:
+                self._ack_when_done(sock, event.ack_id, result)
+            return
+        if inspect.isawaitable(result):
+            self._spawn(self._ack_awaitable(sock, result, event.ack_id))
+            return
         if event.ack_id is not None:
             self._send_ack(sock, event.ack_id, result)
+
+    def _ack_when_done(self, sock: Socket, ack_id: int, future: asyncio.Future[Any]) -> None:
+        """Acknowledge with the future's result once it resolves (no task)."""
+        if future.done():
+            self._future_acked(sock, ack_id, future)
+        else:
+            future.add_done_callback(lambda f: self._future_acked(sock, ack_id, f))
+
+    def _future_acked(self, sock: Socket, ack_id: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.error("handler failed", exc_info=exc)
+            return
+        self._send_ack(sock, ack_id, future.result())
+
+    async def _ack_awaitable(
+        self, sock: Socket, result: Awaitable[Any], ack_id: int | None
+    ) -> None:
+        try:
+            value = await result
+        except Exception:
+            log.exception("handler failed")
+            return
+        if ack_id is not None:
+            self._send_ack(sock, ack_id, value)
 
     async def _run_async(
         self, fn: Handler, sock: Socket, args: list[Any], ack_id: int | None
@@ -528,8 +570,16 @@ class SocketServer:
     def _send_ack(self, sock: Socket, ack_id: int, result: Any) -> None:
         if sock.handle.session.closed:
             return
+        args = _ack_args(result)
+        text = encode_ack_text(sock.namespace, ack_id, args)
+        if text is not None:
+            if sock.pending is not None:
+                sock.pending.append([text])
+            else:
+                sock.handle.send_text("4" + text)
+            return
         try:
-            parts = encode(SioPacket(SioType.ACK, sock.namespace, _ack_args(result), ack_id))
+            parts = encode(SioPacket(SioType.ACK, sock.namespace, args, ack_id))
         except TypeError:
             log.exception("acknowledgement is not serializable")
             return
