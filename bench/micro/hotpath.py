@@ -55,14 +55,17 @@ class FakeTransport(asyncio.Transport):
         pass
 
 
-def handshake(sio: SocketServer, conn: Connection) -> None:
+def handshake_request() -> bytes:
     key = "dGhlIHNhbXBsZSBub25jZQ=="
-    req = (
+    return (
         "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    conn.data_received(req.encode())
+    ).encode()
+
+
+def handshake(sio: SocketServer, conn: Connection) -> None:
+    conn.data_received(handshake_request())
     conn.data_received(Frame(Opcode.TEXT, b"40").serialize(mask=True))
     conn.data_received(Frame(Opcode.TEXT, b'42["join","room"]').serialize(mask=True))
 

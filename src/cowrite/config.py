@@ -183,6 +183,21 @@ class AppSettings:
     presence_ttl: float = 30.0
 
 
+def _env_float(
+    env: dict[str, str] | Any, name: str, default: float, *, minimum: float, maximum: float
+) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: not a number: {raw!r}") from exc
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
 def _env_bool(env: dict[str, str] | Any, name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -238,6 +253,7 @@ def load_app_settings(
         else _env_bool(env, "COWRITE_AUTO_CREATE", True),
         docs_claim=auth.docs_claim,
         max_operation_bytes=max_op,
+        commit_interval=_env_float(env, "COWRITE_COMMIT_INTERVAL", 0.0, minimum=0.0, maximum=1.0),
     )
     try:
         presence_ttl = float(env.get("COWRITE_PRESENCE_TTL", 30.0))

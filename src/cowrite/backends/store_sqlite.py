@@ -1,14 +1,18 @@
 """``OperationStore`` on an SQLite file: the embedded default.
 
 Threads
-    SQLite calls block, so none runs on the event loop.  The store owns two
-    connections, each created in and used only by its own dedicated thread (a
-    one-worker executor): a *writer* through which every write transaction
-    goes, and a *reader* for every query.  A whole ``append_batch`` is one
-    function run in the writer thread, so a batch costs one thread hop, not one
-    per statement, and concurrent writers of one store queue up in that thread
-    instead of interleaving statements inside one transaction.  In WAL mode the
-    reader runs beside the writer and sees the last committed state.
+    The store owns two connections: a *writer* through which every write
+    transaction goes, and a *reader* for every query.  Each runs its calls on
+    the event loop's thread when SQLite can answer without waiting for
+    another connection's lock (the common case: microseconds from the page
+    cache, plus the commit's fsync), and in its own dedicated thread (a
+    one-worker executor) otherwise: when the database is busy (another
+    process or connection holds a lock; the thread waits up to the busy
+    timeout), while an earlier call is still running there, and for a while
+    after an inline call was slow (a stalling disk must not stall the loop).
+    See ``_Connection``.  A whole ``append_batch`` is one call, so concurrent
+    writers of one store never interleave statements inside one transaction.
+    In WAL mode the reader sees the last committed state.
 
 Sequencing
     Write transactions start with ``BEGIN IMMEDIATE``, which takes SQLite's
@@ -122,37 +126,104 @@ _UPSERT_ROLE = """
 """
 
 
+#: An inline call slower than this (a stalled fsync, a long page read; commits
+#: take 0.4 ms at the median here and up to ~12 ms at the worst) sends the
+#: connection's calls to its thread for ``_THREAD_COOLDOWN`` seconds, so a
+#: stalling disk does not stall the event loop.
+_SLOW_INLINE = 0.02
+_THREAD_COOLDOWN = 0.5
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection holds a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class _Connection:
-    """One sqlite3 connection, created in and used only by one dedicated thread."""
+    """One sqlite3 connection, used inline on the event loop when it can, else
+    from its one dedicated thread (never from two threads at once).
+
+    Inline first: a statement answered from SQLite's page cache and the WAL
+    takes microseconds, while a hop to a thread and back costs ~170 µs of CPU
+    (GIL hand-offs, the worker's wake-up, the loop's self-pipe;
+    ``bench/micro/collabpath.py``).  An inline call never waits for another
+    connection's lock (the busy handler is off: ``busy_timeout`` 0 while
+    inline): SQLITE_BUSY sends the call to the thread, which waits up to the
+    configured busy timeout.  A call in flight in the thread routes the later
+    ones there too, and an inline call slower than ``_SLOW_INLINE`` sends
+    calls to the thread for ``_THREAD_COOLDOWN`` seconds.  Every function
+    given to ``call`` must be safe to run again after SQLITE_BUSY (a write
+    transaction is rolled back by ``_write`` before the error leaves it).
+    """
 
     def __init__(self, name: str) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._conn: sqlite3.Connection | None = None
+        self._busy_ms = 0
+        self._in_thread = 0
+        self._thread_until = 0.0
+        self.inline_calls = 0
+        self.thread_calls = 0
 
     async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(connection)`` in the connection's thread."""
+        """Run ``fn(connection)``: inline, or in the connection's thread."""
+        conn = self._conn
+        if conn is None:
+            raise StoreNotOpen("sqlite connection is closed")
+        if self._in_thread == 0 and time.monotonic() >= self._thread_until:
+            started = time.monotonic()
+            try:
+                result = fn(conn)
+            except sqlite3.Error as exc:
+                if not _busy(exc):
+                    raise StoreUnavailable(f"sqlite: {exc}") from exc
+            else:
+                self.inline_calls += 1
+                if time.monotonic() - started > _SLOW_INLINE:
+                    self._thread_until = time.monotonic() + _THREAD_COOLDOWN
+                return result
+        return await self._call_in_thread(fn)
+
+    async def _call_in_thread(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         loop = asyncio.get_running_loop()
         try:
             future = loop.run_in_executor(self._executor, self._run, fn)
         except RuntimeError as exc:  # the executor was shut down by close()
             raise StoreNotOpen("sqlite connection is closed") from exc
+        self._in_thread += 1
+        self.thread_calls += 1
         try:
             return await future
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
+        finally:
+            self._in_thread -= 1
 
     def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             raise StoreNotOpen("sqlite connection is closed")
-        return fn(self._conn)
+        # In the thread the call may wait for other connections' locks.
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
 
     async def connect(self, path: str, *, busy_timeout: float, pragmas: Sequence[str]) -> None:
+        self._busy_ms = max(0, round(busy_timeout * 1000))
+
         def connect() -> None:
             # isolation_level=None: no implicit transactions, we BEGIN ourselves.
-            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            # check_same_thread=False: used inline and from its thread, never at once.
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
             try:
                 for pragma in pragmas:
                     conn.execute(pragma)
+                conn.execute("PRAGMA busy_timeout = 0")
             except BaseException:
                 conn.close()
                 raise

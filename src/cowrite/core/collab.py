@@ -90,6 +90,9 @@ class CollabSettings:
     gap_fill_delay: float = 0.05  # wait this long for a late broker message before reading the log
     tail_check_delay: float = 0.5  # after remote operations go quiet, check the log's head once
     presence_reap_interval: float = 10.0
+    # Group commit pacing: at most one store transaction per this many seconds
+    # (0: commit as soon as the previous transaction is done).
+    commit_interval: float = 0.0
     # Per-connection rate limits (token buckets); 0 disables one.
     edit_rate: float = 200.0
     edit_burst: int = 1000
@@ -248,7 +251,12 @@ class CollabService:
         self.instance_id = broker.instance_id
         self.settings = settings or CollabSettings()
         self.clock = clock
-        self.committer = Committer(store, self._deliver_committed, self._commit_failed)
+        self.committer = Committer(
+            store,
+            self._deliver_committed,
+            self._commit_failed,
+            min_interval=self.settings.commit_interval,
+        )
         self._conns: dict[str, Conn] = {}
         self._rooms: dict[str, Room] = {}
         self._presence_dirty: set[Member] = set()

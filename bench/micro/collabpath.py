@@ -1,0 +1,151 @@
+"""Python CPU of the collaboration hot path, without sockets.
+
+The real application (``build_app``: JWT auth, CollabService, group commit into
+a real store, metrics) with fake transports: ``--rooms`` documents of
+``--room`` members each connect with a token and join; then every loop turn
+``--per-turn`` members send ``edit-operation`` (~100-byte operation, with a
+clientOpId and an ack id), and the turn waits until their acks went out.
+Prints CPU (all threads: the store's too) per edit and per delivered
+``remote-edit``, and the number of store transactions.
+
+    .venv/bin/python bench/micro/collabpath.py --edits 20000 --per-turn 4
+    .venv/bin/python bench/micro/collabpath.py --store postgresql://127.0.0.1/test --edits 5000
+    .venv/bin/python bench/micro/collabpath.py --profile /tmp/collab.prof   # cProfile the edit phase
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import tempfile
+import time
+from typing import Any
+
+import orjson
+from hotpath import FakeTransport, handshake_request
+from websockets.frames import Frame, Opcode
+
+from cowrite.app import build_app
+from cowrite.auth import mint_token
+from cowrite.config import load_app_settings
+from cowrite.server.connection import Connection
+
+
+def frame(text: str) -> bytes:
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=True)
+
+
+class Counting(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.acks = 0
+
+    def write(self, data: Any) -> None:
+        # One server frame per chunk (unmasked): count Socket.IO ACK packets.
+        data = bytes(data)
+        self.written += len(data)
+        n = data[1] & 0x7F
+        offset = 2 if n < 126 else 4 if n == 126 else 10
+        if data[offset : offset + 2] == b"43":
+            self.acks += 1
+
+    def writelines(self, chunks: Any) -> None:
+        for c in chunks:
+            self.write(c)
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = tempfile.mkdtemp(prefix="collabpath-")
+    env = {
+        "COWRITE_AUTH_SECRET": "collabpath-secret-0123456789abcdef0123456789",
+        "COWRITE_CORS_ORIGINS": "*",
+        "COWRITE_COMMIT_INTERVAL": str(args.commit_interval),
+        "COWRITE_AUTH_DOCS_CLAIM": "1",
+    }
+    store = args.store or f"sqlite:///{tmp}/cowrite.db"
+    settings = load_app_settings(
+        environ=env, store=store, data_dir=tmp, server_overrides={"port": 0}
+    )
+    app = build_app(settings)
+    await app.start()
+    engine = app.server.engine
+    members: list[tuple[Connection, Counting, str]] = []
+    for r in range(args.rooms):
+        doc = f"doc-{os.getpid()}-{r}"
+        for m in range(args.room):
+            user = f"u{r}-{m}"
+            token = mint_token(settings.auth, user_id=user, name=user, docs={doc: "editor"})
+            transport = Counting()
+            conn = Connection(engine, 1 << 20, 1 << 20)
+            conn.connection_made(transport)
+            conn.data_received(handshake_request())
+            conn.data_received(frame("40" + orjson.dumps({"token": token}).decode()))
+            members.append((conn, transport, doc))
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    for conn, _, doc in members:
+        conn.data_received(frame(f'421["join-document",{orjson.dumps(doc).decode()}]'))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if sum(t.acks for _, t, _ in members) >= len(members):
+            break
+    assert sum(t.acks for _, t, _ in members) >= len(members), "joins not acknowledged"
+    pad = "x" * 60
+    frames = [
+        frame(
+            f'42{i + 2}["edit-operation",{{"documentId":{orjson.dumps(doc).decode()},'
+            f'"operation":{{"t":1234567890.123,"insert":"{pad}"}},"clientOpId":"c{i}"}}]'
+        )
+        for i, (_, _, doc) in enumerate(members)
+    ]
+    acks_before = sum(t.acks for _, t, _ in members)
+    commits_before = app.service.committer.batches
+    profiler = cProfile.Profile() if args.profile else None
+    n = 0
+    t0 = time.process_time()
+    w0 = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    i = 0
+    while n < args.edits:
+        for _ in range(args.per_turn):
+            conn, _, _ = members[i % len(members)]
+            conn.data_received(frames[i % len(members)])
+            i += 1
+            n += 1
+        await asyncio.sleep(args.turn_sleep)
+    while sum(t.acks for _, t, _ in members) - acks_before < n:
+        await asyncio.sleep(0.001)
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    cpu = time.process_time() - t0
+    wall = time.perf_counter() - w0
+    delivered = n * (args.room - 1)
+    commits = app.service.committer.batches - commits_before
+    print(
+        f"{n} edits in {wall:.2f}s wall: {cpu / n * 1e6:.1f} us CPU per edit, "
+        f"{cpu / delivered * 1e6:.2f} us per delivered remote-edit, {commits} commits "
+        f"({n / max(commits, 1):.1f} edits each)"
+    )
+    received = app.service.ops_received
+    assert received >= n, f"only {received} of {n} edits were accepted"
+    await app.stop(grace=0.5)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--rooms", type=int, default=50)
+    p.add_argument("--room", type=int, default=5)
+    p.add_argument("--edits", type=int, default=20000)
+    p.add_argument("--per-turn", type=int, default=2)
+    p.add_argument("--turn-sleep", type=float, default=0.001, help="seconds between turns")
+    p.add_argument("--store", default="")
+    p.add_argument("--commit-interval", type=float, default=0.0)
+    p.add_argument("--profile", default="")
+    a = p.parse_args()
+    import uvloop
+
+    uvloop.run(main(a))

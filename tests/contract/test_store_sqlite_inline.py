@@ -1,0 +1,53 @@
+"""SQLite's inline calls (``store_sqlite._Connection``): the event loop never
+waits for another connection's lock; such a call moves to the connection's
+thread, which waits with the busy timeout, and nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from cowrite.backends.store import AppendRequest
+from cowrite.backends.store_sqlite import SqliteStore
+
+
+async def test_a_write_lock_held_elsewhere_moves_the_append_to_the_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path, busy_timeout=10.0)
+    await store.open()
+    try:
+        await store.create_document("d", "alice")
+        first = await store.append_batch([AppendRequest("d", "alice", "c1", b"one")])
+        assert [r.seq for r in first] == [1]
+        writer = store._write_conn()
+        assert writer.inline_calls > 0
+
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+        try:
+            append = asyncio.create_task(
+                store.append_batch([AppendRequest("d", "alice", "c2", b"two")])
+            )
+            ticks = 0
+            for _ in range(20):  # the loop keeps running while the append waits
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert ticks == 20
+            assert not append.done()
+            assert writer.thread_calls >= 1
+            # Reads are not blocked by a writer (WAL) and stay inline.
+            assert [op.seq for op in await store.read_ops("d", 0, 10)] == [1]
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        second = await asyncio.wait_for(append, 5.0)
+        assert [(r.seq, r.duplicate) for r in second] == [(2, False)]
+        # Inline again afterwards, and the resend is recognised.
+        again = await store.append_batch([AppendRequest("d", "alice", "c2", b"two")])
+        assert [(r.seq, r.duplicate) for r in again] == [(2, True)]
+        assert [op.payload for op in await store.read_ops("d", 0, 10)] == [b"one", b"two"]
+    finally:
+        await store.close()
