@@ -57,6 +57,9 @@ const memPermissions = new Map(); // documentId -> Set(userId), for --store none
 
 if (store === "postgres") {
   const { Pool } = require("pg");
+  // Like libpq, default the role to the OS user when neither the URL nor the
+  // environment names one (pg falls back to $USER, which may be unset).
+  if (!process.env.PGUSER && !process.env.USER) process.env.PGUSER = require("os").userInfo().username;
   pool = new Pool({ connectionString: pgUrl });
   pool.on("error", (err) => console.error("pg pool error:", err.message));
 } else if (permissionsFile) {
