@@ -151,17 +151,42 @@ def pg_cpu(dbname: str) -> dict[int, tuple[str, float]]:
     return out
 
 
+def redis_cpu(redis_url: str) -> dict[int, tuple[str, float]]:
+    """utime+stime of the redis-server listening on ``redis_url``'s port (its
+    process title is ``redis-server HOST:PORT``); the instance is shared with
+    whatever else uses it."""
+    port = urllib.parse.urlsplit(redis_url).port or 6379
+    out: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if not f.read().startswith("redis-server"):
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if re.search(rf":{port}\b", title):
+            out[pid] = ("redis", (int(rest[11]) + int(rest[12])) / CLK_TCK)
+    return out
+
+
 def pg_cpu_delta(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
 ) -> dict[str, float]:
     """CPU seconds spent between two samples, by kind; a process started in
     between counts from zero (a backend that exited in between is lost: pools
     keep theirs open for the whole run)."""
-    d = {"backend": 0.0, "aux": 0.0}
+    d = {"backend": 0.0, "aux": 0.0, "redis": 0.0}
     for pid, (kind, cpu) in after.items():
         prev = before.get(pid)
         d[kind] += cpu - (prev[1] if prev and prev[0] == kind else 0.0)
-    d["total"] = d["backend"] + d["aux"]
+    d["total"] = d["backend"] + d["aux"] + d["redis"]
     return d
 
 
@@ -175,6 +200,7 @@ class Launch:
     cmd: list[str]
     env: dict[str, str]
     dbname: str | None = None  # PostgreSQL database whose backends are the "DB CPU"
+    redis_url: str | None = None  # its redis-server's CPU counts as database CPU too
     ready: str = "json"  # "json": a {"listening": true} line; "cowrite": banner + /readyz
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -259,6 +285,12 @@ def prepare(
                     "COWRITE_DATA_DIR": str(log_dir / f"cowrite-data-{port}"),
                 }
             )
+            if args.cowrite_redis:
+                # Broker and presence through Redis (the scale-out set-up), under
+                # a key prefix of its own; its CPU counts as database CPU.
+                env["COWRITE_REDIS_URL"] = args.cowrite_redis
+                env["COWRITE_REDIS_PREFIX"] = f"{new_dbname(stamp)}:"
+                launch.redis_url = args.cowrite_redis
             if args.cowrite_perms == "store":
                 seed_cowrite_store(args.python, store, pairs, env)
             cmd = [*pin, cowrite, "serve", "--production", "--port", str(port)]
@@ -268,7 +300,11 @@ def prepare(
                 cmd.append("--no-uvloop")
             launch.cmd = cmd
             launch.ready = "cowrite"
-            launch.info = {"store": store.split("@")[-1], "perms": args.cowrite_perms}
+            launch.info = {
+                "store": store.split("@")[-1],
+                "perms": args.cowrite_perms,
+                "redis": bool(args.cowrite_redis),
+            }
             return launch
     except BaseException:
         launch.cleanup()
@@ -425,7 +461,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"core {prm['gen_core']}, PostgreSQL not pinned. {prm['load_conns']:,} clients in rooms "
         f"of {prm['room_size']} (fan-out {prm['room_size'] - 1}), ~{prm['payload_bytes']}-byte "
         f"operations, {prm['duration']:g} s per step; cowrite permissions: {prm['cowrite_perms']}, "
-        f"log level {prm['cowrite_log_level']}."
+        f"log level {prm['cowrite_log_level']}, Redis "
+        f"{'at ' + prm['cowrite_redis'] if prm.get('cowrite_redis') else 'off'}."
     )
     lines.append("")
     ref = REFERENCE if REFERENCE in servers else None
@@ -449,7 +486,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append(
         "Database CPU: utime+stime of the PostgreSQL backends serving the server's own "
         "benchmark database plus the cluster's checkpointer, background writer, WAL writer "
-        "and autovacuum launcher (shared with anything else using the cluster); for SQLite "
+        "and autovacuum launcher (shared with anything else using the cluster), plus, with "
+        "--cowrite-redis, the redis-server's CPU (shared too); for SQLite "
         "it is inside the server's own CPU. Ratios compare like with like (server + "
         "database CPU against the reference's server + database CPU)."
     )

@@ -212,9 +212,12 @@ class Server(LineProc):
 
     def db_cpu(self) -> dict[int, tuple[str, float]] | None:
         """A sample of the PostgreSQL processes serving this server's database."""
-        if self.launch is None or self.launch.dbname is None:
+        if self.launch is None or (self.launch.dbname is None and self.launch.redis_url is None):
             return None
-        return collab.pg_cpu(self.launch.dbname)
+        out = collab.pg_cpu(self.launch.dbname) if self.launch.dbname else {}
+        if self.launch.redis_url:
+            out.update(collab.redis_cpu(self.launch.redis_url))
+        return out
 
     def gc_stats(self) -> dict[str, Any] | None:
         """GC pauses since the last call (Python servers only: they answer SIGUSR1)."""
@@ -995,6 +998,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--cowrite-log-level",
         default="info",
         help="cowrite serve --log-level (info, the default, logs every connect/disconnect)",
+    )
+    g.add_argument(
+        "--cowrite-redis",
+        default=None,
+        help="redis://HOST:PORT: cowrite's broker and presence through Redis (its CPU is "
+        "counted as database CPU) [off]",
     )
     g.add_argument(
         "--report-steps",
