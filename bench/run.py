@@ -1,13 +1,21 @@
 """Side-by-side benchmark: Node socket.io vs python-socketio vs cowrite.
 
-Each server runs the same room-broadcast handlers (see bench/servers/), pinned to
-one core; a Node.js raw Engine.IO/Socket.IO load generator (bench/loadgen/)
-runs pinned to another core. Measures, per server:
+--scenario broadcast (default): each server runs the same room-broadcast
+handlers (see bench/servers/), pinned to one core; a Node.js raw
+Engine.IO/Socket.IO load generator (bench/loadgen/) runs pinned to another
+core. Measures, per server:
 
   a. memory per idle connected client and connect rate (--conns clients);
   b. server CPU per delivered message and send->receive latency at stepped
      delivered-message rates, until the server saturates, then P95 at half
      of the saturation rate.
+
+--scenario collab (issue 9): the collaboration path (JWT in the handshake,
+join-document acknowledged, edit-operation with clientOpId and an ack,
+remote-edit to the other room members) on ADR-003's Node reference (with and
+without PostgreSQL) and on `cowrite serve` (SQLite, PostgreSQL); server and
+database CPU per delivered remote-edit, edit->remote-edit and ack latency per
+step, connect+auth+join rate, memory per joined connection. See collab.py.
 
 Writes bench/results/<stamp>.json and prints a Markdown report. See README.md.
 """
@@ -33,10 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import collab
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_SERVERS = ("node", "pysio", "cowrite")
+SCENARIO_SERVERS = {"broadcast": ALL_SERVERS, "collab": collab.COLLAB_SERVERS}
 DEFAULT_RATES = "1000,2000,4000,8000,16000,32000,64000,128000"
 
 
@@ -134,18 +145,79 @@ class LineProc:
 
 
 class Server(LineProc):
-    def wait_listening(self, timeout: float = 30.0) -> dict[str, Any]:
+    launch: collab.Launch | None = None
+
+    def wait_listening(self, timeout: float = 30.0, ready: str = "json") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{self.name}: no 'listening' line within {timeout}s")
             line = self.readline(left)
+            if ready == "cowrite" and line.startswith("cowrite listening on http://"):
+                # `cowrite serve` prints a banner once listening; it is ready
+                # (store open, migrations applied) when /readyz answers 200.
+                hostport = line.split("http://", 1)[1].split()[0]
+                self.info = {"server": self.name, "pid": self.proc.pid, "listening": True}
+                self.info["banner"] = line.strip()
+                self.info["ready_after_s"] = self._poll_ready(hostport, deadline)
+                return self.info
             with contextlib.suppress(ValueError):
                 info = json.loads(line)
                 if isinstance(info, dict) and info.get("listening"):
                     self.info = info
                     return info
+
+    def _poll_ready(self, hostport: str, deadline: float) -> float:
+        import http.client
+
+        host, _, port = hostport.rpartition(":")
+        t0 = time.monotonic()
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited during start-up, see {self.log.name}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                c = http.client.HTTPConnection(host, int(port), timeout=2)
+                try:
+                    c.request("GET", "/readyz")
+                    if c.getresponse().status == 200:
+                        return time.monotonic() - t0
+                finally:
+                    c.close()
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: /readyz not 200 in time")
+
+    def pg_stats(self) -> dict[str, Any] | None:
+        """The ADR reference's INSERT counters (it answers SIGUSR1 with a {"pg": ...} line)."""
+        if self.name != "nodeadr-pg" or not self.alive():
+            return None
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                line = self.readline(max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if isinstance(obj, dict) and "pg" in obj:
+                    return dict(obj["pg"])
+        return None
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        rc = super().stop(grace)
+        if self.launch is not None:
+            self.launch.cleanup()  # drop the benchmark database / remove the SQLite file
+        return rc
+
+    def db_cpu(self) -> dict[int, tuple[str, float]] | None:
+        """A sample of the PostgreSQL processes serving this server's database."""
+        if self.launch is None or (self.launch.dbname is None and self.launch.redis_url is None):
+            return None
+        out = collab.pg_cpu(self.launch.dbname) if self.launch.dbname else {}
+        if self.launch.redis_url:
+            out.update(collab.redis_cpu(self.launch.redis_url))
+        return out
 
     def gc_stats(self) -> dict[str, Any] | None:
         """GC pauses since the last call (Python servers only: they answer SIGUSR1)."""
@@ -219,6 +291,11 @@ class Ctx:
     log_dir: Path
     deadline: float
     notes: list[str] = field(default_factory=list)
+    stamp: str = ""
+
+    @property
+    def collab(self) -> bool:
+        return bool(self.args.scenario == "collab")
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
@@ -247,13 +324,33 @@ def port_free(port: int) -> bool:
     return True
 
 
-def start_server(ctx: Ctx, name: str, port: int, phase: str) -> Server:
+def start_server(
+    ctx: Ctx, name: str, port: int, phase: str, clients: tuple[str, int] | None = None
+) -> Server:
+    """A fresh server. collab: with a fresh database (or SQLite file) that grants
+    the warm-up clients and ``clients`` (prefix, count); dropped by ``stop``."""
     if not port_free(port):
         raise RuntimeError(f"port {port} is already in use (a leftover server?); try --base-port")
-    cmd = server_cmd(ctx, name, port)
-    srv = Server(name, cmd, ctx.log_dir / f"{name}-{phase}.stderr.log", ctx.env)
+    log = ctx.log_dir / f"{name}-{phase}.stderr.log"
+    if not ctx.collab:
+        srv = Server(name, server_cmd(ctx, name, port), log, ctx.env)
+        ready = "json"
+    else:
+        a = ctx.args
+        pin = ["taskset", "-c", str(a.server_core)] if a.server_core >= 0 else []
+        groups = [("warm-", a.room_size * 4)] + ([clients] if clients else [])
+        launch = collab.prepare(name, a, port, pin, groups, ctx.stamp, ctx.log_dir)
+        try:
+            srv = Server(name, launch.cmd, log, {**ctx.env, **launch.env})
+        except Exception:
+            launch.cleanup()
+            raise
+        srv.launch = launch
+        ready = launch.ready
     try:
-        srv.wait_listening(30.0)
+        srv.wait_listening(60.0, ready)
+        if srv.launch is not None:
+            srv.info.update(srv.launch.info)
     except Exception:
         srv.stop()
         raise
@@ -269,6 +366,18 @@ def start_generator(ctx: Ctx, workers: int, phase: str, name: str) -> Generator:
     cmd = [*pin, a.node, "loadgen/main.js", "--workers", str(workers)]
     cmd += ["--max-lifetime", str(lifetime)]
     gen = Generator(cmd, ctx.log_dir / f"{name}-{phase}.loadgen.log", ctx.env)
+    if ctx.collab:
+        gen.call(
+            "config",
+            padLen=max(0, a.payload_bytes - len(collab.OP_TEMPLATE)),
+            maxBuffered=256 * 1024,
+            client=a.client,
+            scenario="collab",
+            secret=a.jwt_secret,
+            docsClaim=a.cowrite_perms == "claim" and name.startswith("cowrite"),
+            maxOutstanding=2000,
+        )
+        return gen
     payload_overhead = len('{"t":1234567.123,"pad":""}')
     gen.call(
         "config",
@@ -306,7 +415,8 @@ def memory_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
     n = a.conns
     res: dict[str, Any] = {"conns": n}
     workers = max(1, math.ceil(n / a.clients_per_worker))
-    srv = start_server(ctx, name, port, "mem")
+    prefix = "mem-" if ctx.collab else "room-"
+    srv = start_server(ctx, name, port, "mem", (prefix, n))
     res["server_info"] = srv.info
     gen = None
     try:
@@ -315,6 +425,7 @@ def memory_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
         time.sleep(a.settle)
         before = mem_kib(srv.pid)
         cpu0 = cpu_seconds(srv.pid)
+        db0 = srv.db_cpu()
         t0 = time.monotonic()
         r = gen.call(
             "connect",
@@ -322,6 +433,7 @@ def memory_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
             url=ws_url(port),
             count=n,
             roomSize=a.room_size,
+            roomPrefix=prefix,
             join=not a.mem_no_join,
             concurrency=a.connect_concurrency,
             perIp=per_ip(ctx, n),
@@ -330,6 +442,7 @@ def memory_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
         )
         wall = time.monotonic() - t0
         cpu1 = cpu_seconds(srv.pid)
+        db1 = srv.db_cpu()
         res["connect"] = {
             "connected": r["connected"],
             "failed": r["failed"],
@@ -342,6 +455,10 @@ def memory_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
             "server_cpu_util": (cpu1 - cpu0) / wall,
             "per_worker": r["perWorker"],
         }
+        if db0 is not None and db1 is not None:
+            dbd = collab.pg_cpu_delta(db0, db1)
+            res["connect"]["db_cpu_s"] = dbd
+            res["connect"]["db_cpu_us_per_conn"] = 1e6 * dbd["total"] / max(1, r["connected"])
         time.sleep(a.settle)
         after = mem_kib(srv.pid)
         live = gen.call("total")["live"]
@@ -373,11 +490,12 @@ def drain(gen: Generator, max_s: float) -> float:
     quiet_since = time.monotonic()
     while time.monotonic() - t0 < max_s:
         time.sleep(0.2)
-        cur = gen.call("total")["totalRecv"]
+        tot = gen.call("total")
+        cur = tot["totalRecv"]
         if cur != last:
             last, quiet_since = cur, time.monotonic()
-        elif time.monotonic() - quiet_since >= 1.0:
-            break
+        elif time.monotonic() - quiet_since >= 1.0 and not tot.get("outstanding"):
+            break  # no delivery for 1 s and (collab) every edit acknowledged
     return time.monotonic() - t0
 
 
@@ -389,13 +507,18 @@ def one_step(ctx: Ctx, srv: Server, gen: Generator, delivered_rate: float) -> di
     time.sleep(a.warmup)
     gen.call("mark")
     srv.gc_stats()
+    pg0 = srv.pg_stats()
+    db0 = srv.db_cpu()
     s0, g0, t0 = cpu_seconds(srv.pid), gen.cpu(), time.monotonic()
     time.sleep(a.duration)
     m = gen.call("mark")
     s1, g1, t1 = cpu_seconds(srv.pid), gen.cpu(), time.monotonic()
+    db1 = srv.db_cpu()
+    pg1 = srv.pg_stats()
     gc_stats = srv.gc_stats()
     gen.call("stop")
     drained = drain(gen, a.drain_max)
+    after_drain = gen.call("mark") if ctx.collab else None
     wall = t1 - t0
     recv = m["recv"]
     lat = m["latency"]
@@ -423,8 +546,45 @@ def one_step(ctx: Ctx, srv: Server, gen: Generator, delivered_rate: float) -> di
     if gc_stats is not None:
         gc_stats["time_pct"] = 100 * gc_stats["total_ms"] / 1000 / wall
         step["gc"] = gc_stats
+    if ctx.collab:
+        step["ack_latency_ms"] = {k: v for k, v in m["ackLatency"].items() if k != "count"}
+        step["acks_ok"] = m["acks"]
+        step["ack_errors"] = m["ackErrors"]
+        step["ack_error_samples"] = m["ackErrorSamples"]
+        step["unmatched_acks"] = m["unmatchedAcks"]
+        step["other_events"] = m["otherEvents"]
+        step["unacked_at_end"] = m["outstanding"]
+        # Every edit sent in the window should reach the other room - 1 members.
+        step["expected_deliveries"] = m["sent"] * fanout
+        if after_drain is not None:
+            step["after_window"] = {
+                "recv": after_drain["recv"],
+                "acks": after_drain["acks"],
+                "ack_errors": after_drain["ackErrors"],
+                "unacked_after_drain": after_drain["outstanding"],
+            }
+        if db0 is not None and db1 is not None:
+            dbd = collab.pg_cpu_delta(db0, db1)
+            step["db_cpu_s"] = dbd
+            step["db_cpu_util"] = dbd["total"] / wall
+            step["db_us_per_msg"] = 1e6 * dbd["total"] / recv if recv else None
+        srv_us = step["server_us_per_msg"]
+        db_us = step.get("db_us_per_msg")
+        step["total_us_per_msg"] = None if srv_us is None else srv_us + (db_us or 0.0)
+        if pg0 is not None and pg1 is not None:
+            # The reference's INSERTs are fire-and-forget: were they keeping up?
+            step["pg_inserts"] = {
+                "completed_in_window": pg1["completed"] - pg0["completed"],
+                "failed_in_window": pg1["failed"] - pg0["failed"],
+                "in_flight_start": pg0["inFlight"],
+                "in_flight_end": pg1["inFlight"],
+                "edits_sent_in_window": m["sent"],
+                "last_error": pg1.get("lastError"),
+            }
     p95 = lat.get("p95_ms")
     reasons = []
+    if ctx.collab and m["ackErrors"]:
+        reasons.append(f"{m['ackErrors']} edits refused (ack ok:false)")
     if recv < a.sat_ratio * delivered_rate * wall:
         reasons.append(f"delivered {recv / wall:.0f}/s < {a.sat_ratio:.0%} of offered")
     if p95 is None or p95 > a.p95_limit_ms:
@@ -446,11 +606,20 @@ def fmt_step(name: str, st: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.2f}"
 
     us = st["server_us_per_msg"]
+    extra = ""
+    if "ack_latency_ms" in st:
+        db = st.get("db_us_per_msg")
+        ack95 = st["ack_latency_ms"].get("p95_ms")
+        extra = (
+            f"  db {'-' if db is None else f'{db:.1f}'} us/msg"
+            f"  ack p95 {'-' if ack95 is None else f'{ack95:.2f}'} ms"
+        )
     return (
         f"  [{name}] offered {st['offered_delivered_per_s']:>8.0f}/s  delivered "
         f"{st['delivered_per_s']:>8.0f}/s  srv {st['server_cpu_util']:>4.0%} "
         f"{'-' if us is None else f'{us:.1f}'} us/msg  gen {st['gen_cpu_util']:>4.0%}  "
         f"p50 {g('p50_ms')} p95 {g('p95_ms')} p99 {g('p99_ms')} ms"
+        + extra
         + ("  SATURATED: " + "; ".join(st["saturation_reasons"]) if st["saturated"] else "")
     )
 
@@ -460,7 +629,8 @@ class LoadRig:
 
     def __init__(self, ctx: Ctx, name: str, port: int, phase: str) -> None:
         a = ctx.args
-        self.srv = start_server(ctx, name, port, phase)
+        prefix = "load-" if ctx.collab else "room-"
+        self.srv = start_server(ctx, name, port, phase, (prefix, a.load_conns))
         self.gen: Generator | None = None
         try:
             n = a.load_conns
@@ -474,6 +644,7 @@ class LoadRig:
                 url=ws_url(port),
                 count=n,
                 roomSize=a.room_size,
+                roomPrefix=prefix,
                 concurrency=a.connect_concurrency,
                 perIp=per_ip(ctx, n),
                 totalTimeoutMs=int(a.connect_timeout * 1000),
@@ -518,6 +689,18 @@ def load_phase(ctx: Ctx, name: str, port: int) -> dict[str, Any]:
     best = max(res["steps"], key=lambda s: s["delivered_per_s"])
     res["saturated"] = bool(sat)
     res["saturation_rate_per_s"] = best["delivered_per_s"]
+    if ctx.collab:
+        # The headline is the highest step that met every condition (P95 under
+        # --p95-limit-ms, delivered >= --sat-ratio of offered, no refused edit,
+        # no dropped client); steps are not re-run at half saturation.
+        ok = [s for s in res["steps"] if not s["saturated"]]
+        res["highest_ok_step"] = max((s["offered_delivered_per_s"] for s in ok), default=None)
+        if not sat:
+            ctx.notes.append(
+                f"{name}: met the conditions at every step up to {rates[-1]:.0f}/s: "
+                "its highest step is a lower bound"
+            )
+        return res
     if not sat:
         ctx.notes.append(
             f"{name}: did not saturate up to {rates[-1]:.0f}/s; the saturation figure is a lower "
@@ -700,19 +883,44 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "--servers", default=",".join(ALL_SERVERS), help="comma list of node,pysio,cowrite"
+        "--scenario",
+        choices=("broadcast", "collab"),
+        default="broadcast",
+        help="broadcast: room broadcast on node,pysio,cowrite; collab: the collaboration "
+        "path on nodeadr,nodeadr-pg,cowrite-sqlite,cowrite-pg (issue 9)",
+    )
+    p.add_argument(
+        "--servers",
+        default=None,
+        help="comma list [broadcast: node,pysio,cowrite; collab: "
+        "nodeadr,nodeadr-pg,cowrite-sqlite,cowrite-pg]",
     )
     p.add_argument(
         "--conns", type=int, default=10000, help="idle clients for the memory test (0=skip)"
     )
-    p.add_argument("--load-conns", type=int, default=500, help="clients for the load test (0=skip)")
+    p.add_argument(
+        "--load-conns",
+        type=int,
+        default=None,
+        help="clients for the load test (0=skip) [broadcast 500, collab 1000]",
+    )
     p.add_argument("--room-size", type=int, default=5)
-    p.add_argument("--rates", default=DEFAULT_RATES, help="delivered msg/s steps, comma separated")
+    p.add_argument(
+        "--rates",
+        default=None,
+        help=f"delivered msg/s steps, comma separated [broadcast {DEFAULT_RATES}; "
+        f"collab {collab.DEFAULT_COLLAB_RATES}]",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per step")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring each step")
     p.add_argument("--drain-max", type=float, default=5.0, help="max seconds to drain after a step")
     p.add_argument("--payload-bytes", type=int, default=100, help="JSON payload size of each msg")
-    p.add_argument("--p95-limit-ms", type=float, default=100.0, help="P95 above this = saturated")
+    p.add_argument(
+        "--p95-limit-ms",
+        type=float,
+        default=None,
+        help="P95 above this = saturated [broadcast 100, collab 50]",
+    )
     p.add_argument(
         "--sat-ratio",
         type=float,
@@ -760,12 +968,67 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--base-port", type=int, default=3101)
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--node", default=shutil.which("node") or "node")
-    p.add_argument("--max-seconds", type=float, default=1800.0, help="global time bound")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="global time bound [broadcast 1800, collab 3600]",
+    )
+    g = p.add_argument_group("collab scenario")
+    g.add_argument(
+        "--pg-admin",
+        default="postgresql://127.0.0.1/test",
+        help="PostgreSQL URL run.py connects to to create (and drop) one fresh database "
+        "per server start",
+    )
+    g.add_argument(
+        "--jwt-secret",
+        default=None,
+        help="HS256 secret shared by the servers and the generator [random per run]",
+    )
+    g.add_argument(
+        "--cowrite-perms",
+        choices=("claim", "store"),
+        default="claim",
+        help="how cowrite grants the documents: the token's docs claim (what `cowrite "
+        "loadtest` does), or roles in the store seeded before the start (a role query "
+        "per join, like the reference's permission check)",
+    )
+    g.add_argument(
+        "--cowrite-log-level",
+        default="info",
+        help="cowrite serve --log-level (info, the default, logs every connect/disconnect)",
+    )
+    g.add_argument(
+        "--cowrite-redis",
+        default=None,
+        help="redis://HOST:PORT: cowrite's broker and presence through Redis (its CPU is "
+        "counted as database CPU) [off]",
+    )
+    g.add_argument(
+        "--report-steps",
+        default="8000,32000",
+        help="steps (delivered msg/s) whose CPU and P95 are in the summary table",
+    )
     p.add_argument("--out", default="", help="results JSON path (default bench/results/<stamp>)")
     args = p.parse_args(argv)
-    bad = [s for s in args.servers.split(",") if s not in ALL_SERVERS]
+    is_collab = args.scenario == "collab"
+    known = SCENARIO_SERVERS[args.scenario]
+    if args.servers is None:
+        args.servers = ",".join(known)
+    if args.load_conns is None:
+        args.load_conns = 1000 if is_collab else 500
+    if args.rates is None:
+        args.rates = collab.DEFAULT_COLLAB_RATES if is_collab else DEFAULT_RATES
+    if args.p95_limit_ms is None:
+        args.p95_limit_ms = 50.0 if is_collab else 100.0
+    if args.max_seconds is None:
+        args.max_seconds = 3600.0 if is_collab else 1800.0
+    if is_collab and args.jwt_secret is None:
+        args.jwt_secret = collab.new_secret()
+    bad = [s for s in args.servers.split(",") if s not in known]
     if bad:
-        p.error(f"unknown servers {bad}")
+        p.error(f"unknown servers {bad} for --scenario {args.scenario} (known: {known})")
     if args.room_size < 2:
         p.error("--room-size must be >= 2")
     return args
@@ -774,7 +1037,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else BENCH / "results" / f"bench-{stamp}.json"
+    kind = "collab" if args.scenario == "collab" else "bench"
+    out = Path(args.out) if args.out else BENCH / "results" / f"{kind}-{stamp}.json"
     log_dir = BENCH / "results" / f"logs-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -784,12 +1048,16 @@ def main(argv: list[str]) -> int:
     )
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("NODE_ENV", "production")
-    ctx = Ctx(args, env, log_dir, time.monotonic() + args.max_seconds)
+    ctx = Ctx(args, env, log_dir, time.monotonic() + args.max_seconds, stamp=stamp)
     command = " ".join(shlex.quote(x) for x in [args.python, str(Path(__file__)), *argv])
+    params = dict(vars(args))
+    if params.get("jwt_secret"):
+        params["jwt_secret"] = "***"
     doc: dict[str, Any] = {
         "command": command,
+        "scenario": args.scenario,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "params": vars(args),
+        "params": params,
         "environment": environment(args),
         "results": {},
         "notes": ctx.notes,
@@ -825,7 +1093,7 @@ def main(argv: list[str]) -> int:
         time.sleep(1.0)
     doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     out.write_text(json.dumps(doc, indent=1))
-    md = markdown(doc)
+    md = collab.markdown(doc) if ctx.collab else markdown(doc)
     out.with_suffix(".md").write_text(md + "\n")
     print()
     print(md)

@@ -61,7 +61,10 @@ function sumField(rs, f) {
 async function handle(msg) {
   switch (msg.cmd) {
     case "config":
-      await callAll(() => ({ cmd: "config", padLen: msg.padLen, maxBuffered: msg.maxBuffered, client: msg.client }));
+      await callAll(() => ({
+        cmd: "config", padLen: msg.padLen, maxBuffered: msg.maxBuffered, client: msg.client,
+        scenario: msg.scenario, secret: msg.secret, docsClaim: msg.docsClaim, maxOutstanding: msg.maxOutstanding,
+      }));
       return {};
     case "connect": {
       // Clients are grouped into rooms of roomSize; room r is owned by worker r % W.
@@ -72,7 +75,9 @@ async function handle(msg) {
       const specs = workers.map(() => []);
       for (let i = 0; i < count; i++) {
         const room = Math.floor(i / roomSize);
-        const spec = { room: prefix + room };
+        // collab: client i is user "u-<prefix><i>" in document "<prefix><room>"
+        // (bench/run.py grants exactly these pairs).
+        const spec = { room: prefix + room, user: "u-" + prefix + i };
         if (perIp > 0) spec.localAddress = "127.0.0." + (2 + Math.floor(i / perIp));
         specs[room % workers.length].push(spec);
       }
@@ -105,19 +110,25 @@ async function handle(msg) {
     case "mark": {
       const rs = await callAll(() => ({ cmd: "mark" }));
       const hist = new Float64Array(NBUCKETS);
-      for (const r of rs) for (let i = 0; i < NBUCKETS; i++) hist[i] += r.hist[i];
+      const ackHist = new Float64Array(NBUCKETS);
+      for (const r of rs) for (let i = 0; i < NBUCKETS; i++) { hist[i] += r.hist[i]; ackHist[i] += r.ackHist[i]; }
+      const ackErrorSamples = {};
+      for (const r of rs) for (const [k, v] of Object.entries(r.ackErrorSamples || {})) ackErrorSamples[k] = (ackErrorSamples[k] || 0) + v;
       const res = {
         elapsedMs: Math.max(...rs.map((r) => r.elapsedMs)),
         workerCpuUs: sumField(rs, "cpuUs"),
         sent: sumField(rs, "sent"), skipped: sumField(rs, "skipped"), recv: sumField(rs, "recv"),
         bad: sumField(rs, "bad"), pings: sumField(rs, "pings"), closed: sumField(rs, "closed"),
         live: sumField(rs, "live"), latency: summarize(hist),
+        acks: sumField(rs, "acks"), ackErrors: sumField(rs, "ackErrors"),
+        unmatchedAcks: sumField(rs, "unmatchedAcks"), otherEvents: sumField(rs, "otherEvents"),
+        outstanding: sumField(rs, "outstanding"), ackLatency: summarize(ackHist), ackErrorSamples,
       };
       return res;
     }
     case "total": {
       const rs = await callAll(() => ({ cmd: "total" }));
-      return { totalRecv: sumField(rs, "totalRecv"), live: sumField(rs, "live") };
+      return { totalRecv: sumField(rs, "totalRecv"), live: sumField(rs, "live"), outstanding: sumField(rs, "outstanding") };
     }
     case "close": {
       const rs = await callAll(() => ({ cmd: "close" }));

@@ -3,6 +3,16 @@
 // WebSocket clients. Every room lives wholly inside one worker, so the send
 // timestamp and the receive timestamp come from the same performance.now()
 // clock. Controlled by the coordinator (main.js) over the fork IPC channel.
+//
+// Two scenarios (config.scenario):
+//   broadcast  `40`, `join` (ack), then `msg` events broadcast to the room;
+//   collab     the collaboration path of issue 9: a JWT (HS256, minted here
+//              with the shared secret) in the CONNECT packet's auth, then
+//              `join-document` with an ack, then `edit-operation` events
+//              {documentId, operation, clientOpId}, each with an ack id.
+//              Measured: edit sent -> `remote-edit` received at the other
+//              room members (hist), and edit sent -> its ack (ackHist).
+const crypto = require("crypto");
 const WebSocket = require("ws");
 const { performance } = require("perf_hooks");
 const { newHist, record } = require("./hist");
@@ -19,15 +29,68 @@ let lastCpu = process.cpuUsage();
 let sender = null; // { timer, rate, start, scheduled, rr }
 let pad = "";
 let maxBuffered = 64 * 1024;
+let scenario = "broadcast";
+let secret = ""; // collab: HS256 secret the tokens are minted with
+let docsClaim = false; // collab: put {docs: {<doc>: "editor"}} in each token
+let maxOutstanding = 2000; // collab: unacked edits per client before sends are skipped
+let outstanding = 0; // collab: edits sent and not acknowledged yet (all clients)
+let ackErrorSamples = {};
 
 function freshCounters() {
-  return { sent: 0, skipped: 0, recv: 0, bad: 0, pings: 0, closed: 0, hist: newHist() };
+  return {
+    sent: 0, skipped: 0, recv: 0, bad: 0, pings: 0, closed: 0, hist: newHist(),
+    acks: 0, ackErrors: 0, ackHist: newHist(), otherEvents: 0, unmatchedAcks: 0,
+  };
+}
+
+const REMOTE_EDIT = Buffer.from('42["remote-edit",');
+
+// HS256 JWT (RFC 7519) with the shared secret.
+function mintToken(sub, doc) {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { sub, name: sub, iat: now, exp: now + 6 * 3600 };
+  if (docsClaim) claims.docs = { [doc]: "editor" };
+  const enc = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const body = enc({ alg: "HS256", typ: "JWT" }) + "." + enc(claims);
+  return body + "." + crypto.createHmac("sha256", secret).update(body).digest("base64url");
+}
+
+function onCollabAck(client, data) {
+  // 43<id>[...]: the ack of edit <id>.
+  let id = 0;
+  let i = 2;
+  for (; i < data.length; i++) {
+    const d = data[i] - CH_0;
+    if (d < 0 || d > 9) break;
+    id = id * 10 + d;
+  }
+  const sentAt = client.acks.get(id);
+  if (sentAt === undefined) { counters.unmatchedAcks++; return; }
+  client.acks.delete(id);
+  outstanding--;
+  record(counters.ackHist, (performance.now() - sentAt) * 1000);
+  if (data.indexOf('"ok":true', i) >= 0) {
+    counters.acks++;
+  } else {
+    counters.ackErrors++;
+    const k = data.toString("utf8", i, Math.min(data.length, i + 160));
+    if (Object.keys(ackErrorSamples).length < 20 || k in ackErrorSamples) {
+      ackErrorSamples[k] = (ackErrorSamples[k] || 0) + 1;
+    }
+  }
 }
 
 function onSteadyMessage(client, data) {
   // data is a Buffer holding one Engine.IO packet.
   const c0 = data[0];
   if (c0 === CH_4) {
+    if (scenario === "collab") {
+      if (data[1] === CH_3) { onCollabAck(client, data); return; }
+      if (data[1] === CH_2 && (data.length < REMOTE_EDIT.length || data.compare(REMOTE_EDIT, 0, REMOTE_EDIT.length, 0, REMOTE_EDIT.length) !== 0)) {
+        counters.otherEvents++; // user-joined, presence...
+        return;
+      }
+    }
     if (data[1] === CH_2) {
       const i = data.indexOf(T_KEY, 2);
       if (i < 0) { counters.bad++; return; }
@@ -78,7 +141,17 @@ function openTransport(url, spec, timeoutMs, h) {
 function connectOne(url, spec, timeoutMs, doJoin) {
   return new Promise((resolve) => {
     const client = { ws: null, room: spec.room, prefix: "", ok: false };
-    client.prefix = "42" + JSON.stringify(["msg", spec.room]).slice(0, -1) + ',{"t":';
+    const collab = scenario === "collab";
+    if (collab) {
+      client.user = spec.user;
+      client.acks = new Map(); // ack id -> send time
+      client.nextId = 1;
+      // 42<id>["edit-operation",{"documentId":..,"clientOpId":..,"operation":{..,"t":<time>}}]
+      client.mid = '["edit-operation",{"documentId":' + JSON.stringify(spec.room) +
+        ',"clientOpId":"' + spec.user + '-';
+    } else {
+      client.prefix = "42" + JSON.stringify(["msg", spec.room]).slice(0, -1) + ',{"t":';
+    }
     let stage = 0;
     let done = false;
     let timer = null;
@@ -96,6 +169,7 @@ function connectOne(url, spec, timeoutMs, doJoin) {
     };
     const onClose = (reason) => {
       if (client.ok) counters.closed++;
+      if (client.acks) { outstanding -= client.acks.size; client.acks.clear(); }
       client.ok = false;
       finish("closed in stage " + stage + ": " + reason);
     };
@@ -107,12 +181,15 @@ function connectOne(url, spec, timeoutMs, doJoin) {
       if (stage === 0) {
         if (s[0] !== "0") { finish("expected open packet, got " + s.slice(0, 80)); return; }
         stage = 1;
-        ws.send("40");
+        ws.send(collab ? "40" + JSON.stringify({ token: mintToken(spec.user, spec.room) }) : "40");
       } else if (stage === 1) {
-        if (!s.startsWith("40")) { finish("expected 40 connect, got " + s.slice(0, 80)); return; }
+        if (!s.startsWith("40")) {
+          finish((s.startsWith("44") ? "connect_error " : "expected 40 connect, got ") + s.slice(0, 120));
+          return;
+        }
         if (doJoin) {
           stage = 2;
-          ws.send("420" + JSON.stringify(["join", spec.room]));
+          ws.send("420" + JSON.stringify([collab ? "join-document" : "join", spec.room]));
         } else {
           stage = 3;
           finish(null);
@@ -123,6 +200,7 @@ function connectOne(url, spec, timeoutMs, doJoin) {
           finish("expected 430 ack, got " + s.slice(0, 80));
           return;
         }
+        if (collab && !s.includes('"ok":true')) { finish("join refused: " + s.slice(0, 160)); return; }
         stage = 3;
         finish(null);
       }
@@ -178,6 +256,10 @@ function startSending(rate) {
   if (!live.length || rate <= 0) return { clients: live.length };
   const s = { rate, start: performance.now(), scheduled: 0, rr: 0, live, timer: null };
   const suffix = ',"pad":"' + pad + '"}]';
+  // collab: the operation is {"type":"insert","pos":N,"text":"<pad>","t":<send time>}.
+  const opMid = '","operation":{"type":"insert","pos":';
+  const opText = ',"text":"' + pad + '","t":';
+  const collab = scenario === "collab";
   const tick = () => {
     const now = performance.now();
     const target = Math.floor((rate * (now - s.start)) / 1000);
@@ -188,7 +270,16 @@ function startSending(rate) {
       const c = s.live[s.rr];
       s.rr = (s.rr + 1) % s.live.length;
       if (!c.ok || c.ws.bufferedAmount > maxBuffered) { counters.skipped++; continue; }
-      c.ws.send(c.prefix + performance.now().toFixed(3) + suffix);
+      if (collab) {
+        if (c.acks.size >= maxOutstanding) { counters.skipped++; continue; }
+        const id = c.nextId++;
+        const t = performance.now();
+        c.ws.send("42" + id + c.mid + id + opMid + (id % 1000) + opText + t.toFixed(3) + "}}]");
+        c.acks.set(id, t);
+        outstanding++;
+      } else {
+        c.ws.send(c.prefix + performance.now().toFixed(3) + suffix);
+      }
       counters.sent++;
     }
     s.scheduled += due;
@@ -213,7 +304,11 @@ function mark() {
     pings: counters.pings, closed: counters.closed,
     hist: Array.from(counters.hist),
     live: clients.filter((c) => c.ok).length,
+    acks: counters.acks, ackErrors: counters.ackErrors, unmatchedAcks: counters.unmatchedAcks,
+    otherEvents: counters.otherEvents, ackHist: Array.from(counters.ackHist),
+    ackErrorSamples, outstanding,
   };
+  ackErrorSamples = {};
   counters = freshCounters();
   lastMarkAt = now;
   lastCpu = process.cpuUsage();
@@ -224,6 +319,7 @@ function closeAll() {
   stopSending();
   let n = 0;
   for (const c of clients) {
+    if (c.acks) { outstanding -= c.acks.size; c.acks.clear(); }
     c.ok = false;
     try { c.ws.terminate(); n++; } catch (_) { /* ignore */ }
   }
@@ -239,13 +335,17 @@ process.on("message", async (msg) => {
         pad = "x".repeat(msg.padLen || 0);
         maxBuffered = msg.maxBuffered || maxBuffered;
         clientKind = msg.client || clientKind;
+        scenario = msg.scenario || scenario;
+        secret = msg.secret || secret;
+        docsClaim = Boolean(msg.docsClaim);
+        maxOutstanding = msg.maxOutstanding || maxOutstanding;
         res = {};
         break;
       case "connect": res = await doConnect(msg); break;
       case "start": res = startSending(msg.rate); break;
       case "stop": stopSending(); res = {}; break;
       case "mark": res = mark(); break;
-      case "total": res = { totalRecv, live: clients.filter((c) => c.ok).length }; break;
+      case "total": res = { totalRecv, live: clients.filter((c) => c.ok).length, outstanding }; break;
       case "close": res = closeAll(); break;
       case "exit": closeAll(); process.send({ id: msg.id, ok: true }); setTimeout(() => process.exit(0), 50); return;
       default: res = { error: "unknown cmd " + msg.cmd };
