@@ -93,12 +93,13 @@ async def main(args: argparse.Namespace) -> None:
             break
     assert sum(t.acks for _, t, _ in members) >= len(members), "joins not acknowledged"
     pad = "x" * 60
+    # Every edit has its own clientOpId (a resend would be a duplicate: no broadcast).
     frames = [
         frame(
-            f'42{i + 2}["edit-operation",{{"documentId":{orjson.dumps(doc).decode()},'
-            f'"operation":{{"t":1234567890.123,"insert":"{pad}"}},"clientOpId":"c{i}"}}]'
+            f'42{k + 2}["edit-operation",{{"documentId":{orjson.dumps(members[k % len(members)][2]).decode()},'
+            f'"operation":{{"t":1234567890.123,"insert":"{pad}"}},"clientOpId":"c{k}"}}]'
         )
-        for i, (_, _, doc) in enumerate(members)
+        for k in range(args.edits + args.per_turn)
     ]
     acks_before = sum(t.acks for _, t, _ in members)
     commits_before = app.service.committer.batches
@@ -112,7 +113,7 @@ async def main(args: argparse.Namespace) -> None:
     while n < args.edits:
         for _ in range(args.per_turn):
             conn, _, _ = members[i % len(members)]
-            conn.data_received(frames[i % len(members)])
+            conn.data_received(frames[i])
             i += 1
             n += 1
         await asyncio.sleep(args.turn_sleep)
@@ -132,6 +133,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     received = app.service.ops_received
     assert received >= n, f"only {received} of {n} edits were accepted"
+    assert app.service.ops_delivered >= delivered, "not every remote-edit was delivered"
     await app.stop(grace=0.5)
 
 

@@ -1,24 +1,30 @@
 """``OperationStore`` on PostgreSQL, through an asyncpg connection pool.
 
 Sequencing
-    ``append_batch`` first locks the rows of every document the batch names
-    (``SELECT ... FOR NO KEY UPDATE``, in ``document_id`` order so that two
-    batches naming the same documents cannot deadlock; NO KEY so that the
-    foreign-key checks of role changes need not wait), then reads their heads
-    and the already stored ops with the batch's idempotency keys, decides every
-    request's ``seq`` with ``plan_append``, and writes the new ops and heads.
-    Another transaction appending to one of those documents, from this pool or
-    any other process, waits for the row lock and then reads the head this one
-    committed (the transaction is READ COMMITTED explicitly, whatever the
-    server's default isolation), so numbers stay gapless.  Every insert into ``ops`` happens under its document's row lock,
-    which is what makes the duplicate lookup race-free; the unique index on the
-    idempotency key backs it up.
+    ``append_batch`` is one call of the ``cowrite_append`` function (created by
+    migration 2): one statement, so one round trip and one implicit
+    transaction.  It first locks the rows of every document the batch names
+    (``FOR NO KEY UPDATE``, in ``document_id`` order so that two batches naming
+    the same documents cannot deadlock; NO KEY so that the foreign-key checks
+    of role changes need not wait), then reads their heads (the highest
+    stored ``seq``) and the already stored ops with the batch's idempotency
+    keys, numbers the requests by ``store.plan_append``'s rules, and writes
+    the new ops.  Another
+    transaction appending to one of those documents, from this pool or any
+    other process, waits for the row lock and then reads the head this one
+    committed (every connection of the pool runs READ COMMITTED, whatever the
+    server's default isolation), so numbers stay gapless.  Every insert into
+    ``ops`` happens under its document's row lock, which is what makes the
+    duplicate lookup race-free; the unique index on the idempotency key backs
+    it up.
 
 Round trips
-    A batch costs the same round trips whatever its size: BEGIN, the lock,
-    the duplicate lookup (only when a request has a ``client_op_id``), one
-    statement that inserts the ops and moves the heads, COMMIT.  Rows travel
-    as arrays and are expanded with ``unnest``.
+    A batch costs one round trip whatever its size (it was five: BEGIN, lock,
+    duplicate lookup, write, COMMIT; the database's CPU per batch fell with
+    them, docs/PERFORMANCE.md).  Rows travel as arrays and are expanded with
+    ``unnest``.  Connections go back to the pool without asyncpg's reset query
+    (nothing here leaves session state behind; an open transaction is rolled
+    back), which would be one more round trip per call.
 
 Durability
     A commit returns once the server has made it durable as its
@@ -38,6 +44,7 @@ Schema
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,15 +55,12 @@ import asyncpg
 from cowrite.backends.store import (
     AppendRequest,
     AppendResult,
-    IdempotencyKey,
     Role,
     StoredOp,
     StoreError,
     StoreNotOpen,
     StoreUnavailable,
     UnknownDocument,
-    idempotency_key,
-    plan_append,
 )
 
 #: Schema migrations; ``MIGRATIONS[i]`` brings the schema from version i to i + 1.
@@ -95,35 +99,131 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 2: append_batch in one round trip (see "Sequencing" above), and a
+    # document's head is its last op's seq (max over the primary key) instead
+    # of a column updated by every batch: those updates left dead row versions
+    # in a 1-row-per-document table faster than autovacuum removes them, and
+    # every later lock walked them (database CPU per batch grew from 0.7 to
+    # 4 ms over 12,000 batches, measured).  The rules are
+    # store.plan_append's, in PL/pgSQL: lock the documents in id order, refuse
+    # the first unknown one (SQLSTATE CWU01, message = its id), number each new
+    # op after its document's head in batch order, answer a repeated
+    # idempotency key (stored before or earlier in the batch) with its seq.
+    # Keys are compared as length-prefixed strings, so no separator can make
+    # two different keys equal.  Lookups use the indexes whatever the
+    # table's size was when the session first planned them (SET below).
+    (
+        r"""
+        CREATE FUNCTION cowrite_append(
+            p_docs text[], p_users text[], p_op_ids text[], p_payloads bytea[],
+            p_at double precision
+        ) RETURNS TABLE (idx integer, seq bigint, duplicate boolean)
+        LANGUAGE plpgsql
+        -- PL/pgSQL keeps a session's plans: planned while the tables were
+        -- empty, a lookup would stay a sequential scan as the log grows (CPU
+        -- per batch grew with the table, measured).  Every statement here has
+        -- an index for its lookups; this makes the planner always use it.
+        SET enable_seqscan = off
+        AS $fn$
+        DECLARE
+            n integer := coalesce(array_length(p_docs, 1), 0);
+            doc_ids text[];
+            heads bigint[];
+            key_ids text[];
+            key_seqs bigint[];
+            k text;
+            i integer;
+            j integer;
+            s bigint;
+            w_docs text[] := '{}';
+            w_seqs bigint[] := '{}';
+            w_users text[] := '{}';
+            w_op_ids text[] := '{}';
+            w_payloads bytea[] := '{}';
+        BEGIN
+            SELECT coalesce(array_agg(l.document_id ORDER BY l.document_id), '{}')
+              INTO doc_ids
+              FROM (SELECT d.document_id FROM documents AS d
+                     WHERE d.document_id = ANY (p_docs)
+                     ORDER BY d.document_id FOR NO KEY UPDATE) AS l;
+            FOR i IN 1 .. n LOOP
+                IF array_position(doc_ids, p_docs[i]) IS NULL THEN
+                    RAISE EXCEPTION USING ERRCODE = 'CWU01', MESSAGE = p_docs[i];
+                END IF;
+            END LOOP;
+            -- Read after the locks are held: the last holder's ops are visible.
+            -- One scalar lookup per document and per key (not a join over the
+            -- batch's arrays): the session caches each statement's plan, and a
+            -- join planned while the log was small stays a scan of the log
+            -- (database CPU per batch grew with the table, measured); a scalar
+            -- equality on a unique index stays an index lookup.
+            heads := array_fill(0::bigint, ARRAY[cardinality(doc_ids)]);
+            FOR j IN 1 .. cardinality(doc_ids) LOOP
+                SELECT coalesce(max(o.seq), 0) INTO s FROM ops AS o
+                 WHERE o.document_id = doc_ids[j];
+                heads[j] := s;
+            END LOOP;
+            key_ids := '{}';
+            key_seqs := '{}';
+            FOR i IN 1 .. n LOOP
+                idx := i - 1;
+                k := NULL;
+                IF p_op_ids[i] IS NOT NULL THEN
+                    k := length(p_docs[i]) || ':' || p_docs[i] || length(p_users[i]) || ':'
+                         || p_users[i] || p_op_ids[i];
+                    j := array_position(key_ids, k);
+                    IF j IS NOT NULL THEN
+                        seq := key_seqs[j];
+                        duplicate := true;
+                        RETURN NEXT;
+                        CONTINUE;
+                    END IF;
+                    SELECT o.seq INTO s FROM ops AS o
+                     WHERE o.document_id = p_docs[i] AND o.user_id = p_users[i]
+                       AND o.client_op_id = p_op_ids[i];
+                    IF FOUND THEN
+                        key_ids := key_ids || k;
+                        key_seqs := key_seqs || s;
+                        seq := s;
+                        duplicate := true;
+                        RETURN NEXT;
+                        CONTINUE;
+                    END IF;
+                END IF;
+                j := array_position(doc_ids, p_docs[i]);
+                s := heads[j] + 1;
+                heads[j] := s;
+                IF k IS NOT NULL THEN
+                    key_ids := key_ids || k;
+                    key_seqs := key_seqs || s;
+                END IF;
+                w_docs := w_docs || p_docs[i];
+                w_seqs := w_seqs || s;
+                w_users := w_users || p_users[i];
+                w_op_ids := w_op_ids || p_op_ids[i];
+                w_payloads := w_payloads || p_payloads[i];
+                seq := s;
+                duplicate := false;
+                RETURN NEXT;
+            END LOOP;
+            IF array_length(w_docs, 1) > 0 THEN
+                INSERT INTO ops (document_id, seq, user_id, client_op_id, payload, created_at)
+                SELECT t.d, t.s, t.u, t.c, t.p, p_at
+                  FROM unnest(w_docs, w_seqs, w_users, w_op_ids, w_payloads) AS t (d, s, u, c, p);
+            END IF;
+        END
+        $fn$
+        """,
+        "ALTER TABLE documents DROP COLUMN head",
+    ),
 )
 
 _MIGRATION_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtext('cowrite.store.migrate:' || current_schema()))"
 )
-_LOCK_DOCUMENTS = """
-    SELECT document_id, head FROM documents
-    WHERE document_id = ANY($1::text[]) ORDER BY document_id FOR NO KEY UPDATE
-"""
-_FIND_DUPLICATES = """
-    SELECT o.document_id, o.user_id, o.client_op_id, o.seq
-    FROM ops AS o
-    JOIN unnest($1::text[], $2::text[], $3::text[]) AS k (document_id, user_id, client_op_id)
-      ON o.document_id = k.document_id AND o.user_id = k.user_id
-     AND o.client_op_id = k.client_op_id
-    WHERE o.client_op_id IS NOT NULL
-"""
-# One statement writes the new ops and moves the heads (one round trip).
-_WRITE_PLAN = """
-    WITH inserted AS (
-        INSERT INTO ops (document_id, seq, user_id, client_op_id, payload, created_at)
-        SELECT d, s, u, c, p, $6::double precision
-        FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[])
-             AS t (d, s, u, c, p)
-    )
-    UPDATE documents AS d SET head = v.head
-    FROM unnest($7::text[], $8::bigint[]) AS v (document_id, head)
-    WHERE d.document_id = v.document_id
-"""
+_APPEND = "SELECT idx, seq, duplicate FROM cowrite_append($1, $2, $3, $4, $5)"
+#: SQLSTATE of cowrite_append's "unknown document" (its message is the id).
+_UNKNOWN_DOCUMENT = "CWU01"
 _SELECT_OPS = """
     SELECT document_id, seq, user_id, client_op_id, payload, created_at FROM ops
     WHERE document_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
@@ -132,7 +232,7 @@ _SELECT_OPS = """
 # NOTHING waits for a concurrent creator; exactly one caller gets a row back.
 _CREATE_DOCUMENT = """
     WITH doc AS (
-        INSERT INTO documents (document_id, head, created_at) VALUES ($1, 0, $3)
+        INSERT INTO documents (document_id, created_at) VALUES ($1, $3)
         ON CONFLICT (document_id) DO NOTHING
         RETURNING document_id
     )
@@ -158,6 +258,14 @@ def _translated() -> Iterator[None]:
         yield
     except _DRIVER_ERRORS as exc:
         raise StoreUnavailable(f"postgres: {type(exc).__name__}: {exc}") from exc
+
+
+async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """What a connection needs before it goes back to the pool: nothing but
+    ending a transaction left open by an error (the store sets no session
+    state, takes no session advisory locks, never LISTENs)."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def _rowcount(status: str) -> int:
@@ -189,6 +297,10 @@ class PostgresStore:
         self._server_settings = dict(server_settings or {})
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        # append_batch keeps one connection of the pool (acquiring and
+        # releasing per call costs more CPU than the round trip itself).
+        self._writer: asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | None = None
+        self._writer_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         # The DSN may hold a password: show only where it points.
@@ -202,8 +314,12 @@ class PostgresStore:
                 self._dsn,
                 min_size=self._min_size,
                 max_size=self._max_size,
-                server_settings=self._server_settings,
+                server_settings={
+                    **self._server_settings,
+                    "default_transaction_isolation": "read committed",
+                },
                 command_timeout=self._command_timeout,
+                reset=_reset,
             )
         self._pool = pool
         try:
@@ -215,8 +331,11 @@ class PostgresStore:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        writer, self._writer = self._writer, None
         if pool is not None:
             with _translated():
+                if writer is not None:
+                    await pool.release(writer)
                 await pool.close()
 
     def _open_pool(self) -> asyncpg.Pool[asyncpg.Record]:
@@ -264,32 +383,36 @@ class PostgresStore:
         if not requests:
             return []
         batch = list(requests)  # the caller may mutate its sequence meanwhile
-        documents = sorted({request.document_id for request in batch})
-        keys = {key for key in map(idempotency_key, batch) if key is not None}
-        with _translated():
-            async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
-                rows = await conn.fetch(_LOCK_DOCUMENTS, documents)
-                heads: dict[str, int] = {row["document_id"]: row["head"] for row in rows}
-                stored: dict[IdempotencyKey, int] = {}
-                if keys:
-                    docs, users, op_ids = zip(*keys, strict=True)
-                    for row in await conn.fetch(_FIND_DUPLICATES, docs, users, op_ids):
-                        key = (row["document_id"], row["user_id"], row["client_op_id"])
-                        stored[key] = row["seq"]
-                plan = plan_append(batch, heads, stored)
-                if plan.new_ops:
-                    await conn.execute(
-                        _WRITE_PLAN,
-                        [req.document_id for req, _ in plan.new_ops],
-                        [seq for _, seq in plan.new_ops],
-                        [req.user_id for req, _ in plan.new_ops],
-                        [req.client_op_id for req, _ in plan.new_ops],
-                        [req.payload for req, _ in plan.new_ops],
-                        time.time(),
-                        list(plan.heads),
-                        list(plan.heads.values()),
-                    )
-        return plan.results
+        args = (
+            [r.document_id for r in batch],
+            [r.user_id for r in batch],
+            [r.client_op_id for r in batch],
+            [r.payload for r in batch],
+            time.time(),
+        )
+        async with self._writer_lock:
+            with _translated():
+                writer = self._writer
+                if writer is None:
+                    writer = self._writer = await pool.acquire()
+                try:
+                    rows = await writer.fetch(_APPEND, *args)
+                except asyncpg.PostgresError as exc:
+                    if exc.sqlstate == _UNKNOWN_DOCUMENT:
+                        raise UnknownDocument(str(getattr(exc, "message", exc))) from None
+                    raise
+                except BaseException:
+                    # The connection may be broken: give it back, take another next time.
+                    self._writer = None
+                    if self._pool is pool:
+                        await pool.release(writer)
+                    raise
+        results: list[AppendResult | None] = [None] * len(batch)
+        for row in rows:
+            results[row["idx"]] = AppendResult(seq=row["seq"], duplicate=row["duplicate"])
+        if any(result is None for result in results):
+            raise StoreUnavailable("postgres: cowrite_append answered fewer rows than requests")
+        return [result for result in results if result is not None]
 
     async def read_ops(self, document_id: str, since: int, limit: int) -> list[StoredOp]:
         if limit < 0:
@@ -305,7 +428,9 @@ class PostgresStore:
         pool = self._open_pool()
         with _translated():
             head: int | None = await pool.fetchval(
-                "SELECT head FROM documents WHERE document_id = $1", document_id
+                "SELECT (SELECT coalesce(max(seq), 0) FROM ops WHERE document_id = $1)"
+                " FROM documents WHERE document_id = $1",
+                document_id,
             )
         if head is None:
             raise UnknownDocument(document_id)
