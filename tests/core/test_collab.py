@@ -13,6 +13,7 @@ from collab_support import SECRET, RecordingGateway
 from cowrite.auth import AuthSettings, TokenVerifier, mint_token
 from cowrite.backends.broker_memory import MemoryBroker
 from cowrite.backends.presence_memory import MemoryPresence
+from cowrite.backends.store import Role
 from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.collab import CollabService, CollabSettings
 
@@ -178,6 +179,66 @@ async def test_rate_limit_and_flood_disconnect(tmp_path: Path) -> None:
         for _ in range(5):
             await svc.edit("a", {"documentId": "d", "operation": 0})
         assert ("__disconnect__", ()) in gw.sent["a"]
+    finally:
+        await svc.stop()
+        await store.close()
+
+
+async def test_stored_roles_of_editors_are_refreshed_in_the_background(tmp_path: Path) -> None:
+    """A role changed in the store behind the service's back (``cowrite
+    revoke``/``grant``) reaches an editing member within role_cache_seconds,
+    through the background refresher: edits never wait for a role query."""
+    store = SqliteStore(tmp_path / "roles.sqlite")
+    await store.open()
+    gw = RecordingGateway()
+    svc = CollabService(
+        store=store,
+        presence=MemoryPresence(),
+        gateway=gw,
+        verifier=TokenVerifier(AuthSettings(secret=SECRET)),
+        broker=MemoryBroker(),
+        settings=CollabSettings(role_cache_seconds=0.4),
+    )
+    await svc.start()
+    try:
+        connect(svc, "a", "alice")
+        connect(svc, "b", "bob")
+        await svc.join("a", "d")
+        await store.set_role("d", "bob", Role.EDITOR)
+        assert (await svc.join("b", "d"))["role"] == "editor"
+        reads = 0
+        original = store.list_roles
+
+        async def counting(document_id: str) -> dict[str, Role]:
+            nonlocal reads
+            reads += 1
+            return await original(document_id)
+
+        store.list_roles = counting  # type: ignore[method-assign]
+        # Edits keep the role fresh: the refresher re-reads it before it is stale.
+        for i in range(8):
+            assert (await svc.edit("b", {"documentId": "d", "operation": i}))["ok"]
+            await asyncio.sleep(0.1)
+        assert reads >= 1
+        # Demoted in the store: the next refresh makes bob a viewer.
+        await store.set_role("d", "bob", Role.VIEWER)
+        for _ in range(30):
+            ack = await svc.edit("b", {"documentId": "d", "operation": "x"})
+            if not ack["ok"]:
+                break
+            await asyncio.sleep(0.05)
+        assert ack["error"]["code"] == "read_only"
+        # Revoked in the store: bob leaves the document.
+        await store.set_role("d", "bob", Role.EDITOR)
+        await asyncio.sleep(0.5)
+        await svc.edit("b", {"documentId": "d", "operation": "y"})
+        await store.revoke("d", "bob")
+        for _ in range(30):
+            if gw.events("b", "access-revoked"):
+                break
+            await svc.edit("b", {"documentId": "d", "operation": "z"})
+            await asyncio.sleep(0.05)
+        assert gw.events("b", "access-revoked") == [{"documentId": "d"}]
     finally:
         await svc.stop()
         await store.close()

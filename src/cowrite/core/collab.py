@@ -123,6 +123,7 @@ class Member:
         "presence_state",
         "role",
         "role_checked_at",
+        "role_from_store",
         "sid",
     )
 
@@ -132,6 +133,8 @@ class Member:
         self.document_id = document_id
         self.role = role
         self.role_checked_at = now
+        # False when the token's docs claim gives the role (no store to ask).
+        self.role_from_store = True
         self.next_seq = since + 1
         # (seq, prepared event or None for "the member already has it").
         self.pending: list[tuple[int, object | None]] | None = []
@@ -262,6 +265,11 @@ class CollabService:
         self._presence_dirty: set[Member] = set()
         self._presence_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._role_refresher: asyncio.Task[None] | None = None
+        # Members whose role comes from the store and who edited lately: their
+        # roles are re-read in the background before they go stale, so an
+        # edit never waits for a role query (see ``_refresh_roles_loop``).
+        self._recent_editors: set[Member] = set()
         self._known_docs: set[str] = set()
         self._shutting_down = False
         self._publish_queue: list[BrokerMessage] = []
@@ -293,6 +301,7 @@ class CollabService:
         loop = asyncio.get_running_loop()
         self._publisher = loop.create_task(self._publish_loop(), name="broker-publisher")
         self._reaper = loop.create_task(self._reap_loop(), name="presence-reaper")
+        self._role_refresher = loop.create_task(self._refresh_roles_loop(), name="role-refresher")
 
     def begin_shutdown(self) -> None:
         """From now on members leave locally only (see ``_remove_member``)."""
@@ -318,7 +327,7 @@ class CollabService:
             if not self._publish_queue:
                 break
             await asyncio.sleep(0.01)
-        for task in (self._presence_task, self._reaper, self._publisher):
+        for task in (self._presence_task, self._reaper, self._publisher, self._role_refresher):
             if task is not None:
                 task.cancel()
         for room in self._rooms.values():
@@ -400,6 +409,7 @@ class CollabService:
                         self._close_room(room)  # nobody else opened it meanwhile
                     return error("not_connected", "Disconnected")
                 member = Member(conn, doc_id, role, since, self.clock())
+                member.role_from_store = self._claim_role(conn.identity, doc_id) is None
                 conn.docs[doc_id] = member
                 room.members[sid] = member
                 first = await self.presence.join(
@@ -508,7 +518,16 @@ class CollabService:
             future.set_result(checked)
             return future
         member, doc_id, client_op_id = checked
-        if self.clock() - member.role_checked_at > self.settings.role_cache_seconds:
+        now = self.clock()
+        if now - member.role_checked_at > self.settings.role_cache_seconds:
+            claimed = self._claim_role(conn.identity, doc_id)
+            if claimed is not None:
+                # The token's claim is the role: re-reading it needs no store.
+                member.role = claimed
+                member.role_checked_at = now
+        if member.role_from_store:
+            self._recent_editors.add(member)
+        if now - member.role_checked_at > self.settings.role_cache_seconds:
             task = asyncio.ensure_future(
                 self._edit_after_role_check(member, doc_id, client_op_id, payload["operation"])
             )
@@ -1111,6 +1130,43 @@ class CollabService:
                 return Role.OWNER
             return await self.store.get_role(doc_id, identity.user_id)
         return None
+
+    async def _refresh_roles_loop(self) -> None:
+        """Re-read, a document at a time, the stored roles of members who edit,
+        before their cached role is ``role_cache_seconds`` old: edits then find
+        a fresh role in memory.  A revocation made behind our back (``cowrite
+        revoke``) still takes effect within ``role_cache_seconds``; ones made
+        through ``share-document`` (any instance) take effect at once."""
+        period = self.settings.role_cache_seconds / 4
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._refresh_roles()
+            except Exception:
+                log.exception("role refresh failed")
+
+    async def _refresh_roles(self) -> None:
+        now = self.clock()
+        due: dict[str, list[Member]] = {}
+        editors, self._recent_editors = self._recent_editors, set()
+        for member in editors:
+            if now - member.role_checked_at >= self.settings.role_cache_seconds / 2:
+                due.setdefault(member.document_id, []).append(member)
+        for doc_id, members in due.items():
+            try:
+                roles = await self.store.list_roles(doc_id)
+            except StoreError:
+                continue  # the edits themselves re-check (and refuse) when stale
+            for member in members:
+                user_id = member.conn.identity.user_id
+                if member.conn.docs.get(doc_id) is not member:
+                    continue
+                role = roles.get(user_id)
+                member.role_checked_at = now
+                if role is None:
+                    await self.apply_role_change(doc_id, user_id, None)
+                else:
+                    member.role = role
 
     async def _check_role(self, member: Member, allowed: tuple[Role, ...]) -> bool:
         """Enforce the role on every operation; re-read it when the cached one is old."""
