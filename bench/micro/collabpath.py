@@ -103,7 +103,7 @@ async def main(args: argparse.Namespace) -> None:
     ]
     acks_before = sum(t.acks for _, t, _ in members)
     commits_before = app.service.committer.batches
-    profiler = cProfile.Profile() if args.profile else None
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
     n = 0
     t0 = time.process_time()
     w0 = time.perf_counter()
@@ -145,7 +145,7 @@ if __name__ == "__main__":
     p.add_argument("--per-turn", type=int, default=2)
     p.add_argument("--turn-sleep", type=float, default=0.001, help="seconds between turns")
     p.add_argument("--store", default="")
-    p.add_argument("--commit-interval", type=float, default=0.0)
+    p.add_argument("--commit-interval", type=float, default=0.002)
     p.add_argument("--profile", default="")
     a = p.parse_args()
     import uvloop

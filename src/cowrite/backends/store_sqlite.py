@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from cowrite.backends.store import (
+    AppendPlan,
     AppendRequest,
     AppendResult,
     IdempotencyKey,
@@ -289,29 +290,40 @@ def _chunks(items: Sequence[_T]) -> list[Sequence[_T]]:
     return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
-def _append(conn: sqlite3.Connection, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-    """The body of ``append_batch``; runs inside the write transaction.
+class _Heads:
+    """The writer's memory of document heads between its transactions.
 
-    Heads and duplicates are read with one statement per chunk of documents or
-    keys rather than one per request: statements, not rows, dominate the cost.
-    """
-    heads: dict[str, int] = {}
-    for docs in _chunks(list(dict.fromkeys(r.document_id for r in requests))):
-        marks = ", ".join("?" * len(docs))
-        heads.update(
+    Valid only while no other connection committed: ``PRAGMA data_version``
+    (read inside the write transaction, when nobody else can commit) changes
+    exactly when another connection has.  Filled only after a commit
+    succeeded."""
+
+    __slots__ = ("heads", "version")
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.heads: dict[str, int] = {}
+
+    def forget(self) -> None:
+        self.version = None
+        self.heads.clear()
+
+
+class _MaybeDuplicate(Exception):
+    """The optimistic append hit a constraint: redo it with the full checks."""
+
+
+def _read_heads(conn: sqlite3.Connection, docs: Sequence[str], into: dict[str, int]) -> None:
+    for chunk in _chunks(docs):
+        marks = ", ".join("?" * len(chunk))
+        into.update(
             conn.execute(
-                f"SELECT document_id, head FROM documents WHERE document_id IN ({marks})", docs
+                f"SELECT document_id, head FROM documents WHERE document_id IN ({marks})", chunk
             ).fetchall()
         )
-    stored: dict[IdempotencyKey, int] = {}
-    keys = list(dict.fromkeys(k for k in map(idempotency_key, requests) if k is not None))
-    for chunk in _chunks(keys):
-        values = ", ".join(["(?, ?, ?)"] * len(chunk))
-        rows = conn.execute(
-            _FIND_DUPLICATES.format(values=values), [part for key in chunk for part in key]
-        ).fetchall()
-        stored.update(((doc, user, op_id), seq) for doc, user, op_id, seq in rows)
-    plan = plan_append(requests, heads, stored)
+
+
+def _write_plan(conn: sqlite3.Connection, plan: AppendPlan) -> None:
     now = time.time()
     conn.executemany(
         _INSERT_OP,
@@ -324,6 +336,75 @@ def _append(conn: sqlite3.Connection, requests: Sequence[AppendRequest]) -> list
         "UPDATE documents SET head = ? WHERE document_id = ?",
         [(head, doc) for doc, head in plan.heads.items()],
     )
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version
+
+
+def _append_optimistic(
+    conn: sqlite3.Connection, requests: Sequence[AppendRequest], cache: _Heads
+) -> tuple[AppendPlan, int]:
+    """The common append, inside the write transaction: heads from ``cache``
+    when still valid, and no duplicate lookup: a stored idempotency key makes
+    the insert fail on the unique index (``_MaybeDuplicate``), and the caller
+    redoes the batch with ``_append``.  Duplicates within the batch are
+    ``plan_append``'s."""
+    version = _data_version(conn)
+    known = cache.heads if cache.version == version else {}
+    docs = list(dict.fromkeys(r.document_id for r in requests))
+    heads = {doc: known[doc] for doc in docs if doc in known}
+    if len(heads) < len(docs):
+        _read_heads(conn, [doc for doc in docs if doc not in heads], heads)
+    plan = plan_append(requests, heads, {})
+    try:
+        _write_plan(conn, plan)
+    except sqlite3.IntegrityError as exc:
+        raise _MaybeDuplicate from exc
+    return plan, version
+
+
+def _append(conn: sqlite3.Connection, requests: Sequence[AppendRequest]) -> tuple[AppendPlan, int]:
+    """``append_batch`` with every check, inside the write transaction.
+
+    Heads and duplicates are read with one statement per chunk of documents or
+    keys rather than one per request: statements, not rows, dominate the cost.
+    """
+    version = _data_version(conn)
+    heads: dict[str, int] = {}
+    _read_heads(conn, list(dict.fromkeys(r.document_id for r in requests)), heads)
+    stored: dict[IdempotencyKey, int] = {}
+    keys = list(dict.fromkeys(k for k in map(idempotency_key, requests) if k is not None))
+    for chunk in _chunks(keys):
+        values = ", ".join(["(?, ?, ?)"] * len(chunk))
+        rows = conn.execute(
+            _FIND_DUPLICATES.format(values=values), [part for key in chunk for part in key]
+        ).fetchall()
+        stored.update(((doc, user, op_id), seq) for doc, user, op_id, seq in rows)
+    plan = plan_append(requests, heads, stored)
+    _write_plan(conn, plan)
+    return plan, version
+
+
+def _append_batch(
+    conn: sqlite3.Connection, requests: Sequence[AppendRequest], cache: _Heads
+) -> list[AppendResult]:
+    """One call of ``_Connection.call``: the optimistic append, else the full one."""
+    try:
+        plan, version = _write(conn, lambda c: _append_optimistic(c, requests, cache))
+    except _MaybeDuplicate:
+        cache.forget()
+        plan, version = _write(conn, lambda c: _append(c, requests))
+    except BaseException:
+        cache.forget()
+        raise
+    if cache.version != version:
+        cache.heads.clear()
+        cache.version = version
+    if len(cache.heads) > 100_000:
+        cache.heads.clear()
+    cache.heads.update(plan.heads)
     return plan.results
 
 
@@ -404,6 +485,7 @@ class SqliteStore:
         self._busy_timeout = busy_timeout
         self._writer: _Connection | None = None
         self._reader: _Connection | None = None
+        self._heads = _Heads()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self._path!r}, synchronous={self._synchronous!r})"
@@ -469,7 +551,7 @@ class SqliteStore:
         if not requests:
             return []
         batch = list(requests)  # the caller may mutate its sequence meanwhile
-        return await writer.call(lambda conn: _write(conn, lambda c: _append(c, batch)))
+        return await writer.call(lambda conn: _append_batch(conn, batch, self._heads))
 
     async def read_ops(self, document_id: str, since: int, limit: int) -> list[StoredOp]:
         if limit < 0:

@@ -90,9 +90,14 @@ class CollabSettings:
     gap_fill_delay: float = 0.05  # wait this long for a late broker message before reading the log
     tail_check_delay: float = 0.5  # after remote operations go quiet, check the log's head once
     presence_reap_interval: float = 10.0
-    # Group commit pacing: at most one store transaction per this many seconds
-    # (0: commit as soon as the previous transaction is done).
-    commit_interval: float = 0.0
+    # Group commit pacing: a store transaction starts commit_interval seconds
+    # after the previous one started, or as soon as commit_enough operations
+    # wait (0: commit as soon as the previous transaction is done).  Each
+    # transaction pays an fsync (~120-250 us of CPU here, docs/PERFORMANCE.md),
+    # so at a few thousand edits/s pacing halves the commit count for at most
+    # commit_interval of added latency.
+    commit_interval: float = 0.002
+    commit_enough: int = 8
     # Per-connection rate limits (token buckets); 0 disables one.
     edit_rate: float = 200.0
     edit_burst: int = 1000
@@ -259,6 +264,7 @@ class CollabService:
             self._deliver_committed,
             self._commit_failed,
             min_interval=self.settings.commit_interval,
+            enough=self.settings.commit_enough,
         )
         self._conns: dict[str, Conn] = {}
         self._rooms: dict[str, Room] = {}

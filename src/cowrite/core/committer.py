@@ -48,9 +48,12 @@ class Committer:
         *,
         max_batch: int = 500,
         min_interval: float = 0.0,
+        enough: int = 8,
     ) -> None:
         self._store = store
         self._min_interval = min_interval
+        self._enough = max(1, enough)
+        self._pacing = False
         self._last_start = float("-inf")
         self._on_committed = on_committed
         self._on_failed = on_failed
@@ -87,7 +90,7 @@ class Committer:
             return False
         queue = self._queue
         queue.append((request, context))
-        if len(queue) == 1:
+        if len(queue) == 1 or (self._pacing and len(queue) == self._enough):
             self._wakeup.set()
         return True
 
@@ -106,14 +109,23 @@ class Committer:
                 await self._wakeup.wait()
                 continue
             if self._min_interval > 0 and not self._closing:
-                # Pacing: at most one transaction per ``min_interval``.  Under a
-                # steady trickle of edits this turns many one-operation commits
-                # (each paying an fsync's CPU) into fewer, larger ones; an edit
-                # after a quiet moment is committed at once.
+                # Pacing: a transaction starts ``min_interval`` after the last
+                # one started, or as soon as ``enough`` operations wait.  Under
+                # a steady trickle of edits this turns many one-operation
+                # commits (each paying an fsync's CPU) into fewer, larger
+                # ones; under load batches fill before the interval ends; an
+                # edit after a quiet moment is committed at once.
                 loop = asyncio.get_running_loop()
                 wait = self._last_start + self._min_interval - loop.time()
-                if wait > 0 and len(self._queue) < self._max_batch:
-                    await asyncio.sleep(wait)
+                if wait > 0 and len(self._queue) < self._enough:
+                    self._wakeup.clear()
+                    self._pacing = True
+                    timer = loop.call_later(wait, self._wakeup.set)
+                    try:
+                        await self._wakeup.wait()
+                    finally:
+                        timer.cancel()
+                        self._pacing = False
                 self._last_start = loop.time()
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
