@@ -8,6 +8,7 @@ transports websocket and polling; CORS allow-list with credentials).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -103,11 +104,7 @@ class ServerSettings:
 
     def ip_limited(self, address: str) -> bool:
         """Whether per-IP limits apply to ``address``."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return True
-        return not any(ip in net for net in self._exempt_nets)
+        return _ip_limited(address, self._exempt_nets)
 
     def _trusted(self, address: str) -> bool:
         try:
@@ -124,6 +121,17 @@ class ServerSettings:
 
     def replace(self, **changes: Any) -> ServerSettings:
         return dataclasses.replace(self, **changes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_limited(address: str, exempt: tuple[Any, ...]) -> bool:
+    """``ServerSettings.ip_limited``, remembered: parsing an address costs more
+    than the rest of admission, and clients come back from the same ones."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    return not any(ip in net for net in exempt)
 
 
 def _coerce(value: str, target: Any) -> Any:

@@ -629,3 +629,38 @@ def test_auth_settings_from_env(write: Callable[[str, bytes | str], str]) -> Non
         auth_settings_from_env({"COWRITE_AUTH_SECRET": SECRET, "COWRITE_AUTH_LEEWAY": "x"})
     with pytest.raises(ConfigError, match="needs a secret"):
         auth_settings_from_env({"COWRITE_AUTH_DOCS_CLAIM": "1"})
+
+
+# -- The verified-token memory -----------------------------------------------------
+
+
+def test_an_accepted_token_is_remembered_and_never_outlives_its_exp(
+    hs: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = mint_token(AuthSettings(secret=SECRET), user_id="alice", ttl=1)
+    first = hs.verify(token)
+    calls = 0
+    original = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    assert hs.verify(token) == first  # no second signature check
+    assert calls == 0
+    # Past exp, the remembered identity is dropped and the full check refuses it.
+    while time.time() <= first.expires_at:
+        time.sleep(0.05)
+    with pytest.raises(AuthError) as refused:
+        hs.verify(token)
+    assert refused.value.code == "token_expired"
+    assert calls == 1
+
+
+def test_a_refused_token_is_not_remembered(hs: TokenVerifier) -> None:
+    token = mint_token(AuthSettings(secret="another-secret-" + "y" * 32), user_id="alice")
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            hs.verify(token)
