@@ -89,7 +89,6 @@ async def main(args: argparse.Namespace) -> None:
     for r in range(args.rooms):
         doc = f"doc-{os.getpid()}-{r}"
         for m in range(args.room):
-            user = f"u{r}-{m}"
             token = tokens[(r, m)]
             transport = Counting()
             conn = Connection(engine, 1 << 20, 1 << 20)
