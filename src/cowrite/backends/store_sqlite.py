@@ -135,7 +135,7 @@ _SLOW_INLINE = 0.02
 _THREAD_COOLDOWN = 0.5
 
 
-def _busy(exc: sqlite3.Error) -> bool:
+def _is_busy(exc: sqlite3.Error) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection holds a lock."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -167,17 +167,18 @@ class _Connection:
         self.inline_calls = 0
         self.thread_calls = 0
 
-    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(connection)``: inline, or in the connection's thread."""
+    async def call(self, fn: Callable[[sqlite3.Connection], _T], *, inline: bool = True) -> _T:
+        """Run ``fn(connection)``: inline, or in the connection's thread
+        (always there with ``inline=False``: ``fn`` may wait)."""
         conn = self._conn
         if conn is None:
             raise StoreNotOpen("sqlite connection is closed")
-        if self._in_thread == 0 and time.monotonic() >= self._thread_until:
+        if inline and self._in_thread == 0 and time.monotonic() >= self._thread_until:
             started = time.monotonic()
             try:
                 result = fn(conn)
             except sqlite3.Error as exc:
-                if not _busy(exc):
+                if not _is_busy(exc):
                     raise StoreUnavailable(f"sqlite: {exc}") from exc
             else:
                 self.inline_calls += 1
@@ -535,7 +536,8 @@ class SqliteStore:
         return self._reader
 
     async def migrate(self) -> None:
-        await self._write_conn().call(lambda conn: _write(conn, _migrate))
+        # In the thread: a migration may wait for other instances' locks.
+        await self._write_conn().call(lambda conn: _write(conn, _migrate), inline=False)
 
     async def ping(self) -> bool:
         if self._reader is None:
