@@ -215,10 +215,40 @@ class Launch:
 _db_counter = 0
 
 
+def _db_prefix(stamp: str) -> str:
+    return f"cowrite_bench_{re.sub(r'[^0-9a-z]', '', stamp.lower())}_{os.getpid()}_"
+
+
 def new_dbname(stamp: str) -> str:
     global _db_counter
     _db_counter += 1
-    return f"cowrite_bench_{re.sub(r'[^0-9a-z]', '', stamp.lower())}_{os.getpid()}_{_db_counter}"
+    return f"{_db_prefix(stamp)}{_db_counter}"
+
+
+def drop_leftovers(admin_url: str, stamp: str) -> list[str]:
+    """Drop this run's benchmark databases that are still there (after a crash
+    between CREATE and DROP); returns their names."""
+    import asyncpg
+
+    prefix = _db_prefix(stamp)
+
+    async def go() -> list[str]:
+        conn = await asyncpg.connect(admin_url, timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix
+            )
+            names = [str(r["datname"]) for r in rows]
+            for name in names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return names
+        finally:
+            await conn.close()
+
+    try:
+        return list(_run(go()))
+    except Exception as exc:  # the report still gets written
+        return [f"(could not check: {exc})"]
 
 
 def prepare(

@@ -1064,6 +1064,30 @@ def main(argv: list[str]) -> int:
         "results_file": str(out),
     }
     print(f"# {command}", flush=True)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # Unwind through the finally blocks: servers stopped, databases dropped.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        run_servers(ctx, doc, out)
+    finally:
+        if ctx.collab and any(collab.uses_pg(n) for n in args.servers.split(",")):
+            left = collab.drop_leftovers(args.pg_admin, stamp)
+            if left:
+                ctx.notes.append(f"dropped leftover benchmark databases: {left}")
+    doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    out.write_text(json.dumps(doc, indent=1))
+    md = collab.markdown(doc) if ctx.collab else markdown(doc)
+    out.with_suffix(".md").write_text(md + "\n")
+    print()
+    print(md)
+    return 0
+
+
+def run_servers(ctx: Ctx, doc: dict[str, Any], out: Path) -> None:
+    args = ctx.args
     for i, name in enumerate(args.servers.split(",")):
         port = args.base_port + i
         r: dict[str, Any] = {}
@@ -1091,13 +1115,6 @@ def main(argv: list[str]) -> int:
             print(f"  [{name}] ERROR {r['error']}", flush=True)
         out.write_text(json.dumps(doc, indent=1))
         time.sleep(1.0)
-    doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    out.write_text(json.dumps(doc, indent=1))
-    md = collab.markdown(doc) if ctx.collab else markdown(doc)
-    out.with_suffix(".md").write_text(md + "\n")
-    print()
-    print(md)
-    return 0
 
 
 if __name__ == "__main__":
