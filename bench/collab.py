@@ -477,6 +477,102 @@ def summary(doc: dict[str, Any]) -> list[tuple[str, dict[str, float | None], str
     return rows
 
 
+def targets(doc: dict[str, Any]) -> list[str]:
+    """Issue 9's targets, checked against this run (Markdown table lines)."""
+    results = doc["results"]
+    base = results.get("nodeadr")
+    out: list[str] = []
+
+    def step(name: str, rate: float) -> dict[str, Any] | None:
+        return _step_at(results[name].get("load") or {}, rate) if name in results else None
+
+    def row(target: str, value: float | None, shown: str, met: bool) -> None:
+        if value is None:
+            out.append(f"| {target} | not measured | - |")
+        else:
+            out.append(f"| {target} | {shown} | {'yes' if met else 'NO'} |")
+
+    for name, p95_max in (("cowrite-sqlite", 2.0), ("cowrite-pg", 5.0)):
+        if name not in results:
+            continue
+        for rate in (8000.0, 32000.0):
+            mine, theirs = step(name, rate), step(REFERENCE, rate)
+            a = mine.get("total_us_per_msg") if mine else None
+            b = theirs.get("total_us_per_msg") if theirs else None
+            r = a / b if a is not None and b else None
+            ins = theirs.get("pg_inserts") if theirs else None
+            behind = bool(ins and ins["in_flight_end"] > max(100, 2 * ins["in_flight_start"]))
+            caveat = " (the reference's INSERTs fell behind: its DB CPU is undercounted)"
+            row(
+                f"{name}: server + DB CPU per delivered at {rate:,.0f}/s <= 0.5x {REFERENCE}",
+                r,
+                ""
+                if r is None
+                else f"{a:.1f} / {b:.1f} us = {r:.2f}x" + (caveat if behind else ""),
+                r is not None and r <= 0.5,
+            )
+        st = step(name, 32000.0)
+        p95 = (st.get("latency_ms") or {}).get("p95_ms") if st else None
+        row(
+            f"{name}: P95 edit -> remote-edit at 32,000/s < {p95_max:g} ms",
+            p95,
+            f"{p95:.2f} ms" if p95 is not None else "",
+            p95 is not None and p95 < p95_max,
+        )
+        load = results[name].get("load") or {}
+        bload = (base.get("load") or {}) if base else {}
+        hi = load.get("highest_ok_step") or (0.0 if load.get("steps") else None)
+        bhi = bload.get("highest_ok_step")
+        hr = hi / bhi if hi is not None and bhi else None
+        bounds = [
+            f"{n} did not fail any step (a lower bound)"
+            for n, ld in ((name, load), ("nodeadr", bload))
+            if ld.get("steps") and not ld.get("saturated")
+        ]
+        row(
+            f"{name}: highest step with P95 < 50 ms >= 1.3x nodeadr's",
+            hr,
+            (f"{hi:,.0f} / {bhi:,.0f} = {hr:.2f}x" if hr is not None else "")
+            + (f" ({'; '.join(bounds)})" if bounds else ""),
+            hr is not None and hr >= 1.3,
+        )
+        c = (results[name].get("memory") or {}).get("connect") or {}
+        srv = c.get("server_cpu_us_per_conn")
+        db = c.get("db_cpu_us_per_conn")
+        joins = c.get("rate_per_s")
+        if name == "cowrite-sqlite":
+            row(
+                f"{name}: connect + auth + join >= 3,000/s per core",
+                joins,
+                f"{joins:,.0f}/s" if joins is not None else "",
+                joins is not None and joins >= 3000,
+            )
+            row(
+                f"{name}: server CPU per join <= 250 us",
+                srv,
+                f"{srv:.0f} us" if srv is not None else "",
+                srv is not None and srv <= 250,
+            )
+        else:
+            redis = " (target is with Redis: --cowrite-redis)"
+            redis = "" if doc["params"].get("cowrite_redis") else redis
+            row(
+                f"{name}: server CPU per join <= 400 us{redis}",
+                srv,
+                f"{srv:.0f} us" if srv is not None else "",
+                srv is not None and srv <= 400,
+            )
+            row(
+                f"{name}: database CPU per join <= 150 us{redis}",
+                db,
+                f"{db:.0f} us" if db is not None else "",
+                db is not None and db <= 150,
+            )
+    if out:
+        out = ["| issue 9 target | this run | met |", "|---|---|---|", *out]
+    return out
+
+
 def markdown(doc: dict[str, Any]) -> str:
     results = doc["results"]
     servers = list(results)
@@ -522,6 +618,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "database CPU against the reference's server + database CPU)."
     )
     lines.append("")
+    tl = targets(doc)
+    if tl:
+        lines += ["## Issue 9 targets in this run", "", *tl, ""]
     for s in servers:
         load = results[s].get("load") or {}
         steps = load.get("steps") or []
