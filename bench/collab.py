@@ -28,6 +28,7 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import tempfile
 import urllib.parse
@@ -266,7 +267,8 @@ def prepare(
     launch = Launch(cmd=[], env=env)
     try:
         if name in ("nodeadr", "nodeadr-pg"):
-            cmd = [*pin, args.node, "servers/node_adr_server.js", "--port", str(port)]
+            node_args = shlex.split(args.node_server_args or "")
+            cmd = [*pin, args.node, *node_args, "servers/node_adr_server.js", "--port", str(port)]
             cmd += ["--host", "127.0.0.1"]
             if name == "nodeadr":
                 tmp = Path(tempfile.mkdtemp(prefix="nodeadr-", dir=log_dir))
@@ -632,10 +634,10 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("")
         lines.append(
             "| offered msg/s | delivered msg/s | server CPU | server us/msg | DB CPU | DB us/msg "
-            "| gen CPU | p50 ms | p95 ms | p99 ms | ack p50 ms | ack p95 ms | refused | "
-            "DB backlog | saturated |"
+            "| gen CPU | others on srv/gen core | p50 ms | p95 ms | p99 ms | ack p50 ms "
+            "| ack p95 ms | refused | DB backlog | saturated |"
         )
-        lines.append("|" + "---|" * 15)
+        lines.append("|" + "---|" * 16)
         for st in steps:
             lat = st["latency_ms"]
             ack = st.get("ack_latency_ms") or {}
@@ -646,6 +648,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| {st['server_cpu_util']:.0%} | {_num(st['server_us_per_msg'], '{:.1f}')} "
                 f"| {_num(st.get('db_cpu_util'), '{:.0%}')} | {_num(st.get('db_us_per_msg'), '{:.1f}')} "
                 f"| {st['gen_cpu_util']:.0%} "
+                f"| {_num(st.get('others_on_server_core_util'), '{:.0%}')} / "
+                f"{_num(st.get('others_on_gen_core_util'), '{:.0%}')} "
                 f"| {_num(lat.get('p50_ms'), '{:.2f}')} | {_num(lat.get('p95_ms'), '{:.2f}')} "
                 f"| {_num(lat.get('p99_ms'), '{:.2f}')} "
                 f"| {_num(ack.get('p50_ms'), '{:.2f}')} | {_num(ack.get('p95_ms'), '{:.2f}')} "
