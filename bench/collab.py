@@ -418,6 +418,14 @@ def summary(doc: dict[str, Any]) -> list[tuple[str, dict[str, float | None], str
                 out[s] = float(v) if isinstance(v, int | float) else None
             return out
 
+        def redis_part(at: dict[str, dict[str, Any] | None] = at) -> dict[str, float | None]:
+            out: dict[str, float | None] = {}
+            for s, st in at.items():
+                db = st.get("db_cpu_s") if st else None
+                n = st.get("delivered") if st else None
+                out[s] = 1e6 * db["redis"] / n if db and n and "redis" in db else None
+            return out
+
         r = f"{rate:,.0f}"
         rows += [
             (
@@ -431,6 +439,18 @@ def summary(doc: dict[str, Any]) -> list[tuple[str, dict[str, float | None], str
                 pick("db_us_per_msg"),
                 "{:.1f}",
                 False,
+            ),
+            *(
+                [
+                    (
+                        f"{r}/s: ... of which Redis (us)",
+                        redis_part(at),
+                        "{:.1f}",
+                        False,
+                    )
+                ]
+                if doc["params"].get("cowrite_redis")
+                else []
             ),
             (
                 f"{r}/s: server + database CPU per delivered (us)",
