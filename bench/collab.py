@@ -28,6 +28,7 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import tempfile
 import urllib.parse
@@ -215,10 +216,40 @@ class Launch:
 _db_counter = 0
 
 
+def _db_prefix(stamp: str) -> str:
+    return f"cowrite_bench_{re.sub(r'[^0-9a-z]', '', stamp.lower())}_{os.getpid()}_"
+
+
 def new_dbname(stamp: str) -> str:
     global _db_counter
     _db_counter += 1
-    return f"cowrite_bench_{re.sub(r'[^0-9a-z]', '', stamp.lower())}_{os.getpid()}_{_db_counter}"
+    return f"{_db_prefix(stamp)}{_db_counter}"
+
+
+def drop_leftovers(admin_url: str, stamp: str) -> list[str]:
+    """Drop this run's benchmark databases that are still there (after a crash
+    between CREATE and DROP); returns their names."""
+    import asyncpg
+
+    prefix = _db_prefix(stamp)
+
+    async def go() -> list[str]:
+        conn = await asyncpg.connect(admin_url, timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix
+            )
+            names = [str(r["datname"]) for r in rows]
+            for name in names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return names
+        finally:
+            await conn.close()
+
+    try:
+        return list(_run(go()))
+    except Exception as exc:  # the report still gets written
+        return [f"(could not check: {exc})"]
 
 
 def prepare(
@@ -236,7 +267,8 @@ def prepare(
     launch = Launch(cmd=[], env=env)
     try:
         if name in ("nodeadr", "nodeadr-pg"):
-            cmd = [*pin, args.node, "servers/node_adr_server.js", "--port", str(port)]
+            node_args = shlex.split(args.node_server_args or "")
+            cmd = [*pin, args.node, *node_args, "servers/node_adr_server.js", "--port", str(port)]
             cmd += ["--host", "127.0.0.1"]
             if name == "nodeadr":
                 tmp = Path(tempfile.mkdtemp(prefix="nodeadr-", dir=log_dir))
@@ -386,6 +418,14 @@ def summary(doc: dict[str, Any]) -> list[tuple[str, dict[str, float | None], str
                 out[s] = float(v) if isinstance(v, int | float) else None
             return out
 
+        def redis_part(at: dict[str, dict[str, Any] | None] = at) -> dict[str, float | None]:
+            out: dict[str, float | None] = {}
+            for s, st in at.items():
+                db = st.get("db_cpu_s") if st else None
+                n = st.get("delivered") if st else None
+                out[s] = 1e6 * db["redis"] / n if db and n and "redis" in db else None
+            return out
+
         r = f"{rate:,.0f}"
         rows += [
             (
@@ -399,6 +439,18 @@ def summary(doc: dict[str, Any]) -> list[tuple[str, dict[str, float | None], str
                 pick("db_us_per_msg"),
                 "{:.1f}",
                 False,
+            ),
+            *(
+                [
+                    (
+                        f"{r}/s: ... of which Redis (us)",
+                        redis_part(at),
+                        "{:.1f}",
+                        False,
+                    )
+                ]
+                if doc["params"].get("cowrite_redis")
+                else []
             ),
             (
                 f"{r}/s: server + database CPU per delivered (us)",
@@ -447,6 +499,102 @@ def summary(doc: dict[str, Any]) -> list[tuple[str, dict[str, float | None], str
     return rows
 
 
+def targets(doc: dict[str, Any]) -> list[str]:
+    """Issue 9's targets, checked against this run (Markdown table lines)."""
+    results = doc["results"]
+    base = results.get("nodeadr")
+    out: list[str] = []
+
+    def step(name: str, rate: float) -> dict[str, Any] | None:
+        return _step_at(results[name].get("load") or {}, rate) if name in results else None
+
+    def row(target: str, value: float | None, shown: str, met: bool) -> None:
+        if value is None:
+            out.append(f"| {target} | not measured | - |")
+        else:
+            out.append(f"| {target} | {shown} | {'yes' if met else 'NO'} |")
+
+    for name, p95_max in (("cowrite-sqlite", 2.0), ("cowrite-pg", 5.0)):
+        if name not in results:
+            continue
+        for rate in (8000.0, 32000.0):
+            mine, theirs = step(name, rate), step(REFERENCE, rate)
+            a = mine.get("total_us_per_msg") if mine else None
+            b = theirs.get("total_us_per_msg") if theirs else None
+            r = a / b if a is not None and b else None
+            ins = theirs.get("pg_inserts") if theirs else None
+            behind = bool(ins and ins["in_flight_end"] > max(100, 2 * ins["in_flight_start"]))
+            caveat = " (the reference's INSERTs fell behind: its DB CPU is undercounted)"
+            row(
+                f"{name}: server + DB CPU per delivered at {rate:,.0f}/s <= 0.5x {REFERENCE}",
+                r,
+                ""
+                if r is None
+                else f"{a:.1f} / {b:.1f} us = {r:.2f}x" + (caveat if behind else ""),
+                r is not None and r <= 0.5,
+            )
+        st = step(name, 32000.0)
+        p95 = (st.get("latency_ms") or {}).get("p95_ms") if st else None
+        row(
+            f"{name}: P95 edit -> remote-edit at 32,000/s < {p95_max:g} ms",
+            p95,
+            f"{p95:.2f} ms" if p95 is not None else "",
+            p95 is not None and p95 < p95_max,
+        )
+        load = results[name].get("load") or {}
+        bload = (base.get("load") or {}) if base else {}
+        hi = load.get("highest_ok_step") or (0.0 if load.get("steps") else None)
+        bhi = bload.get("highest_ok_step")
+        hr = hi / bhi if hi is not None and bhi else None
+        bounds = [
+            f"{n} did not fail any step (a lower bound)"
+            for n, ld in ((name, load), ("nodeadr", bload))
+            if ld.get("steps") and not ld.get("saturated")
+        ]
+        row(
+            f"{name}: highest step with P95 < 50 ms >= 1.3x nodeadr's",
+            hr,
+            (f"{hi:,.0f} / {bhi:,.0f} = {hr:.2f}x" if hr is not None else "")
+            + (f" ({'; '.join(bounds)})" if bounds else ""),
+            hr is not None and hr >= 1.3,
+        )
+        c = (results[name].get("memory") or {}).get("connect") or {}
+        srv = c.get("server_cpu_us_per_conn")
+        db = c.get("db_cpu_us_per_conn")
+        joins = c.get("rate_per_s")
+        if name == "cowrite-sqlite":
+            row(
+                f"{name}: connect + auth + join >= 3,000/s per core",
+                joins,
+                f"{joins:,.0f}/s" if joins is not None else "",
+                joins is not None and joins >= 3000,
+            )
+            row(
+                f"{name}: server CPU per join <= 250 us",
+                srv,
+                f"{srv:.0f} us" if srv is not None else "",
+                srv is not None and srv <= 250,
+            )
+        else:
+            redis = " (target is with Redis: --cowrite-redis)"
+            redis = "" if doc["params"].get("cowrite_redis") else redis
+            row(
+                f"{name}: server CPU per join <= 400 us{redis}",
+                srv,
+                f"{srv:.0f} us" if srv is not None else "",
+                srv is not None and srv <= 400,
+            )
+            row(
+                f"{name}: database CPU per join <= 150 us{redis}",
+                db,
+                f"{db:.0f} us" if db is not None else "",
+                db is not None and db <= 150,
+            )
+    if out:
+        out = ["| issue 9 target | this run | met |", "|---|---|---|", *out]
+    return out
+
+
 def markdown(doc: dict[str, Any]) -> str:
     results = doc["results"]
     servers = list(results)
@@ -492,6 +640,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "database CPU against the reference's server + database CPU)."
     )
     lines.append("")
+    tl = targets(doc)
+    if tl:
+        lines += ["## Issue 9 targets in this run", "", *tl, ""]
     for s in servers:
         load = results[s].get("load") or {}
         steps = load.get("steps") or []
@@ -503,10 +654,10 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("")
         lines.append(
             "| offered msg/s | delivered msg/s | server CPU | server us/msg | DB CPU | DB us/msg "
-            "| gen CPU | p50 ms | p95 ms | p99 ms | ack p50 ms | ack p95 ms | refused | "
-            "DB backlog | saturated |"
+            "| gen CPU | others on srv/gen core | p50 ms | p95 ms | p99 ms | ack p50 ms "
+            "| ack p95 ms | refused | DB backlog | saturated |"
         )
-        lines.append("|" + "---|" * 15)
+        lines.append("|" + "---|" * 16)
         for st in steps:
             lat = st["latency_ms"]
             ack = st.get("ack_latency_ms") or {}
@@ -517,6 +668,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| {st['server_cpu_util']:.0%} | {_num(st['server_us_per_msg'], '{:.1f}')} "
                 f"| {_num(st.get('db_cpu_util'), '{:.0%}')} | {_num(st.get('db_us_per_msg'), '{:.1f}')} "
                 f"| {st['gen_cpu_util']:.0%} "
+                f"| {_num(st.get('others_on_server_core_util'), '{:.0%}')} / "
+                f"{_num(st.get('others_on_gen_core_util'), '{:.0%}')} "
                 f"| {_num(lat.get('p50_ms'), '{:.2f}')} | {_num(lat.get('p95_ms'), '{:.2f}')} "
                 f"| {_num(lat.get('p99_ms'), '{:.2f}')} "
                 f"| {_num(ack.get('p50_ms'), '{:.2f}')} | {_num(ack.get('p95_ms'), '{:.2f}')} "

@@ -78,6 +78,19 @@ def mem_kib(pid: int) -> dict[str, int]:
     return out
 
 
+def core_busy(core: int) -> float | None:
+    """Busy seconds of one CPU core (all processes), from /proc/stat; None if unknown."""
+    if core < 0:
+        return None
+    with contextlib.suppress(OSError), open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                # user nice system idle iowait irq softirq steal ...
+                return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / CLK_TCK
+    return None
+
+
 def fd_count(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -509,10 +522,12 @@ def one_step(ctx: Ctx, srv: Server, gen: Generator, delivered_rate: float) -> di
     srv.gc_stats()
     pg0 = srv.pg_stats()
     db0 = srv.db_cpu()
+    c0 = core_busy(a.server_core), core_busy(a.gen_core)
     s0, g0, t0 = cpu_seconds(srv.pid), gen.cpu(), time.monotonic()
     time.sleep(a.duration)
     m = gen.call("mark")
     s1, g1, t1 = cpu_seconds(srv.pid), gen.cpu(), time.monotonic()
+    c1 = core_busy(a.server_core), core_busy(a.gen_core)
     db1 = srv.db_cpu()
     pg1 = srv.pg_stats()
     gc_stats = srv.gc_stats()
@@ -542,7 +557,14 @@ def one_step(ctx: Ctx, srv: Server, gen: Generator, delivered_rate: float) -> di
         "drain_s": drained,
         "wall_s": wall,
         "server_alive": srv.alive(),
+        "loadavg_1m": os.getloadavg()[0],
     }
+    # Noise: what else ran on the two pinned cores during the window (the
+    # machine is shared; PostgreSQL, when used, is unpinned and lands here too).
+    if c0[0] is not None and c1[0] is not None:
+        step["others_on_server_core_util"] = max(0.0, (c1[0] - c0[0]) - (s1 - s0)) / wall
+    if c0[1] is not None and c1[1] is not None:
+        step["others_on_gen_core_util"] = max(0.0, (c1[1] - c0[1]) - (g1 - g0)) / wall
     if gc_stats is not None:
         gc_stats["time_pct"] = 100 * gc_stats["total_ms"] / 1000 / wall
         step["gc"] = gc_stats
@@ -614,6 +636,9 @@ def fmt_step(name: str, st: dict[str, Any]) -> str:
             f"  db {'-' if db is None else f'{db:.1f}'} us/msg"
             f"  ack p95 {'-' if ack95 is None else f'{ack95:.2f}'} ms"
         )
+        other = st.get("others_on_server_core_util")
+        if other is not None:
+            extra += f"  others on srv core {other:.0%}"
     return (
         f"  [{name}] offered {st['offered_delivered_per_s']:>8.0f}/s  delivered "
         f"{st['delivered_per_s']:>8.0f}/s  srv {st['server_cpu_util']:>4.0%} "
@@ -1000,6 +1025,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="cowrite serve --log-level (info, the default, logs every connect/disconnect)",
     )
     g.add_argument(
+        "--node-server-args",
+        default="",
+        help="extra node flags for the ADR reference server, e.g. "
+        "'--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it",
+    )
+    g.add_argument(
         "--cowrite-redis",
         default=None,
         help="redis://HOST:PORT: cowrite's broker and presence through Redis (its CPU is "
@@ -1064,6 +1095,30 @@ def main(argv: list[str]) -> int:
         "results_file": str(out),
     }
     print(f"# {command}", flush=True)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # Unwind through the finally blocks: servers stopped, databases dropped.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        run_servers(ctx, doc, out)
+    finally:
+        if ctx.collab and any(collab.uses_pg(n) for n in args.servers.split(",")):
+            left = collab.drop_leftovers(args.pg_admin, stamp)
+            if left:
+                ctx.notes.append(f"dropped leftover benchmark databases: {left}")
+    doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    out.write_text(json.dumps(doc, indent=1))
+    md = collab.markdown(doc) if ctx.collab else markdown(doc)
+    out.with_suffix(".md").write_text(md + "\n")
+    print()
+    print(md)
+    return 0
+
+
+def run_servers(ctx: Ctx, doc: dict[str, Any], out: Path) -> None:
+    args = ctx.args
     for i, name in enumerate(args.servers.split(",")):
         port = args.base_port + i
         r: dict[str, Any] = {}
@@ -1091,13 +1146,6 @@ def main(argv: list[str]) -> int:
             print(f"  [{name}] ERROR {r['error']}", flush=True)
         out.write_text(json.dumps(doc, indent=1))
         time.sleep(1.0)
-    doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    out.write_text(json.dumps(doc, indent=1))
-    md = collab.markdown(doc) if ctx.collab else markdown(doc)
-    out.with_suffix(".md").write_text(md + "\n")
-    print()
-    print(md)
-    return 0
 
 
 if __name__ == "__main__":

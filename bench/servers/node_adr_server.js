@@ -140,6 +140,8 @@ const reply = (ack, value) => {
 // Document room handling
 io.on("connection", (socket) => {
   socket.on("join-document", async (documentId, ack) => {
+    // Not in the ADR: with no argument at all, socket.io passes the ack first.
+    if (typeof documentId === "function") [documentId, ack] = [undefined, documentId];
     try {
       // Verify user has access to document
       const hasAccess = await checkPermission(socket.user.id, documentId);
@@ -166,6 +168,7 @@ io.on("connection", (socket) => {
   });
 
   socket.on("edit-operation", async (data, ack) => {
+    if (typeof data === "function") [data, ack] = [undefined, data];
     // Not in the ADR: `const { documentId, operation } = data` throws on a
     // null/non-object payload; bad input must not crash the process.
     if (data === null || typeof data !== "object") {
