@@ -80,10 +80,19 @@ class App:
         return self.server.port
 
     async def start(self) -> None:
+        """Open the store, start presence and the service, then listen.  When
+        listening fails (the port is taken: ``OSError`` EADDRINUSE) what was
+        started is stopped again before the error propagates."""
         await self.store.open()
         await self.presence.start()
         await self.service.start()
-        await self.server.start()
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.service.stop()
+            await self.presence.stop()
+            await self.store.close()
+            raise
 
     async def stop(self, grace: float = 3.0) -> None:
         """Graceful drain (SIGTERM):
@@ -125,6 +134,7 @@ class App:
         await self.service.stop()
         await self.server.stop()
         await self.store.close()
+        log.info("stopped: every session closed, store closed", extra={"event": "stopped"})
 
 
 def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> App:
