@@ -230,10 +230,13 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     def metrics_route(conn: Connection, req: Request) -> None:
         conn.respond(200, metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
-    def dev_mint(user_id: str, name: str, docs: dict[str, str]) -> str:
-        return mint_token(settings.auth, user_id=user_id, name=name, docs=docs or None)
+    def dev_mint(user_id: str, name: str) -> str:
+        # No docs claim: the stored roles apply to the demo (web.py).
+        return mint_token(settings.auth, user_id=user_id, name=name)
 
-    install_web_routes(server, dev_mode=settings.dev_mode, mint=dev_mint, static_dir=STATIC_DIR)
+    install_web_routes(
+        server, dev_mode=settings.dev_mode, mint=dev_mint, access=the_store, static_dir=STATIC_DIR
+    )
     server.add_route("/metrics", metrics_route)
     server.add_route("/healthz", healthz)
     server.add_route("/readyz", readyz)

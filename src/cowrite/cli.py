@@ -338,14 +338,24 @@ def revoke(
     their role cache time, 5 s by default).  Exits 1 when there is no such grant."""
     url = _store_url(store=store, data_dir=data_dir, config_file=config_file)
 
-    async def act(s: Any) -> bool:
-        result: bool = await s.revoke(document_id, user_id)
-        return result
+    from cowrite.web import LINK_USER
 
-    if not _run_store(url, act):
+    async def act(s: Any) -> tuple[bool, Any]:
+        removed: bool = await s.revoke(document_id, user_id)
+        return removed, await s.get_role(document_id, LINK_USER)
+
+    removed, link = _run_store(url, act)
+    if not removed:
         click.echo(f"error: {user_id} has no role on {document_id}: nothing to revoke", err=True)
         sys.exit(1)
     click.echo(f"revoked {user_id} on {document_id}")
+    if link is not None and user_id != LINK_USER:
+        # The demo (dev mode) gives the link role to whoever opens the link.
+        click.echo(
+            f"note: {document_id} is shared with anyone with the link (as {link.value}): "
+            f"in the demo {user_id} gets that role again on the next visit; "
+            f"`cowrite revoke {document_id} '{LINK_USER}'` stops sharing the link"
+        )
 
 
 @main.command()
