@@ -295,7 +295,9 @@ def _merged_env(environ: dict[str, str] | None, config_file: str | None) -> dict
     return {**(file_settings(path) if path else {}), **base_env}
 
 
-def _store_location(env: dict[str, str], store: str | None, data_dir: str | None) -> tuple[str, str]:
+def _store_location(
+    env: dict[str, str], store: str | None, data_dir: str | None
+) -> tuple[str, str]:
     directory = data_dir or env.get("COWRITE_DATA_DIR") or "data"
     return store or env.get("COWRITE_STORE") or f"sqlite:///{directory}/cowrite.db", directory
 

@@ -46,7 +46,15 @@ import orjson
 from cowrite.errors import CowriteError
 from cowrite.server.connection import Connection, Request
 
-__all__ = ["ASSETS", "LINK_USER", "STATIC_DIR", "DevAccess", "DevMint", "admit", "install_web_routes"]
+__all__ = [
+    "ASSETS",
+    "LINK_USER",
+    "STATIC_DIR",
+    "DevAccess",
+    "DevMint",
+    "admit",
+    "install_web_routes",
+]
 
 log = logging.getLogger("cowrite.web")
 
@@ -78,6 +86,7 @@ class DevAccess(Protocol):
     async def get_role(self, document_id: str, user_id: str) -> Any: ...
 
     async def set_role(self, document_id: str, user_id: str, role: Any) -> None: ...
+
 
 # The page loads only its own script and style and talks only to its origin
 # (CSP Level 3: 'self' also covers ws:// and wss:// to the same host and port).
@@ -131,10 +140,12 @@ async def admit(access: DevAccess, document_id: str, user_id: str) -> tuple[str 
     of ``user_id`` on ``document_id``, creating or granting as they say."""
     from cowrite.backends.store import Role
 
-    if not await access.document_exists(document_id):
-        if await access.create_document(document_id, user_id):
-            await access.set_role(document_id, LINK_USER, Role.EDITOR)
-            return Role.OWNER.value, Role.EDITOR.value
+    created = not await access.document_exists(document_id) and await access.create_document(
+        document_id, user_id
+    )
+    if created:
+        await access.set_role(document_id, LINK_USER, Role.EDITOR)
+        return Role.OWNER.value, Role.EDITOR.value
     link = await access.get_role(document_id, LINK_USER)
     link_role = link.value if link is not None else None
     role = await access.get_role(document_id, user_id)

@@ -45,11 +45,13 @@ def test_demo_screens(
         # 1. The share link names the document and nothing else.
         share = ada["share"]
         assert share["href"] == share["text"]
-        assert re.fullmatch(rf"{re.escape(served.base)}/\?doc=screens-{name}-[0-9a-z]+", share["href"])
+        assert re.fullmatch(
+            rf"{re.escape(served.base)}/\?doc=screens-{name}-[0-9a-z]+", share["href"]
+        )
         assert "token" not in share["href"] and "user" not in share["href"]
         # Clicked, it opened someone else: a second person, not Ada again.
         popup = view["popup"]["look"]
-        assert [p["userId"] for p in popup["roster"]][0] != "ada"
+        assert next(p["userId"] for p in popup["roster"]) != "ada"
         assert "ada" in [p["userId"] for p in popup["roster"]]
         assert popup["role"] == {"role": "editor", "text": "You: editor"}
         assert ada["role"] == {"role": "owner", "text": "You: owner"}
@@ -82,7 +84,9 @@ def test_demo_screens(
         # 3. Offline with pending edits.
         offline = view["offline"]
         assert offline["status"]["state"] == "offline" and offline["status"]["pending"] > 0
-        assert "Offline" in offline["status"]["label"] and "pending edit" in offline["status"]["label"]
+        assert (
+            "Offline" in offline["status"]["label"] and "pending edit" in offline["status"]["label"]
+        )
         assert "(written offline)" in offline["look"]["value"]
 
         # 4. Access denied: says so everywhere, lists nobody, loads nothing.

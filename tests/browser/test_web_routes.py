@@ -132,7 +132,9 @@ async def test_stored_roles_decide_in_the_demo(serve: Callable[..., Served]) -> 
     assert token_for(served, "bob", "doc-1")["role"] is None
 
     # A document created with the CLI has no link role: newcomers are refused.
-    assert cli(served, "grant", "--create", "--owner", "ada", "doc-2", "bob", "editor").returncode == 0
+    assert (
+        cli(served, "grant", "--create", "--owner", "ada", "doc-2", "bob", "editor").returncode == 0
+    )
     dave = token_for(served, "dave", "doc-2")
     assert (dave["role"], dave["linkRole"]) == (None, None)
     ack = await join(dave["token"], "doc-2")

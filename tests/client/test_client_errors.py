@@ -160,9 +160,11 @@ async def test_nothing_listening_logs_every_attempt_and_times_out(
         port = sock.getsockname()[1]
         settings = ClientSettings(backoff_base=0.05, backoff_cap=0.2, first_connect_timeout=1.0)
         client = CowriteClient(f"http://127.0.0.1:{port}", token=token("alice"), settings=settings)
-        with caplog.at_level(logging.WARNING, logger="cowrite.client"):
-            with pytest.raises(ConnectTimeout) as info:
-                await asyncio.wait_for(client.connect(), WAIT)
+        with (
+            caplog.at_level(logging.WARNING, logger="cowrite.client"),
+            pytest.raises(ConnectTimeout) as info,
+        ):
+            await asyncio.wait_for(client.connect(), WAIT)
         await client.close()
     failed = [r for r in caplog.records if "cannot connect to" in r.getMessage()]
     assert client.metrics.connect_attempts >= 2

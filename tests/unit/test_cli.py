@@ -7,7 +7,6 @@ variables."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -66,7 +65,10 @@ def test_the_owner_named_by_create_owns_the_document(tmp_path: Path) -> None:
     from cowrite.backends.store import Role
     from cowrite.backends.store_sqlite import SqliteStore
 
-    assert run(["grant", "--create", "--owner", "alice", "d", "bob", "viewer"], tmp_path).exit_code == 0
+    assert (
+        run(["grant", "--create", "--owner", "alice", "d", "bob", "viewer"], tmp_path).exit_code
+        == 0
+    )
 
     async def roles() -> dict[str, Role]:
         store = SqliteStore(str(tmp_path / "cowrite.db"))
@@ -144,8 +146,18 @@ def serve(port: int, data_dir: Path, out: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COWRITE_")}
     with out.open("wb") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "cowrite", "serve", "--dev", "--port", str(port)]
-            + ["--data-dir", str(data_dir), "--no-uvloop"],
+            [
+                sys.executable,
+                "-m",
+                "cowrite",
+                "serve",
+                "--dev",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--no-uvloop",
+            ],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=fh,
@@ -198,7 +210,9 @@ def test_serve_logs_where_it_listens_and_that_it_stopped(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("port", ["", "3100"])
 def test_make_serve_honours_port(port: str) -> None:
-    args = ["make", "-n", "--no-print-directory", "-C", str(REPO), "serve"] + ([f"PORT={port}"] if port else [])
+    args = ["make", "-n", "--no-print-directory", "-C", str(REPO), "serve"] + (
+        [f"PORT={port}"] if port else []
+    )
     result = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith(".venv/bin/cowrite serve --dev")

@@ -218,6 +218,12 @@ function renderDenied() {
   textarea.value = "";
   textarea.placeholder = "You have no access to this document.";
   const reason = sync.stopReason || "You have no access to this document";
+  if (sync.stopCode !== "access_denied") {
+    showMessage(`${reason}.`); // a refused token: no role would help
+    renderRoster();
+    renderCursors();
+    return;
+  }
   const command = document.createElement("code");
   command.textContent = `cowrite grant ${documentId} ${me.userId} editor`;
   showMessage(

@@ -202,6 +202,7 @@ export class DocumentSync extends EventTarget {
 
   _stop(code, message) {
     this.stopReason = message;
+    this.stopCode = code;
     this.stopped = true;
     this.joined = false;
     this.roster = new Map();
