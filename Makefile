@@ -39,8 +39,11 @@ $(WEB_DIST)/.stamp: $(WEB_DIR)/node_modules/.stamp $(WEB_DIR)/build.mjs $(WEB_DI
 
 web: $(WEB_DIST)/.stamp
 
+# make serve PORT=3100: another port (default 3000, or COWRITE_PORT).
+PORT ?=
+
 serve: install web
-	$(VENV)/bin/cowrite serve --dev
+	$(VENV)/bin/cowrite serve --dev $(if $(PORT),--port $(PORT))
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -28,16 +28,16 @@ for path in sys.argv[1:]:
         f"{f(c['connect_time_ms']['p50'])} / {f(c['connect_time_ms']['p95'])} | {c['errors'] or '-'} | {f(c['connected_at_end'])} |"
     )
     print(
-        "| instance | connections | RSS baseline MB | RSS connected MB | RSS end MB | MB per 1,000 |"
+        "| instance | connections | RSS baseline MB | RSS connected MB | RSS end MB | growth MB per 1,000 |"
     )
     for i in s["instances"]:
         print(
             f"| {i['url']} | {f(i['connections'])} | {f(i['rss_baseline_mb'])} | {f(i['rss_connected_mb'])} | "
-            f"{f(i['rss_end_mb'])} | {f(i['mb_per_1000_connections'])} |"
+            f"{f(i['rss_end_mb'])} | {f(i['rss_growth_mb_per_1000_connections'])} |"
         )
     print(
         f"| total | {f(c['connected'])} | {f(s['rss_baseline_mb'])} | {f(s['rss_connected_mb'])} | | "
-        f"{f(s['mb_per_1000_connections'])} (above baseline {f(s['mb_per_1000_connections_above_baseline'])}) |"
+        f"{f(s['rss_growth_mb_per_1000_connections'])} |"
     )
     print(
         "| edits sent/acked | ack p50/p95 ms | delivered/expected | rate/s | P50 | P95 | P99 | max ms |"

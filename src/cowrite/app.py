@@ -84,10 +84,19 @@ class App:
         return self.server.port
 
     async def start(self) -> None:
+        """Open the store, start presence and the service, then listen.  When
+        listening fails (the port is taken: ``OSError`` EADDRINUSE) what was
+        started is stopped again before the error propagates."""
         await self.store.open()
         await self.presence.start()
         await self.service.start()
-        await self.server.start()
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.service.stop()
+            await self.presence.stop()
+            await self.store.close()
+            raise
 
     async def stop(self, grace: float = 3.0) -> None:
         """Graceful drain (SIGTERM):
@@ -129,6 +138,7 @@ class App:
         await self.service.stop()
         await self.server.stop()
         await self.store.close()
+        log.info("stopped: every session closed, store closed", extra={"event": "stopped"})
 
 
 def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> App:
@@ -224,10 +234,13 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     def metrics_route(conn: Connection, req: Request) -> None:
         conn.respond(200, metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
-    def dev_mint(user_id: str, name: str, docs: dict[str, str]) -> str:
-        return mint_token(settings.auth, user_id=user_id, name=name, docs=docs or None)
+    def dev_mint(user_id: str, name: str) -> str:
+        # No docs claim: the stored roles apply to the demo (web.py).
+        return mint_token(settings.auth, user_id=user_id, name=name)
 
-    install_web_routes(server, dev_mode=settings.dev_mode, mint=dev_mint, static_dir=STATIC_DIR)
+    install_web_routes(
+        server, dev_mode=settings.dev_mode, mint=dev_mint, access=the_store, static_dir=STATIC_DIR
+    )
     server.add_route("/metrics", metrics_route)
     server.add_route("/healthz", healthz)
     server.add_route("/readyz", readyz)

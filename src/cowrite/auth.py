@@ -150,7 +150,9 @@ class AuthSettings:
                 raise ConfigError(f"{hmac[0]} needs a secret")
             needed = max(_HMAC[alg] for alg in hmac)
             if len(self.secret.encode()) < needed:
-                raise ConfigError(f"the secret must be at least {needed} bytes long for {hmac}")
+                raise ConfigError(
+                    f"the secret must be at least {needed} bytes long for {', '.join(hmac)}"
+                )
         else:
             if self.secret is not None:
                 raise ConfigError("asymmetric algorithms do not use secret")
@@ -332,7 +334,7 @@ def _check_docs(raw: object) -> dict[str, str]:
         if not isinstance(doc, str) or not doc:
             raise ValueError("document ids must be non-empty strings")
         if not isinstance(role, str) or role not in ROLES:
-            raise ValueError(f"role for {doc!r} must be one of {sorted(ROLES)}")
+            raise ValueError(f"role for {doc!r} must be owner, editor or viewer")
         docs[doc] = role
     return docs
 
@@ -460,11 +462,12 @@ def mint_token(
         raise LocalError("user_id must be a non-empty string")
     if not (math.isfinite(ttl) and ttl > 0):
         raise LocalError("ttl must be a positive number of seconds")
-    issued = time.time() if now is None else now
+    # Whole seconds (NumericDate); exp - iat is ttl rounded up, never more.
+    issued = math.floor(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "sub": user_id,
-        "iat": math.floor(issued),
-        "exp": math.ceil(issued + ttl),
+        "iat": issued,
+        "exp": issued + math.ceil(ttl),
     }
     if name is not None:
         claims["name"] = name
@@ -508,7 +511,7 @@ def parse_doc_grants(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         doc, sep, role = item.rpartition("=")
         if not sep or not doc or role not in ROLES:
-            raise LocalError(f"{item!r}: expected DOC=ROLE with ROLE one of {sorted(ROLES)}")
+            raise LocalError(f"{item!r}: expected DOC=ROLE, ROLE one of owner, editor, viewer")
         docs[doc] = role
     return docs
 
@@ -538,8 +541,8 @@ def auth_settings_from_env(environ: Mapping[str, str] | None = None) -> AuthSett
     if "leeway" in values:
         try:
             values["leeway"] = float(values["leeway"])
-        except ValueError as exc:
-            raise ConfigError(f"{prefix}LEEWAY: {exc}") from exc
+        except ValueError:
+            raise ConfigError(f"{prefix}LEEWAY: expected a number of seconds") from None
     if "docs_claim" in values:
         values["docs_claim"] = values["docs_claim"].lower() in {"1", "true", "yes", "on"}
     return AuthSettings(**values)

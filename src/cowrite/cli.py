@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -10,23 +11,32 @@ from typing import Any, TypeVar
 import click
 
 from cowrite import logs, runtime
-from cowrite.config import AppSettings, load_app_settings
+from cowrite.config import AppSettings, load_app_settings, load_auth_settings, load_store_url
 from cowrite.errors import CowriteError
 
 T = TypeVar("T")
 
 store_option = click.option(
-    "--store", default=None, help="sqlite:///PATH or postgresql://DSN [sqlite in --data-dir]."
+    "--store",
+    default=None,
+    help="sqlite:///PATH or postgresql://DSN [sqlite in --data-dir; env COWRITE_STORE].",
 )
-data_dir_option = click.option("--data-dir", default=None, help="Data directory [./data].")
+data_dir_option = click.option(
+    "--data-dir", default=None, help="Data directory [./data; env COWRITE_DATA_DIR]."
+)
 config_option = click.option(
-    "--config", "config_file", default=None, help="TOML settings file (below env and flags)."
+    "--config",
+    "config_file",
+    default=None,
+    help="TOML settings file, below env and flags (deploy/cowrite.example.toml; "
+    "env COWRITE_CONFIG).",
 )
 dev_option = click.option(
     "--dev/--production",
     "dev_mode",
     default=None,
-    help="Development mode: generated JWT secret kept in the data directory [production].",
+    help="Development mode: generated JWT secret kept in the data directory "
+    "[production; env COWRITE_DEV=1].",
 )
 
 
@@ -38,11 +48,19 @@ def _settings(**kwargs: Any) -> AppSettings:
         sys.exit(2)
 
 
-def _run_store(settings: AppSettings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+def _store_url(**kwargs: Any) -> str:
+    try:
+        return load_store_url(**kwargs)
+    except CowriteError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run_store(store_url: str, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     from cowrite.app import open_store
 
     async def run() -> T:
-        store = open_store(settings.store)
+        store = open_store(store_url)
         await store.open()
         try:
             return await action(store)
@@ -59,31 +77,87 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", default=None, help="Address to listen on [127.0.0.1].")
-@click.option("--port", type=int, default=None, help="Port to listen on [3000].")
-@click.option("--ping-interval", type=float, default=None, help="Seconds between pings [25].")
-@click.option("--ping-timeout", type=float, default=None, help="Seconds to wait for a pong [20].")
-@click.option("--max-payload", type=int, default=None, help="Largest message in bytes [1000000].")
-@click.option("--connect-timeout", type=float, default=None, help="Seconds to connect [45].")
+@click.option("--host", default=None, help="Address to listen on [127.0.0.1; env COWRITE_HOST].")
+@click.option("--port", type=int, default=None, help="Port to listen on [3000; env COWRITE_PORT].")
 @click.option(
-    "--cors-origin", "cors_origins", multiple=True, help="Allowed browser Origin (repeatable)."
+    "--ping-interval",
+    type=float,
+    default=None,
+    help="Seconds between pings [25; env COWRITE_PING_INTERVAL].",
 )
-@click.option("--transports", default=None, help="Comma-separated: websocket,polling.")
 @click.option(
-    "--trusted-proxy", "trusted_proxies", multiple=True, help="CIDR whose X-Real-IP is believed."
+    "--ping-timeout",
+    type=float,
+    default=None,
+    help="Seconds to wait for a pong [20; env COWRITE_PING_TIMEOUT].",
 )
-@click.option("--send-buffer-limit", type=int, default=None, help="Slow-consumer limit in bytes.")
-@click.option("--no-uvloop", is_flag=True, default=False, help="Use asyncio's own event loop.")
-@click.option("--auto-create/--no-auto-create", default=None, help="Create documents on join.")
 @click.option(
-    "--redis", "redis_url", default=None, help="redis://HOST:PORT: share with other instances."
+    "--max-payload",
+    type=int,
+    default=None,
+    help="Largest message in bytes [1000000; env COWRITE_MAX_PAYLOAD].",
 )
-@click.option("--instance-id", default=None, help="This instance's id [hostname-random].")
+@click.option(
+    "--connect-timeout",
+    type=float,
+    default=None,
+    help="Seconds to connect [45; env COWRITE_CONNECT_TIMEOUT].",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Allowed browser Origin, repeatable [env COWRITE_CORS_ORIGINS, comma-separated].",
+)
+@click.option(
+    "--transports",
+    default=None,
+    help="Comma-separated: websocket,polling [both; env COWRITE_TRANSPORTS].",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    help="CIDR whose X-Real-IP is believed, repeatable [env COWRITE_TRUSTED_PROXIES].",
+)
+@click.option(
+    "--send-buffer-limit",
+    type=int,
+    default=None,
+    help="Slow-consumer limit in bytes [1048576; env COWRITE_SEND_BUFFER_LIMIT].",
+)
+@click.option(
+    "--no-uvloop",
+    is_flag=True,
+    default=False,
+    help="Use asyncio's own event loop [env COWRITE_USE_UVLOOP=0].",
+)
+@click.option(
+    "--auto-create/--no-auto-create",
+    default=None,
+    help="Create documents on join [on; env COWRITE_AUTO_CREATE].",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    help="redis://HOST:PORT: share with other instances [env COWRITE_REDIS_URL].",
+)
+@click.option(
+    "--instance-id",
+    default=None,
+    help="This instance's id [hostname-random; env COWRITE_INSTANCE_ID].",
+)
 @store_option
 @data_dir_option
 @dev_option
 @config_option
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    envvar="COWRITE_LOG_LEVEL",
+    default="info",
+    help="debug, info, warning or error [info; env COWRITE_LOG_LEVEL].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -133,7 +207,18 @@ def serve(
 
     async def run() -> None:
         app = build_app(settings)
-        await app.start()
+        try:
+            await app.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            where = f"{settings.server.host}:{settings.server.port}"
+            click.echo(
+                f"error: port {settings.server.port} is already in use ({where}): "
+                "choose another with --port N, COWRITE_PORT=N or make serve PORT=N",
+                err=True,
+            )
+            sys.exit(1)
         if settings.server.gc_freeze:
             runtime.tune_gc()
         mode = "development" if settings.dev_mode else "production"
@@ -167,10 +252,10 @@ def token(
     """Mint a JWT with the configured secret (development and tests)."""
     from cowrite.auth import mint_token, parse_doc_grants
 
-    settings = _settings(data_dir=data_dir, dev_mode=dev_mode)
     try:
+        auth = load_auth_settings(data_dir=data_dir, dev_mode=dev_mode)
         grants = parse_doc_grants(docs) if docs else None
-        click.echo(mint_token(settings.auth, user_id=user_id, name=name, ttl=ttl, docs=grants))
+        click.echo(mint_token(auth, user_id=user_id, name=name, ttl=ttl, docs=grants))
     except CowriteError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -180,28 +265,57 @@ def token(
 @click.argument("document_id")
 @click.argument("user_id")
 @click.argument("role", type=click.Choice(["owner", "editor", "viewer"]))
+@click.option(
+    "--create", is_flag=True, help="Create DOCUMENT_ID if it does not exist (needs --owner)."
+)
+@click.option("--owner", default=None, help="Owner of the document --create creates.")
 @store_option
 @data_dir_option
 @dev_option
+@config_option
 def grant(
     document_id: str,
     user_id: str,
     role: str,
+    create: bool,
+    owner: str | None,
     store: str | None,
     data_dir: str | None,
     dev_mode: bool | None,
+    config_file: str | None,
 ) -> None:
-    """Give USER_ID the ROLE on DOCUMENT_ID (the document is created if needed)."""
+    """Give USER_ID the ROLE on DOCUMENT_ID.  Only the store is needed (no JWT
+    key); running servers apply the change within their role cache time (5 s).
+    An unknown document is refused unless --create --owner USER names who owns it."""
     from cowrite.backends.store import Role
 
-    settings = _settings(store=store, data_dir=data_dir, dev_mode=dev_mode)
+    if create and not owner:
+        raise click.UsageError("--create needs --owner USER: the document's owner")
+    if owner and not create:
+        raise click.UsageError("--owner goes with --create")
+    url = _store_url(store=store, data_dir=data_dir, config_file=config_file)
 
-    async def act(s: Any) -> None:
+    async def act(s: Any) -> str | None:
+        created = None
         if not await s.document_exists(document_id):
-            await s.create_document(document_id, user_id)
+            if not create:
+                return None
+            assert owner is not None
+            if await s.create_document(document_id, owner):
+                created = f"created {document_id} (owner {owner})"
         await s.set_role(document_id, user_id, Role(role))
+        return created or ""
 
-    _run_store(settings, act)
+    done = _run_store(url, act)
+    if done is None:
+        click.echo(
+            f"error: no document {document_id!r}: create it with its owner, e.g. "
+            f"cowrite grant --create --owner USER {document_id} {user_id} {role}",
+            err=True,
+        )
+        sys.exit(1)
+    if done:
+        click.echo(done)
     click.echo(f"{user_id} is {role} of {document_id}")
 
 
@@ -211,33 +325,54 @@ def grant(
 @store_option
 @data_dir_option
 @dev_option
+@config_option
 def revoke(
-    document_id: str, user_id: str, store: str | None, data_dir: str | None, dev_mode: bool | None
+    document_id: str,
+    user_id: str,
+    store: str | None,
+    data_dir: str | None,
+    dev_mode: bool | None,
+    config_file: str | None,
 ) -> None:
     """Remove USER_ID's access to DOCUMENT_ID (running servers enforce it within
-    their role cache time, 5 s by default)."""
-    settings = _settings(store=store, data_dir=data_dir, dev_mode=dev_mode)
+    their role cache time, 5 s by default).  Exits 1 when there is no such grant."""
+    url = _store_url(store=store, data_dir=data_dir, config_file=config_file)
 
-    async def act(s: Any) -> bool:
-        result: bool = await s.revoke(document_id, user_id)
-        return result
+    from cowrite.web import LINK_USER
 
-    removed = _run_store(settings, act)
-    click.echo(f"revoked {user_id} on {document_id}" if removed else "no such grant")
+    async def act(s: Any) -> tuple[bool, Any]:
+        removed: bool = await s.revoke(document_id, user_id)
+        return removed, await s.get_role(document_id, LINK_USER)
+
+    removed, link = _run_store(url, act)
+    if not removed:
+        click.echo(f"error: {user_id} has no role on {document_id}: nothing to revoke", err=True)
+        sys.exit(1)
+    click.echo(f"revoked {user_id} on {document_id}")
+    if link is not None and user_id != LINK_USER:
+        # The demo (dev mode) gives the link role to whoever opens the link.
+        click.echo(
+            f"note: {document_id} is shared with anyone with the link (as {link.value}): "
+            f"in the demo {user_id} gets that role again on the next visit; "
+            f"`cowrite revoke {document_id} '{LINK_USER}'` stops sharing the link"
+        )
 
 
 @main.command()
 @store_option
 @data_dir_option
 @dev_option
-def migrate(store: str | None, data_dir: str | None, dev_mode: bool | None) -> None:
+@config_option
+def migrate(
+    store: str | None, data_dir: str | None, dev_mode: bool | None, config_file: str | None
+) -> None:
     """Apply the store's schema migrations (serve does it on start too)."""
-    settings = _settings(store=store, data_dir=data_dir, dev_mode=dev_mode)
+    url = _store_url(store=store, data_dir=data_dir, config_file=config_file)
 
     async def act(s: Any) -> None:
         await s.migrate()
 
-    _run_store(settings, act)
+    _run_store(url, act)
     click.echo("migrations applied")
 
 

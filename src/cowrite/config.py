@@ -12,7 +12,7 @@ import functools
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cowrite.errors import ConfigError
 
@@ -65,7 +65,7 @@ class ServerSettings:
         if self.max_payload < 1024:
             raise ConfigError("max_payload must be at least 1024 bytes")
         if not self.transports or any(t not in TRANSPORTS for t in self.transports):
-            raise ConfigError(f"transports must be a non-empty subset of {TRANSPORTS}")
+            raise ConfigError(f"transports must be one or both of: {', '.join(TRANSPORTS)}")
         if not self.path.startswith("/"):
             raise ConfigError("path must start with '/'")
         if not self.path.endswith("/"):
@@ -134,6 +134,9 @@ def _ip_limited(address: str, exempt: tuple[Any, ...]) -> bool:
     return not any(ip in net for net in exempt)
 
 
+_KINDS: Final = {"int": "a whole number", "float": "a number"}
+
+
 def _coerce(value: str, target: Any) -> Any:
     if isinstance(target, bool):
         return value.lower() in {"1", "true", "yes", "on"}
@@ -159,8 +162,11 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
         if raw is not None:
             try:
                 values[f.name] = _coerce(raw, getattr(base, f.name))
-            except ValueError as exc:
-                raise ConfigError(f"COWRITE_{f.name.upper()}: {exc}") from exc
+            except ValueError:
+                kind = type(getattr(base, f.name)).__name__
+                raise ConfigError(
+                    f"COWRITE_{f.name.upper()}: expected {_KINDS.get(kind, kind)}, got {raw!r}"
+                ) from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return ServerSettings(**values)
 
@@ -226,30 +232,17 @@ def load_app_settings(
     config_file: str | None = None,
 ) -> AppSettings:
     """Defaults < TOML file < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
-    from cowrite.auth import AuthSettings, auth_settings_from_env
     from cowrite.core.collab import CollabSettings
 
-    base_env = os.environ if environ is None else environ
-    path = config_file or base_env.get("COWRITE_CONFIG")
-    env: dict[str, str] = {**(file_settings(path) if path else {}), **base_env}
+    env = _merged_env(environ, config_file)
     dev = dev_mode if dev_mode is not None else _env_bool(env, "COWRITE_DEV", False)
-    directory = data_dir or env.get("COWRITE_DATA_DIR") or "data"
-    store_url = store or env.get("COWRITE_STORE") or f"sqlite:///{directory}/cowrite.db"
+    store_url, directory = _store_location(env, store, data_dir)
     server = settings_from_env(dict(env), **(server_overrides or {}))
-    auth = auth_settings_from_env(dict(env))
-    if auth is None:
-        if not dev:
-            raise ConfigError(
-                "no JWT key configured: set COWRITE_AUTH_SECRET (HS256) or "
-                "COWRITE_AUTH_ALGORITHMS with COWRITE_AUTH_PUBLIC_KEY_FILE / "
-                "COWRITE_AUTH_JWKS_FILE, or run with --dev"
-            )
-        # The dev token endpoint grants documents through the docs claim.
-        auth = AuthSettings(secret=dev_secret(directory), docs_claim=True)
+    auth = _auth_settings(env, dev, directory)
     try:
         max_op = int(env.get("COWRITE_MAX_OPERATION_BYTES", 64 * 1024))
-    except ValueError as exc:
-        raise ConfigError(f"COWRITE_MAX_OPERATION_BYTES: {exc}") from exc
+    except ValueError:
+        raise ConfigError("COWRITE_MAX_OPERATION_BYTES: expected a whole number of bytes") from None
     if not dev and not server.cors_origins:
         raise ConfigError(
             "production mode needs a CORS allow-list: set COWRITE_CORS_ORIGINS "
@@ -265,8 +258,8 @@ def load_app_settings(
     )
     try:
         presence_ttl = float(env.get("COWRITE_PRESENCE_TTL", 30.0))
-    except ValueError as exc:
-        raise ConfigError(f"COWRITE_PRESENCE_TTL: {exc}") from exc
+    except ValueError:
+        raise ConfigError("COWRITE_PRESENCE_TTL: expected a number of seconds") from None
     if presence_ttl <= 0:
         raise ConfigError("COWRITE_PRESENCE_TTL must be positive")
     import socket
@@ -288,6 +281,127 @@ def load_app_settings(
     )
 
 
+def _auth_settings(env: dict[str, str], dev: bool, directory: str) -> Any:
+    from cowrite.auth import AuthSettings, auth_settings_from_env
+
+    auth = auth_settings_from_env(dict(env))
+    if auth is None:
+        if not dev:
+            raise ConfigError(
+                "no JWT key configured: set COWRITE_AUTH_SECRET (HS256) or "
+                "COWRITE_AUTH_ALGORITHMS with COWRITE_AUTH_PUBLIC_KEY_FILE / "
+                "COWRITE_AUTH_JWKS_FILE, or run with --dev"
+            )
+        # Development: a generated secret.  A token's docs claim (``cowrite
+        # token --doc DOC=ROLE``) is honoured; the demo's tokens carry none, so
+        # the stored roles apply to them.
+        auth = AuthSettings(secret=dev_secret(directory), docs_claim=True)
+    return auth
+
+
+def load_auth_settings(
+    *,
+    environ: dict[str, str] | None = None,
+    data_dir: str | None = None,
+    dev_mode: bool | None = None,
+    config_file: str | None = None,
+) -> Any:
+    """Only the token settings (``cowrite token``): no CORS list needed."""
+    env = _merged_env(environ, config_file)
+    dev = dev_mode if dev_mode is not None else _env_bool(env, "COWRITE_DEV", False)
+    return _auth_settings(env, dev, _store_location(env, None, data_dir)[1])
+
+
+def _merged_env(environ: dict[str, str] | None, config_file: str | None) -> dict[str, str]:
+    """The real environment over the settings file's values (as ``COWRITE_*``)."""
+    base_env = os.environ if environ is None else environ
+    path = config_file or base_env.get("COWRITE_CONFIG")
+    return {**(file_settings(path) if path else {}), **base_env}
+
+
+def _store_location(
+    env: dict[str, str], store: str | None, data_dir: str | None
+) -> tuple[str, str]:
+    directory = data_dir or env.get("COWRITE_DATA_DIR") or "data"
+    return store or env.get("COWRITE_STORE") or f"sqlite:///{directory}/cowrite.db", directory
+
+
+def load_store_url(
+    *,
+    environ: dict[str, str] | None = None,
+    store: str | None = None,
+    data_dir: str | None = None,
+    config_file: str | None = None,
+) -> str:
+    """Where the store is, for the commands that need only it (``grant``,
+    ``revoke``, ``migrate``): no signing key, no CORS list needed."""
+    return _store_location(_merged_env(environ, config_file), store, data_dir)[0]
+
+
+#: Top-level keys of a settings file besides ``ServerSettings``' fields, and
+#: the keys of its ``[auth]`` table (``COWRITE_AUTH_*``).
+_APP_KEYS: Final = frozenset(
+    {
+        "store",
+        "data_dir",
+        "dev",
+        "auto_create",
+        "max_operation_bytes",
+        "redis_url",
+        "redis_prefix",
+        "instance_id",
+        "presence_ttl",
+        "commit_interval",
+    }
+)
+_AUTH_KEYS: Final = frozenset(
+    {
+        "algorithms",
+        "secret",
+        "public_key_file",
+        "jwks_file",
+        "audience",
+        "issuer",
+        "leeway",
+        "docs_claim",
+    }
+)
+
+
+def _server_keys() -> frozenset[str]:
+    return frozenset(
+        f.name
+        for f in dataclasses.fields(ServerSettings)
+        if f.name != "extra" and not f.name.startswith("_")
+    )
+
+
+def _unknown_key(path: str, key: str, known: frozenset[str], table: str = "") -> ConfigError:
+    import difflib
+
+    where = f"[{table}] " if table else ""
+    near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f": did you mean {near[0]!r}?" if near else f" (known: {', '.join(sorted(known))})"
+    return ConfigError(f"{path}: unknown setting {where}{key!r}{hint}")
+
+
+def check_file_keys(path: str, data: dict[str, Any]) -> None:
+    """ConfigError naming the nearest valid key for any key cowrite does not know
+    (a misspelled setting would otherwise be ignored without a word)."""
+    top = _server_keys() | _APP_KEYS | {"auth"}
+    for key, value in data.items():
+        if key not in top:
+            raise _unknown_key(path, key, top)
+        if key == "auth":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: auth must be a table ([auth])")
+            for sub in value:
+                if sub not in _AUTH_KEYS:
+                    raise _unknown_key(path, sub, _AUTH_KEYS, "auth")
+        elif isinstance(value, dict):
+            raise ConfigError(f"{path}: {key} must be a value, not a table")
+
+
 def file_settings(path: str) -> dict[str, str]:
     """A TOML settings file as ``COWRITE_*`` variables (lower precedence than the
     real environment).  Top-level keys are the settings' names (``port``,
@@ -300,6 +414,7 @@ def file_settings(path: str) -> dict[str, str]:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    check_file_keys(path, data)
     out: dict[str, str] = {}
 
     def put(prefix: str, table: dict[str, Any]) -> None:

@@ -5,10 +5,18 @@ Routes (plain HTTP on the server's port, next to ``/socket.io/``):
 ``GET /``                 the page (``index.html``)
 ``GET /static/<asset>``   its bundle and style sheet (``ASSETS``)
 ``GET /dev/token``        development mode only (404 otherwise):
-                          ``?user=ID&name=NAME&doc=DOC`` -> ``{"token": ...}``,
-                          a JWT for ``ID`` whose ``docs`` claim makes it an
-                          ``editor`` of ``DOC`` (so a second person can edit a
-                          document the first one created).
+                          ``?user=ID&name=NAME&doc=DOC`` -> ``{"token", "role",
+                          "linkRole", ...}``, a JWT for ``ID`` without a ``docs``
+                          claim: the roles stored on the server apply.
+
+Roles in the demo are the stored ones, as for any client.  The first person to
+ask for a document that does not exist creates it and owns it; the document is
+then shared with "anyone with the link" as ``editor`` (a stored grant to the
+pseudo user ``*``, ``LINK_USER``), so a second window edits along at once.
+Someone without a role on an existing document gets the link role when there
+is one (stored for them: from then on ``cowrite grant``/``revoke`` and the
+owner change it), else nothing: the page shows "no access".  The owner changes
+the link role from the page (``share-document`` with ``userId: "*"``).
 
 The page is built by esbuild from ``web/`` into ``STATIC_DIR`` (gitignored;
 ``make serve`` builds it).  Files are read on each request, so a rebuild
@@ -24,12 +32,13 @@ the network, and a page on another site that rebinds its DNS name to
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
 
 import orjson
@@ -37,7 +46,15 @@ import orjson
 from cowrite.errors import CowriteError
 from cowrite.server.connection import Connection, Request
 
-__all__ = ["ASSETS", "STATIC_DIR", "DevMint", "install_web_routes"]
+__all__ = [
+    "ASSETS",
+    "LINK_USER",
+    "STATIC_DIR",
+    "DevAccess",
+    "DevMint",
+    "admit",
+    "install_web_routes",
+]
 
 log = logging.getLogger("cowrite.web")
 
@@ -52,8 +69,24 @@ ASSETS: Final = {
     "style.css": "text/css; charset=utf-8",
 }
 
-#: ``mint(user_id, name, docs)`` -> a JWT that the server's verifier accepts.
-DevMint = Callable[[str, str, dict[str, str]], str]
+#: ``mint(user_id, name)`` -> a JWT (no ``docs`` claim) the server's verifier accepts.
+DevMint = Callable[[str, str], str]
+
+#: The pseudo user whose stored role is what "anyone with the link" gets in the demo.
+LINK_USER: Final = "*"
+
+
+class DevAccess(Protocol):
+    """What the token endpoint needs from the store (``OperationStore`` has it)."""
+
+    async def document_exists(self, document_id: str) -> bool: ...
+
+    async def create_document(self, document_id: str, owner_id: str) -> bool: ...
+
+    async def get_role(self, document_id: str, user_id: str) -> Any: ...
+
+    async def set_role(self, document_id: str, user_id: str, role: Any) -> None: ...
+
 
 # The page loads only its own script and style and talks only to its origin
 # (CSP Level 3: 'self' also covers ws:// and wss:// to the same host and port).
@@ -88,14 +121,38 @@ def install_web_routes(
     *,
     dev_mode: bool,
     mint: DevMint,
+    access: DevAccess | None = None,
     static_dir: Path = STATIC_DIR,
 ) -> None:
-    """Serve the demo page from ``static_dir``; add ``/dev/token`` when ``dev_mode``."""
+    """Serve the demo page from ``static_dir``; add ``/dev/token`` when ``dev_mode``
+    (``access``, the store, is then required)."""
     server.add_route("/", _page_handler(static_dir))
     for name, media_type in ASSETS.items():
         server.add_route(f"/static/{name}", _asset_handler(static_dir / name, media_type))
     if dev_mode:
-        server.add_route("/dev/token", _token_handler(mint))
+        if access is None:
+            raise ValueError("the development token endpoint needs the store (access)")
+        server.add_route("/dev/token", _token_handler(mint, access))
+
+
+async def admit(access: DevAccess, document_id: str, user_id: str) -> tuple[str | None, str | None]:
+    """The demo's sharing rules (see the module docstring): ``(role, link_role)``
+    of ``user_id`` on ``document_id``, creating or granting as they say."""
+    from cowrite.backends.store import Role
+
+    created = not await access.document_exists(document_id) and await access.create_document(
+        document_id, user_id
+    )
+    if created:
+        await access.set_role(document_id, LINK_USER, Role.EDITOR)
+        return Role.OWNER.value, Role.EDITOR.value
+    link = await access.get_role(document_id, LINK_USER)
+    link_role = link.value if link is not None else None
+    role = await access.get_role(document_id, user_id)
+    if role is None and link is not None:
+        await access.set_role(document_id, user_id, link)
+        role = link
+    return (role.value if role is not None else None), link_role
 
 
 def _only_get(conn: Connection, req: Request) -> bool:
@@ -173,7 +230,7 @@ def _is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def _token_handler(mint: DevMint) -> Callable[[Connection, Request], None]:
+def _token_handler(mint: DevMint, access: DevAccess) -> Callable[[Connection, Request], None]:
     def token(conn: Connection, req: Request) -> None:
         if not _only_get(conn, req):
             return
@@ -193,14 +250,33 @@ def _token_handler(mint: DevMint) -> Callable[[Connection, Request], None]:
         if doc and (len(doc) > _MAX_DOC_ID or not doc.isprintable()):
             _json(conn, 400, {"error": f"doc: at most {_MAX_DOC_ID} printable characters"})
             return
-        docs = {doc: "editor"} if doc else {}
         try:
-            minted = mint(user, name, docs)
+            minted = mint(user, name)
         except CowriteError as exc:
             # For instance an RS256 configuration: the server holds no private key.
             log.warning("dev token not minted: %s", exc)
             _json(conn, 500, {"error": f"cannot mint a token here: {exc}"})
             return
-        _json(conn, 200, {"token": minted, "userId": user, "name": name, "docs": docs})
+        answer: dict[str, Any] = {"token": minted, "userId": user, "name": name}
+        if not doc:
+            _json(conn, 200, answer)
+            return
+
+        async def share() -> None:
+            try:
+                role, link_role = await admit(access, doc, user)
+            except Exception as exc:  # the store is down: the page retries
+                log.warning("dev token: roles on %r not read: %s", doc, exc)
+                _json(conn, 503, {"error": "the document store is unavailable"})
+                return
+            answer.update(documentId=doc, role=role, linkRole=link_role)
+            _json(conn, 200, answer)
+
+        task = asyncio.get_running_loop().create_task(share())
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
 
     return token
+
+
+_pending: set[asyncio.Task[None]] = set()

@@ -29,16 +29,18 @@ def is_subsequence(part: str, whole: str) -> bool:
     return all(char in rest for char in part)
 
 
-def run_driver(node: str, chromium: str, served: Served, output_dir: Path) -> dict[str, Any]:
+def run_driver(
+    node: str, chromium: str, served: Served, output_dir: Path, *, driver: Path = DRIVER
+) -> dict[str, Any]:
     # Playwright's fresh --user-data-dir goes under TMPDIR; Chromium's singleton
     # socket lives there too, and a Unix socket path must stay under 108 bytes,
     # so not in pytest's long tmp_path.
     with tempfile.TemporaryDirectory(prefix="cwb-") as scratch:
-        return _run_driver(node, chromium, served, output_dir, scratch)
+        return _run_driver(node, chromium, served, output_dir, scratch, driver)
 
 
 def _run_driver(
-    node: str, chromium: str, served: Served, output_dir: Path, scratch: str
+    node: str, chromium: str, served: Served, output_dir: Path, scratch: str, driver: Path
 ) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -50,7 +52,7 @@ def _run_driver(
     }
     try:
         result = subprocess.run(
-            [node, str(DRIVER)],
+            [node, str(driver)],
             env=env,
             capture_output=True,
             text=True,

@@ -1,14 +1,18 @@
 """The demo page's HTTP routes on a real ``cowrite serve`` (no browser needed).
 
 ``/dev/token`` exists only in development mode, mints a token the server
-accepts with an ``editor`` grant on the requested document, and answers
-loopback requests naming a loopback host only.
+accepts without a ``docs`` claim (the stored roles apply: the first person owns
+a new document, others get the owner's link role), and answers loopback
+requests naming a loopback host only.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,20 +46,113 @@ def test_production_has_no_token_endpoint(serve: Callable[..., Served]) -> None:
         assert headers["content-type"].startswith("text/html")
 
 
-def test_dev_token_grants_editor_on_the_document(serve: Callable[..., Served]) -> None:
-    served = serve(dev=True)
-    status, headers, body = get(served, "/dev/token?user=ada&name=Ada%20L.&doc=notes%2F1")
+def token_for(served: Served, user: str, doc: str) -> dict[str, Any]:
+    status, headers, body = get(served, f"/dev/token?user={user}&name={user.title()}&doc={doc}")
     assert status == 200, body
     assert headers["content-type"] == "application/json"
     assert headers["cache-control"] == "no-store"
     answer: dict[str, Any] = json.loads(body)
-    assert answer["userId"] == "ada"
-    assert answer["docs"] == {"notes/1": "editor"}
+    return answer
+
+
+def verify(served: Served, token: str) -> Any:
     secret = (Path(served.data_dir) / "dev-jwt-secret").read_text().strip()
-    identity = TokenVerifier(AuthSettings(secret=secret, docs_claim=True)).verify(answer["token"])
-    assert identity.user_id == "ada"
-    assert identity.name == "Ada L."
-    assert dict(identity.docs) == {"notes/1": "editor"}
+    return TokenVerifier(AuthSettings(secret=secret, docs_claim=True)).verify(token)
+
+
+def test_dev_tokens_carry_no_docs_claim_and_stored_roles_apply(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve(dev=True)
+    # The first person creates the document and owns it; it is shared with
+    # anyone who has the link as editor.
+    ada = token_for(served, "ada", "notes%2F1")
+    assert (ada["role"], ada["linkRole"], ada["documentId"]) == ("owner", "editor", "notes/1")
+    identity = verify(served, ada["token"])
+    assert identity.user_id == "ada" and identity.name == "Ada"
+    assert dict(identity.docs) == {}  # no claim: nothing overrides the stored roles
+    # The second gets the link role, stored for them.
+    grace = token_for(served, "grace", "notes%2F1")
+    assert (grace["role"], grace["linkRole"]) == ("editor", "editor")
+    assert dict(verify(served, grace["token"]).docs) == {}
+
+
+async def test_stored_roles_decide_in_the_demo(serve: Callable[..., Served]) -> None:
+    """cowrite grant/revoke change what the demo's users may do (stored roles),
+    the owner's link role decides for newcomers, and a document nobody shared
+    with a newcomer (created with the CLI) is refused."""
+    import socketio  # python-socketio, the official Python client
+
+    served = serve(dev=True)
+    token_for(served, "ada", "doc-1")  # ada owns doc-1, link role editor
+    assert cli(served, "grant", "doc-1", "bob", "viewer").returncode == 0
+    bob = token_for(served, "bob", "doc-1")
+    assert bob["role"] == "viewer"  # the stored grant, not the link role
+
+    async def join(token: str, doc: str) -> dict[str, Any]:
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(served.base, auth={"token": token}, transports=["websocket"])
+        try:
+            ack: dict[str, Any] = await client.call("join-document", doc, timeout=10)
+            if ack.get("ok"):
+                ack["edit"] = await client.call(
+                    "edit-operation",
+                    {"documentId": doc, "operation": {"i": 1}, "clientOpId": "x1"},
+                    timeout=10,
+                )
+            return ack
+        finally:
+            await client.disconnect()
+
+    ack = await join(bob["token"], "doc-1")
+    assert ack["ok"] and ack["role"] == "viewer"
+    assert ack["edit"]["error"]["code"] == "read_only"
+
+    # The owner shares the link as viewer only: a newcomer is a viewer.
+    owner = socketio.AsyncClient(reconnection=False)
+    await owner.connect(served.base, auth={"token": token_for(served, "ada", "doc-1")["token"]})
+    try:
+        shared = await owner.call(
+            "share-document", {"documentId": "doc-1", "userId": "*", "role": "viewer"}, timeout=10
+        )
+    finally:
+        await owner.disconnect()
+    assert shared["ok"], shared
+    carol = token_for(served, "carol", "doc-1")
+    assert (carol["role"], carol["linkRole"]) == ("viewer", "viewer")
+
+    # Revoked while the link is shared: the command says that bob gets the
+    # link role again on his next visit, and how to stop sharing the link.
+    revoked = cli(served, "revoke", "doc-1", "bob")
+    assert revoked.returncode == 0
+    assert "anyone with the link" in revoked.stdout and "revoke doc-1 '*'" in revoked.stdout
+    assert token_for(served, "bob", "doc-1")["role"] == "viewer"
+    assert cli(served, "revoke", "doc-1", "*").returncode == 0
+    assert cli(served, "revoke", "doc-1", "bob").returncode == 0
+    assert token_for(served, "bob", "doc-1")["role"] is None
+
+    # A document created with the CLI has no link role: newcomers are refused.
+    assert (
+        cli(served, "grant", "--create", "--owner", "ada", "doc-2", "bob", "editor").returncode == 0
+    )
+    dave = token_for(served, "dave", "doc-2")
+    assert (dave["role"], dave["linkRole"]) == (None, None)
+    ack = await join(dave["token"], "doc-2")
+    assert ack["ok"] is False and ack["error"]["code"] == "access_denied"
+    ack = await join(token_for(served, "bob", "doc-2")["token"], "doc-2")
+    assert ack["ok"] and ack["role"] == "editor" and ack["edit"]["ok"]
+
+
+def cli(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRITE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cowrite", *args, "--data-dir", str(served.data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_dev_token_refusals(serve: Callable[..., Served]) -> None:

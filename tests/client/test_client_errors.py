@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -13,6 +14,8 @@ from cowrite.client import (
     AccessDenied,
     AuthenticationFailed,
     ClientError,
+    ClientSettings,
+    ConnectTimeout,
     CowriteClient,
     Operation,
     OperationRejected,
@@ -143,3 +146,31 @@ async def test_too_large_operation_is_rejected(make_client: Callable[..., Cowrit
     assert info.value.code == "payload_too_large"
     with pytest.raises(TypeError):
         await doc.submit(object())
+
+
+async def test_nothing_listening_logs_every_attempt_and_times_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong port does not hang silently: each failed attempt is a WARNING
+    and ``first_connect_timeout`` ends ``connect()`` with ``ConnectTimeout``."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        settings = ClientSettings(backoff_base=0.05, backoff_cap=0.2, first_connect_timeout=1.0)
+        client = CowriteClient(f"http://127.0.0.1:{port}", token=token("alice"), settings=settings)
+        with (
+            caplog.at_level(logging.WARNING, logger="cowrite.client"),
+            pytest.raises(ConnectTimeout) as info,
+        ):
+            await asyncio.wait_for(client.connect(), WAIT)
+        await client.close()
+    failed = [r for r in caplog.records if "cannot connect to" in r.getMessage()]
+    assert client.metrics.connect_attempts >= 2
+    # Every attempt but the one the timeout cut short was logged.
+    assert len(failed) >= client.metrics.connect_attempts - 1 >= 1
+    assert f"127.0.0.1:{port}" in failed[0].getMessage()
+    assert isinstance(info.value, TimeoutError)
+    assert f"127.0.0.1:{port}" in str(info.value) and "attempts" in str(info.value)
+    assert info.value.last_error is not None

@@ -16,7 +16,7 @@ SUMMARY_KEYS = {"count", "p50", "p95", "p99", "mean", "max"}
 
 
 def check_schema(report: dict[str, Any]) -> None:
-    assert report["schema"] == "cowrite.loadtest/1"
+    assert report["schema"] == "cowrite.loadtest/2"
     assert set(report) >= {
         "config", "connections", "edits", "delivery", "reconnection",
         "server", "generator", "adr", "events", "timeline_s", "errors",
@@ -29,14 +29,18 @@ def check_schema(report: dict[str, Any]) -> None:
     ):
         assert set(report[section][key]) == SUMMARY_KEYS
     assert set(report["connections"]) >= {"attempted", "connected", "failed", "success_rate"}
-    assert set(report["server"]) >= {"instances", "mb_per_1000_connections", "cpu_us_per_delivered"}
+    assert set(report["server"]) >= {
+        "instances",
+        "rss_growth_mb_per_1000_connections",
+        "cpu_us_per_delivered",
+    }
     assert set(report["generator"]) >= {"cpu_us_per_delivered", "cpu_us_per_message", "workers"}
     assert [c["metric"] for c in report["adr"]] == [
         "connection success rate",
         "delivery latency P95",
         "reconnection time P95",
         "concurrent connections",
-        "server memory per 1,000 connections",
+        "server memory growth per 1,000 connections",
         "generator CPU per delivered message vs server's",
     ]
     for check in report["adr"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -287,9 +288,46 @@ def test_command_is_click_and_documents_itself() -> None:
         assert option in result.output
 
 
-def test_command_needs_a_token_source() -> None:
+def test_command_needs_a_token_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no data/dev-jwt-secret here
     result = CliRunner().invoke(
-        loadtest_command(), ["--url", "http://127.0.0.1:9"], env={"COWRITE_AUTH_SECRET": None}
+        loadtest_command(),
+        ["--url", "http://127.0.0.1:9"],
+        env={"COWRITE_AUTH_SECRET": None, "COWRITE_DATA_DIR": None},
     )
     assert result.exit_code == 2
     assert "--secret" in result.output
+    assert "dev-jwt-secret" in result.output  # says where a dev server's secret is found
+
+
+def test_command_finds_the_dev_servers_secret_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dev-jwt-secret").write_text("short\n")
+    result = CliRunner().invoke(
+        loadtest_command(),
+        ["--url", "http://127.0.0.1:9"],
+        env={"COWRITE_AUTH_SECRET": None, "COWRITE_DATA_DIR": None},
+    )
+    # Found and announced; this one is too short, which is checked before any client runs.
+    assert "using the development secret in data/dev-jwt-secret" in result.output
+    assert result.exit_code == 2 and "32 bytes" in result.output
+
+
+@pytest.mark.parametrize(("growth", "ok"), [(8.9, True), (163.0, False), (None, None)])
+def test_memory_row_is_the_growth_and_is_marked(growth: float | None, ok: bool | None) -> None:
+    from cowrite.loadtest.report import _adr
+
+    report = {
+        "connections": {"success_rate": 100.0, "attempted": 50, "connected": 50},
+        "delivery": {"latency_ms": {"p95": 3.0}},
+        "reconnection": {"time_ms": {"p95": None}},
+        "server": {"rss_growth_mb_per_1000_connections": growth, "cpu_us_per_delivered": 9.0},
+        "generator": {"cpu_us_per_delivered": 4.0},
+    }
+    (row,) = [r for r in _adr(report) if "memory" in r["metric"]]
+    assert row["metric"] == "server memory growth per 1,000 connections"
+    # Marked even below 1,000 connections: the growth is per connection.
+    assert row["value"] == growth and row["ok"] is ok

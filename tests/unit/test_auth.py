@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError
@@ -303,7 +304,8 @@ def test_hs256_token_is_accepted() -> None:
     assert identity == Identity(
         user_id="user-7", name="Ada", docs={}, expires_at=identity.expires_at
     )
-    assert now + 600 <= identity.expires_at < now + 602
+    # Whole seconds: exp = floor(now) + 600 (the CLI's --ttl 1 gives exp - iat == 1).
+    assert identity.expires_at == math.floor(now) + 600
     with pytest.raises(FrozenInstanceError):
         identity.user_id = "someone-else"  # type: ignore[misc]
 
@@ -563,7 +565,7 @@ def test_mint_token_claims() -> None:
         "sub": "u1",
         "name": "Ada",
         "iat": 1000,
-        "exp": 1061,
+        "exp": 1060,  # iat + ttl: the lifetime is exactly ttl seconds from iat
         "docs": {"d": "owner"},
         "iss": "https://idp.example",
         "aud": "cowrite",

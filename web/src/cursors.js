@@ -3,9 +3,13 @@
 // A textarea cannot style ranges of its text, so a mirror <div> with the same
 // box, font and wrapping sits on top of it (pointer-events: none).  The mirror
 // holds the same text in transparent ink; remote selections are tinted spans
-// and remote carets are zero-width inline marks with a name label (shown while
-// the caret moves: a resting label would hide the line above).  The mirror
+// and remote carets are zero-width inline marks with a name label.  The mirror
 // scrolls with the textarea.
+//
+// A label must hide no text: it goes above the caret when the space there is
+// free of text (the first line, an empty or shorter line above), else below
+// when that is free, else ("crowded") above but only while the caret moves.
+// Every label fades after LABEL_MS without movement.
 
 import { tint } from "./identity.js";
 
@@ -123,7 +127,45 @@ export class CursorOverlay {
     fragment.append(document.createTextNode("\u200b"));
     this.content.replaceChildren(fragment);
     this._syncScroll();
+    this._placeLabels();
   }
+
+  /** Above, below, or crowded: see the top of this file. */
+  _placeLabels() {
+    const labels = this.content.querySelectorAll(".remote-caret-label");
+    if (labels.length === 0) return;
+    const text = [];
+    const range = document.createRange();
+    const walker = document.createTreeWalker(this.content, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (!/\S/.test(node.data) || node.parentElement.closest(".remote-caret-label")) continue;
+      range.selectNodeContents(node);
+      for (const rect of range.getClientRects()) if (rect.width > 0.5) text.push(rect);
+    }
+    const box = this.overlay.getBoundingClientRect();
+    for (const label of labels) {
+      label.classList.remove("crowded");
+      let free = false;
+      for (const place of ["above", "below"]) {
+        label.dataset.place = place;
+        const r = label.getBoundingClientRect();
+        const visible = r.top >= box.top && r.bottom <= box.bottom && r.right <= box.right + 1;
+        if (visible && !text.some((t) => overlaps(r, t))) {
+          free = true;
+          break;
+        }
+      }
+      if (!free) {
+        label.dataset.place = "above";
+        label.classList.add("crowded");
+      }
+    }
+  }
+}
+
+function overlaps(a, b) {
+  // One pixel of tolerance: a label may touch the line it sits on.
+  return a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
 }
 
 function caret(mark, idle) {

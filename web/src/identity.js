@@ -35,15 +35,59 @@ export function identityFromUrl(params) {
   return { userId, name, color: colorFor(userId) };
 }
 
-/** A stable colour per user id (FNV-1a hash to a hue). */
-export function colorFor(userId) {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < userId.length; i++) {
-    hash ^= userId.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
+// Colours: HUES evenly spaced hues (45 degrees apart at 8), neighbours also
+// told apart by lightness, in two rings (the second between the first's hues,
+// darker).  Each user has the hue their id hashes to; among the people present
+// (taken in user-id order) someone whose hue is taken gets the next free one
+// of the first ring.  So up to 8 people always have 8 different hues, every
+// page that sees the same people gives them the same colours, and a newcomer
+// changes someone else's colour only by taking their exact hue.
+const HUES = 8;
+const RINGS = [
+  { offset: 0, s: 72, l: [40, 32] },
+  { offset: 360 / HUES / 2, s: 55, l: [28, 28] },
+];
+
+function hash(text) {
+  // FNV-1a, 32 bits.
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
   }
-  const hue = hash % 360;
-  return `hsl(${hue} 70% 42%)`;
+  return h;
+}
+
+export function slotColor(slot) {
+  const ring = RINGS[Math.floor(slot / HUES) % RINGS.length];
+  const step = slot % HUES;
+  const hue = Math.round((step * 360) / HUES + ring.offset) % 360;
+  return `hsl(${hue} ${ring.s}% ${ring.l[step % 2]}%)`;
+}
+
+/** userIds -> Map(userId -> colour): 8 different hues for up to 8 people. */
+export function assignColors(userIds) {
+  const slots = HUES * RINGS.length;
+  const taken = new Set();
+  const colors = new Map();
+  for (const id of [...new Set(userIds)].sort()) {
+    const preferred = hash(id) % HUES;
+    let slot = -1;
+    for (let i = 0; i < slots && slot < 0; i++) {
+      // The first ring all the way round, then the second.
+      const candidate = Math.floor(i / HUES) * HUES + ((preferred + i) % HUES);
+      if (!taken.has(candidate)) slot = candidate;
+    }
+    if (slot < 0) slot = hash(id) % slots; // more people than colours: share
+    taken.add(slot);
+    colors.set(id, slotColor(slot));
+  }
+  return colors;
+}
+
+/** The colour of one user on their own (before anyone else is known). */
+export function colorFor(userId) {
+  return slotColor(hash(userId) % HUES);
 }
 
 export function tint(color, alpha) {

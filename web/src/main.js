@@ -5,7 +5,7 @@
 
 import * as Y from "yjs";
 import { CursorOverlay } from "./cursors.js";
-import { colorFor, identityFromUrl } from "./identity.js";
+import { assignColors, identityFromUrl } from "./identity.js";
 import { DocumentSync } from "./sync.js";
 import { bindTextarea, resolvePosition } from "./textarea.js";
 import { NoTokenError, TokenSource } from "./tokens.js";
@@ -25,12 +25,12 @@ const messageEl = $("message");
 
 $("doc-id").textContent = documentId;
 document.title = `${documentId} · cowrite`;
-const invite = new URL(location.href);
-invite.searchParams.delete("name");
-invite.searchParams.delete("user");
+// The link names the document and nothing else: no token (#token=...), no
+// user.  Whoever opens it is someone else, with a token minted for their window.
+const invite = new URL("/", location.origin);
 invite.searchParams.set("doc", documentId);
-$("share-link").href = invite.pathname + invite.search + invite.hash;
-$("share-link").textContent = invite.pathname + invite.search;
+$("share-link").href = invite.href;
+$("share-link").textContent = invite.href;
 
 const doc = new Y.Doc();
 const ytext = doc.getText("text");
@@ -59,6 +59,16 @@ document.addEventListener("selectionchange", () => {
 });
 
 const live = () => sync.state === "connected" || sync.state === "syncing";
+const denied = () => sync.state === "denied";
+
+// Colours of the people present (the same on every page that sees them).
+let colors = new Map();
+function colorOf(userId) {
+  return colors.get(userId) ?? me.color;
+}
+function updateColors() {
+  colors = assignColors([me.userId, ...sync.roster.keys()]);
+}
 
 function renderCursors() {
   const cursors = [];
@@ -71,7 +81,7 @@ function renderCursors() {
     cursors.push({
       userId: entry.userId,
       name: entry.name,
-      color: colorFor(entry.userId),
+      color: colorOf(entry.userId),
       head,
       anchor: resolvePosition(ytext, cursor.anchor) ?? head,
     });
@@ -80,8 +90,11 @@ function renderCursors() {
 }
 
 function renderRoster() {
-  const items = [...sync.roster.values()];
-  if (!sync.roster.has(me.userId)) items.push({ userId: me.userId, name: me.name });
+  updateColors();
+  // Refused: nobody is shown as here, us included.
+  const items = denied() ? [] : [...sync.roster.values()];
+  if (!denied() && !sync.roster.has(me.userId)) items.push({ userId: me.userId, name: me.name });
+  $("roster-empty").hidden = items.length > 0;
   items.sort((a, b) => (a.userId === me.userId ? -1 : b.userId === me.userId ? 1 : a.name.localeCompare(b.name)));
   rosterEl.replaceChildren(
     ...items.map((entry) => {
@@ -93,7 +106,7 @@ function renderRoster() {
       }
       const dot = document.createElement("span");
       dot.className = "dot";
-      dot.style.backgroundColor = colorFor(entry.userId);
+      dot.style.backgroundColor = colorOf(entry.userId);
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = entry.name;
@@ -124,7 +137,7 @@ const LABELS = {
   connected: "Connected",
   reconnecting: "Reconnecting…",
   offline: "Offline",
-  denied: "No access",
+  denied: "Disconnected",
 };
 
 function renderStatus({ state, pending }) {
@@ -147,20 +160,88 @@ sync.addEventListener("status", (event) => {
     renderCursors();
   }
   if (event.detail.state === "connected" && sync.role === "viewer") {
-    showMessage("You can read this document but not edit it.");
+    textarea.readOnly = true;
+    textarea.placeholder = "The document is empty (you can read it, not edit it).";
+    showMessage("You can read this document but not edit it: you are a viewer.");
+    messageEl.dataset.kind = "info";
   } else if (event.detail.state === "connected" && textarea.readOnly) {
     // Editable once the document's content is here (typing into an empty
     // document that then fills up would be confusing, though it would merge).
     textarea.readOnly = false;
     textarea.placeholder = "Start typing…";
     textarea.focus();
+  } else if (event.detail.state === "denied") {
+    renderDenied();
   }
 });
-sync.addEventListener("error", (event) => showMessage(event.detail.message));
+sync.addEventListener("error", (event) => {
+  if (event.detail.code === "access_denied") return; // renderDenied says it
+  showMessage(event.detail.message);
+});
+sync.addEventListener("role", renderRole);
 
-function showMessage(text) {
-  messageEl.textContent = text;
-  messageEl.hidden = !text;
+// -- role --------------------------------------------------------------------
+
+const ROLE_LABELS = { owner: "owner", editor: "editor", viewer: "viewer" };
+
+function renderRole() {
+  const role = sync.role;
+  const el = $("role");
+  el.hidden = role === undefined;
+  el.dataset.role = role ?? "none";
+  el.textContent = role ? `You: ${ROLE_LABELS[role] ?? role}` : "No access";
+  if (role === "viewer") textarea.readOnly = true;
+  // The owner decides what anyone with the link gets (development server).
+  const linkRole = tokens.info?.linkRole;
+  $("link-access").hidden = !(role === "owner" && tokens.info);
+  if (role === "owner" && linkRole !== undefined) $("link-role").value = linkRole ?? "";
+}
+
+$("link-role").addEventListener("change", async (event) => {
+  const select = event.target;
+  select.disabled = true;
+  try {
+    await sync.share("*", select.value || null);
+    if (tokens.info) tokens.info.linkRole = select.value || null;
+    showMessage("");
+  } catch (err) {
+    showMessage(`Could not change the link's access: ${err.message}`);
+    select.value = tokens.info?.linkRole ?? "";
+  } finally {
+    select.disabled = false;
+  }
+});
+
+function renderDenied() {
+  renderRole();
+  textarea.readOnly = true;
+  textarea.value = "";
+  textarea.placeholder = "You have no access to this document.";
+  const reason = sync.stopReason || "You have no access to this document";
+  if (sync.stopCode !== "access_denied") {
+    showMessage(`${reason}.`); // a refused token: no role would help
+    renderRoster();
+    renderCursors();
+    return;
+  }
+  const command = document.createElement("code");
+  command.textContent = `cowrite grant ${documentId} ${me.userId} editor`;
+  showMessage(
+    `${reason}. Its owner can give you a role (your user id is ${me.userId}): `,
+    command,
+    ", then reload this page.",
+  );
+  $("share-hint").hidden = true;
+  $("link-access").hidden = true;
+  renderRoster();
+  renderCursors();
+}
+
+/** A banner of text and elements (none: hidden). */
+function showMessage(...parts) {
+  delete messageEl.dataset.kind; // an error unless the caller says otherwise
+  messageEl.replaceChildren(...parts.filter(Boolean));
+  messageEl.hidden = !messageEl.textContent;
 }
 
 window.addEventListener("beforeunload", (event) => {
@@ -179,6 +260,7 @@ tokens
   .catch((err) => {
     if (err instanceof NoTokenError) {
       renderStatus({ state: "denied", pending: 0 });
+      textarea.placeholder = "No token: this page cannot open the document.";
       showMessage(err.message);
     } else {
       // Offline or the server is down: keep trying through the socket.

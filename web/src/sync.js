@@ -61,8 +61,8 @@ function newOpId() {
 
 /**
  * Events (EventTarget): "status" (detail: {state, pending}), "roster"
- * (detail: Map userId -> {userId, name, state}), "presence" (same), "error"
- * (detail: {code, message}).
+ * (detail: Map userId -> {userId, name, state}), "presence" (same), "role"
+ * (detail: {role}), "error" (detail: {code, message}).
  */
 export class DocumentSync extends EventTarget {
   constructor({ doc, documentId, userId, tokens }) {
@@ -79,6 +79,7 @@ export class DocumentSync extends EventTarget {
     this.generation = 0;
     this.state = "connecting";
     this.stopped = false; // access denied or no token: no more attempts
+    this.role = undefined; // from the join ack: owner, editor, viewer (null: no access)
     this.roster = new Map();
     this._presenceState = null;
     this._presenceTimer = null;
@@ -200,8 +201,12 @@ export class DocumentSync extends EventTarget {
   }
 
   _stop(code, message) {
+    this.stopReason = message;
+    this.stopCode = code;
     this.stopped = true;
     this.joined = false;
+    this.roster = new Map();
+    if (code === "access_denied") this._setRole(null);
     this.socket.disconnect();
     this._setState("denied");
     this.dispatchEvent(new CustomEvent("error", { detail: { code, message } }));
@@ -236,7 +241,7 @@ export class DocumentSync extends EventTarget {
       }
       return;
     }
-    this.role = ack.role;
+    this._setRole(ack.role);
     this._setRoster(ack.presence || []);
     this._applyOps(ack.ops);
     let more = ack.more;
@@ -350,8 +355,13 @@ export class DocumentSync extends EventTarget {
     if (code === "not_joined") {
       this._catchUp(gen);
     } else if (code === "read_only") {
-      this.role = "viewer";
-      this.dispatchEvent(new CustomEvent("error", { detail: { code, message: "This document is read-only for you" } }));
+      // Our role changed to viewer: what we typed since is not kept by the server.
+      this._setRole("viewer");
+      this.dispatchEvent(
+        new CustomEvent("error", {
+          detail: { code, message: "You are now a viewer of this document: your unsaved edits were not kept. Reload to see the document as saved." },
+        }),
+      );
       this._emitStatus();
     } else if (code === "access_denied") {
       this._stop(code, "You have no access to this document");
@@ -368,6 +378,23 @@ export class DocumentSync extends EventTarget {
       clearTimeout(this._retryTimer);
       this._retryTimer = setTimeout(() => gen === this.generation && this._flush(), delay);
     }
+  }
+
+  /** Our role on the document (owner, editor, viewer; null: none), from the server. */
+  _setRole(role) {
+    if (role === this.role) return;
+    this.role = role;
+    this.dispatchEvent(new CustomEvent("role", { detail: { role } }));
+  }
+
+  /** The owner shares the document with `userId` ("*": anyone with the link); role null revokes. */
+  async share(userId, role) {
+    if (!this.joined) throw new Error("not connected");
+    const ack = await this.socket
+      .timeout(ACK_TIMEOUT_MS)
+      .emitWithAck("share-document", { documentId: this.documentId, userId, role });
+    if (!ack?.ok) throw new Error(ack?.error?.message || "share-document refused");
+    return ack;
   }
 
   // -- presence --------------------------------------------------------------

@@ -3,9 +3,11 @@
 // - A token in the page address (`/#token=...`: the fragment never reaches
 //   the server or its logs) is used as it is: production servers have no
 //   token endpoint, so mint one with `cowrite token --user ID --doc DOC=editor`.
-// - Otherwise, in development mode, GET /dev/token?user=&name=&doc= mints one
-//   granting `editor` on the document.  It is fetched again when it is about
-//   to expire or the server says it has.
+// - Otherwise, in development mode, GET /dev/token?user=&name=&doc= mints one.
+//   It carries no role: the roles stored on the server apply (the endpoint
+//   makes the first person the owner of a new document and gives others the
+//   owner's link role; its answer says which: `role`, `linkRole`).  It is
+//   fetched again when it is about to expire or the server says it has.
 
 export class NoTokenError extends Error {}
 
@@ -28,6 +30,7 @@ export class TokenSource {
     this.fixed = fromHash || null;
     this.token = null;
     this.expiresAt = 0;
+    this.info = null; // the dev endpoint's answer: {role, linkRole, ...}
   }
 
   async get() {
@@ -42,6 +45,7 @@ export class TokenSource {
     const body = await response.json();
     if (typeof body.token !== "string") throw new Error("token endpoint: no token in the answer");
     this.token = body.token;
+    this.info = body;
     this.expiresAt = expiry(body.token);
     return this.token;
   }

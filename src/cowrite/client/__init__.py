@@ -52,6 +52,7 @@ from cowrite.client.errors import (
     ClientClosed,
     ClientError,
     ConnectionRejected,
+    ConnectTimeout,
     OperationRejected,
 )
 from cowrite.client.session import DocumentSession, Operation, Presence, PresenceChange
@@ -65,6 +66,7 @@ __all__ = [
     "ClientError",
     "ClientMetrics",
     "ClientSettings",
+    "ConnectTimeout",
     "ConnectionRejected",
     "CowriteClient",
     "DocumentSession",

@@ -50,6 +50,7 @@ from cowrite.client.errors import (
     ClientClosed,
     ClientError,
     ConnectionRejected,
+    ConnectTimeout,
     OperationRejected,
 )
 from cowrite.client.protocol import check_encodable
@@ -147,6 +148,7 @@ class CowriteClient:
         self._failure: BaseException | None = None
         self._closed = False
         self._attempt = 0
+        self._last_error: str | None = None
         self._connected_at = 0.0
         self._drain_floor = 0.0
         self._draining = False
@@ -175,11 +177,18 @@ class CowriteClient:
         self._check_usable()
         if self._supervisor is not None:
             raise LocalError("connect() was already called")
+        limit = self.settings.first_connect_timeout
         try:
-            conn = await self._establish(0.0)
+            async with asyncio.timeout(limit):
+                conn = await self._establish(0.0)
         except ConnectionRejected as exc:
             self._fail(exc)
             raise
+        except TimeoutError:
+            assert limit is not None
+            raise ConnectTimeout(
+                self.url, limit, self.metrics.connect_attempts, self._last_error
+            ) from None
         self._connected(conn)
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="cowrite-client-supervisor"
@@ -276,8 +285,9 @@ class CowriteClient:
             self.metrics.connect_attempts += 1
             try:
                 token = await self._get_token()
-            except Exception:
-                log.warning("token provider failed; retrying", exc_info=True)
+            except Exception as exc:
+                self._last_error = f"token provider failed: {type(exc).__name__}: {exc}"
+                log.debug("token provider failed", exc_info=True)
             else:
                 conn = Connection(self._on_event)
                 try:
@@ -290,14 +300,24 @@ class CowriteClient:
                         max_size=s.max_message_size,
                     )
                 except TRANSIENT as exc:
-                    log.info("connection attempt failed: %s: %s", type(exc).__name__, exc)
+                    self._last_error = f"{type(exc).__name__}: {exc}"
                 else:
                     self._user_id = token_subject(token)
+                    self._last_error = None
                     return conn
             delay = backoff_delay(
                 self._attempt, base=s.backoff_base, cap=s.backoff_cap, rng=self._rng
             )
             self._attempt += 1
+            # Every failed attempt is logged (WARNING: visible without any
+            # logging configuration), so a wrong URL never hangs silently.
+            log.warning(
+                "cannot connect to %s (attempt %d): %s; retrying in %.2f s",
+                self.url,
+                self.metrics.connect_attempts,
+                self._last_error or "token provider failed",
+                delay,
+            )
 
     def _connected(self, conn: Connection) -> None:
         self._conn = conn

@@ -5,6 +5,7 @@
     │   └── ClientClosed            the application closed the client or the document;
     │                               what was still pending fails with it
     └── RemoteError
+        ├── ConnectTimeout          connect() found no server within first_connect_timeout
         └── ClientError             the server refused something; ``code`` is its error code
             ├── ConnectionRejected  CONNECT_ERROR: the server refused the connection (terminal)
             │   └── AuthenticationFailed   code token_missing | token_invalid | token_expired
@@ -26,6 +27,21 @@ from cowrite.errors import LocalError, RemoteError
 
 class ClientClosed(LocalError):
     """The client or the document session was closed by the application."""
+
+
+class ConnectTimeout(RemoteError, TimeoutError):
+    """``connect()`` (or ``async with``) did not reach the server within
+    ``ClientSettings.first_connect_timeout``; ``attempts`` were made and
+    ``last_error`` says why the last one failed."""
+
+    def __init__(self, url: str, timeout: float, attempts: int, last_error: str | None) -> None:
+        reason = f"; last attempt: {last_error}" if last_error else ""
+        super().__init__(
+            f"could not connect to {url} within {timeout:g} s ({attempts} attempts){reason}"
+        )
+        self.url = url
+        self.attempts = attempts
+        self.last_error = last_error
 
 
 class ClientError(RemoteError):

@@ -25,6 +25,10 @@ class ClientSettings:
     backoff_reset_after: float = 5.0
     #: Bound of one connection attempt (TCP, WebSocket, Engine.IO open, namespace CONNECT).
     connect_timeout: float = 10.0
+    #: ``connect()`` raises ``ConnectTimeout`` when no attempt has succeeded
+    #: after this long (``None``: keep retrying).  Reconnections after a
+    #: connection was up are not bounded by it.
+    first_connect_timeout: float | None = 30.0
     #: An acknowledgement not received within this time means the connection is dead.
     ack_timeout: float = 30.0
     #: ``close()`` waits this long for pending submissions to be acknowledged.
@@ -44,6 +48,8 @@ class ClientSettings:
         for name in ("connect_timeout", "ack_timeout", "close_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0")
+        if self.first_connect_timeout is not None and not self.first_connect_timeout > 0:
+            raise ConfigError("first_connect_timeout must be > 0 or None")
         if self.backoff_reset_after < 0:
             raise ConfigError("backoff_reset_after must be >= 0")
         if self.page_size < 1 or self.max_in_flight < 1 or self.max_message_size < 1024:

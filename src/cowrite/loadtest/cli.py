@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import sys
@@ -146,7 +147,8 @@ def _read_tokens(path: str) -> tuple[str, ...]:
     "--secret",
     envvar="COWRITE_AUTH_SECRET",
     default=None,
-    help="HS256 secret to mint tokens with (env COWRITE_AUTH_SECRET).",
+    help="HS256 secret to mint tokens with (env COWRITE_AUTH_SECRET) "
+    "[the dev server's data/dev-jwt-secret when present].",
 )
 @click.option(
     "--token-file",
@@ -253,17 +255,26 @@ def loadtest(**opts: Any) -> None:
     --rate per second from the --editors share of clients for --duration
     seconds, and reports connection success, delivery latency of remote-edit
     (send -> receive, wall clock), reconnection time after drops, server
-    memory per 1,000 connections (--server-pid) and the generator's own CPU
+    memory growth per 1,000 connections (--server-pid) and the generator's own CPU
     per message.
 
     Documents are pre-shared with the token's docs claim (editors "editor",
-    the others "viewer"): run the servers with COWRITE_AUTH_DOCS_CLAIM=1.
+    the others "viewer"): run the servers with COWRITE_AUTH_DOCS_CLAIM=1
+    (``cowrite serve --dev`` honours it; its secret is found in
+    ./data/dev-jwt-secret, or $COWRITE_DATA_DIR, when --secret is not given).
+
+    Server memory is the growth of the servers' RSS from before the clients
+    connected to when all were connected, per 1,000 connections.
     """
     from cowrite.loadtest.runner import KillSpec, Run
 
+    if opts["secret"] is None and opts["token_file"] is None:
+        opts["secret"] = _dev_secret()
     if (opts["secret"] is None) == (opts["token_file"] is None):
         raise click.UsageError(
-            "give exactly one of --secret (or COWRITE_AUTH_SECRET) or --token-file"
+            "give exactly one of --secret (or COWRITE_AUTH_SECRET) or --token-file "
+            "(against `cowrite serve --dev` run from the same directory, the secret "
+            "in data/dev-jwt-secret is found by itself)"
         )
     if opts["kill_after"] is not None and not opts["kill_pids"]:
         raise click.UsageError("--kill-after needs --kill-pid")
@@ -334,6 +345,20 @@ def loadtest(**opts: Any) -> None:
         click.echo(render_table(report))
     if opts["check"] and any(ch["ok"] is False for ch in report["adr"]):
         sys.exit(1)
+
+
+def _dev_secret() -> str | None:
+    """The secret ``cowrite serve --dev`` wrote into its data directory
+    (``COWRITE_DATA_DIR`` or ``./data``), announced on stderr, or None."""
+    path = Path(os.environ.get("COWRITE_DATA_DIR") or "data") / "dev-jwt-secret"
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if not secret:
+        return None
+    click.echo(f"using the development secret in {path} (written by cowrite serve --dev)", err=True)
+    return secret
 
 
 def loadtest_command() -> click.Command:

@@ -168,7 +168,11 @@ class SocketServer:
     async def start(self) -> None:
         self._stopping = False
         await self.engine.start()
-        log.info("listening on %s:%d%s", self.settings.host, self.port, self.settings.path)
+        log.info("listening on %s (Socket.IO path %s)", self._url(), self.settings.path)
+
+    def _url(self) -> str:
+        host = self.settings.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every session (clients see "transport close" and
@@ -183,6 +187,7 @@ class SocketServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        log.info("stopped listening on %s", self._url())
 
     async def wait_handlers(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) for the coroutine handlers now running."""
