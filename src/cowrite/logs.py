@@ -52,6 +52,13 @@ class TextFormatter(logging.Formatter):
 def configure(level: str = "info", *, json: bool | None = None) -> None:
     """Log to stderr; ``json=None`` picks JSON unless stderr is a terminal."""
     use_json = not sys.stderr.isatty() if json is None else json
+    # Fields no formatter here prints: skip collecting them for every record
+    # (the logging HOWTO's "Optimization" knobs).  The caller's file and line
+    # cost a stack walk per record, the process id a system call.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
