@@ -359,6 +359,22 @@ async def test_all_duplicate_batch_changes_nothing(store: OperationStore) -> Non
 # --- reading -----------------------------------------------------------------------
 
 
+async def test_read_page_gives_the_page_and_the_head_together(store: OperationStore) -> None:
+    with pytest.raises(UnknownDocument):
+        await store.read_page("nope", 0, 10)
+    await store.create_document("d", "alice")
+    assert await store.read_page("d", 0, 10) == ([], 0)
+    await store.append_batch([req("d", op=f"c{i}") for i in range(1, 8)])
+    ops, head = await store.read_page("d", 2, 3)
+    assert ([op.seq for op in ops], head) == ([3, 4, 5], 7)
+    assert ops == await store.read_ops("d", 2, 3)
+    assert await store.read_page("d", 7, 10) == ([], 7)
+    assert await store.read_page("d", 50, 10) == ([], 7)
+    assert await store.read_page("d", 0, 0) == ([], 7)
+    with pytest.raises(ValueError):
+        await store.read_page("d", 0, -1)
+
+
 async def test_read_ops_pages_with_since_and_limit(store: OperationStore) -> None:
     await store.create_document("d", "alice")
     await store.create_document("other", "alice")

@@ -276,6 +276,15 @@ class OperationStore(Protocol):
         """
         ...
 
+    async def read_page(
+        self, document_id: str, since: int, limit: int
+    ) -> tuple[list[StoredOp], int]:
+        """``read_ops`` and the document's head, read together (one statement
+        or one snapshot): the head is at least the last returned ``seq``.
+        What a join needs in one round trip.  Raises like ``read_ops``.
+        """
+        ...
+
     async def head(self, document_id: str) -> int:
         """The highest ``seq`` of the document: 0 before its first operation.
 

@@ -228,6 +228,21 @@ _SELECT_OPS = """
     SELECT document_id, seq, user_id, client_op_id, payload, created_at FROM ops
     WHERE document_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
+# One statement: no row for an unknown document, one row with NULL op columns
+# for a document without ops after ``since``, else one row per op, each with the
+# head (one snapshot, so the head is at least the last seq).
+_READ_PAGE = """
+    SELECT h.head, o.seq, o.user_id, o.client_op_id, o.payload, o.created_at
+      FROM documents AS d
+     CROSS JOIN LATERAL (SELECT coalesce(max(x.seq), 0) AS head FROM ops AS x
+                          WHERE x.document_id = d.document_id) AS h
+      LEFT JOIN LATERAL (SELECT y.seq, y.user_id, y.client_op_id, y.payload, y.created_at
+                           FROM ops AS y
+                          WHERE y.document_id = d.document_id AND y.seq > $2
+                          ORDER BY y.seq LIMIT $3) AS o ON true
+     WHERE d.document_id = $1
+     ORDER BY o.seq
+"""
 # One statement, so the document and its owner appear together.  ON CONFLICT DO
 # NOTHING waits for a concurrent creator; exactly one caller gets a row back.
 _CREATE_DOCUMENT = """
@@ -423,6 +438,31 @@ class PostgresStore:
             if not rows and not await self._exists(pool, document_id):
                 raise UnknownDocument(document_id)
         return [StoredOp(*row) for row in rows]
+
+    async def read_page(
+        self, document_id: str, since: int, limit: int
+    ) -> tuple[list[StoredOp], int]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative: {limit}")
+        pool = self._open_pool()
+        with _translated():
+            rows = await pool.fetch(_READ_PAGE, document_id, since, limit)
+        if not rows:
+            raise UnknownDocument(document_id)
+        head: int = rows[0]["head"]
+        ops = [
+            StoredOp(
+                document_id,
+                r["seq"],
+                r["user_id"],
+                r["client_op_id"],
+                r["payload"],
+                r["created_at"],
+            )
+            for r in rows
+            if r["seq"] is not None
+        ]
+        return ops, max(head, ops[-1].seq if ops else 0)
 
     async def head(self, document_id: str) -> int:
         pool = self._open_pool()

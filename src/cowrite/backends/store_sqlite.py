@@ -416,6 +416,25 @@ def _read_ops(conn: sqlite3.Connection, document_id: str, since: int, limit: int
     return [StoredOp(*row) for row in rows]
 
 
+def _read_page(
+    conn: sqlite3.Connection, document_id: str, since: int, limit: int
+) -> tuple[list[StoredOp], int]:
+    # One read transaction, so the head and the page agree.
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute(
+            "SELECT head FROM documents WHERE document_id = ?", (document_id,)
+        ).fetchone()
+        if row is None:
+            raise UnknownDocument(document_id)
+        rows = conn.execute(_SELECT_OPS, (document_id, since, limit)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    ops = [StoredOp(*r) for r in rows]
+    head: int = row[0]
+    return ops, max(head, ops[-1].seq if ops else 0)
+
+
 def _exists(conn: sqlite3.Connection, document_id: str) -> bool:
     return (
         conn.execute("SELECT 1 FROM documents WHERE document_id = ?", (document_id,)).fetchone()
@@ -559,6 +578,15 @@ class SqliteStore:
         if limit < 0:
             raise ValueError(f"limit must not be negative: {limit}")
         return await self._read_conn().call(lambda conn: _read_ops(conn, document_id, since, limit))
+
+    async def read_page(
+        self, document_id: str, since: int, limit: int
+    ) -> tuple[list[StoredOp], int]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative: {limit}")
+        return await self._read_conn().call(
+            lambda conn: _read_page(conn, document_id, since, limit)
+        )
 
     async def head(self, document_id: str) -> int:
         return await self._read_conn().call(lambda conn: _head(conn, document_id))

@@ -978,7 +978,7 @@ class CollabService:
     async def _read_page(
         self, doc_id: str, since: int, limit: int
     ) -> tuple[list[StoredOp], int, bool]:
-        page = await self.store.read_ops(doc_id, since, limit + 1)
+        page, head = await self.store.read_page(doc_id, since, limit + 1)
         ops = page
         more = len(ops) > limit
         if more:
@@ -992,10 +992,6 @@ class CollabService:
                 ops = ops[:i]
                 more = True
                 break
-        if ops and not more and len(ops) == len(page):
-            # The read saw every operation after ``since``: its last is the head.
-            return ops, ops[-1].seq, more
-        head = await self.store.head(doc_id)
         return ops, head, more
 
     # -- presence ------------------------------------------------------------
@@ -1134,8 +1130,8 @@ class CollabService:
         if claimed is not None:
             # Documents are never deleted: once seen to exist, skip the query.
             if create and doc_id not in self._known_docs:
-                if not await self.store.document_exists(doc_id):
-                    await self.store.create_document(doc_id, identity.user_id)
+                # Creating is idempotent (False when it exists): one round trip.
+                await self.store.create_document(doc_id, identity.user_id)
                 if len(self._known_docs) >= 100_000:
                     self._known_docs.clear()
                 self._known_docs.add(doc_id)
