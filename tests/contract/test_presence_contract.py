@@ -168,6 +168,25 @@ async def test_first_join_and_last_leave_of_a_user_with_several_connections(
     assert await presence.leave("doc", "alice", "c4")
 
 
+async def test_join_and_roster_is_join_then_roster(presence: PresenceStore) -> None:
+    first, roster = await presence.join_and_roster("d", "bob", "Bob", "c1")
+    assert first
+    assert [(e.user_id, e.name, e.state) for e in roster] == [("bob", "Bob", None)]
+    await presence.set_state("d", "bob", {"cursor": 3})
+    again, roster = await presence.join_and_roster("d", "bob", "Bobby", "c2")
+    assert not again  # a second connection of the same user
+    first_alice, roster = await presence.join_and_roster("d", "alice", "Alice", "c3")
+    assert first_alice
+    assert [(e.user_id, e.name, e.state) for e in roster] == [
+        ("alice", "Alice", None),
+        ("bob", "Bob", {"cursor": 3}),
+    ]
+    assert roster == await presence.roster("d")
+    # It counts like join: both of bob's connections must leave.
+    assert not await presence.leave("d", "bob", "c1")
+    assert await presence.leave("d", "bob", "c2")
+
+
 async def test_several_users_are_counted_separately(presence: PresenceStore) -> None:
     assert await presence.join("doc", "alice", "Alice", "c1")
     assert await presence.join("doc", "bob", "Bob", "c2")

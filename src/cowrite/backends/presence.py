@@ -45,6 +45,14 @@ class PresenceStore(Protocol):
         """Record the connection; ``True`` if it is the user's first in the document."""
         ...
 
+    async def join_and_roster(
+        self, document_id: str, user_id: str, name: str, connection_id: str
+    ) -> tuple[bool, list[PresenceEntry]]:
+        """``join``, then ``roster`` (which includes the joiner), as one step: one
+        round trip where the store is remote, and no change by others between
+        the two."""
+        ...
+
     async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:
         """Forget the connection; ``True`` if it was the user's last in the document."""
         ...

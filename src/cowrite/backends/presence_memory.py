@@ -35,6 +35,12 @@ class MemoryPresence:
         user.connections.add(connection_id)
         return first
 
+    async def join_and_roster(
+        self, document_id: str, user_id: str, name: str, connection_id: str
+    ) -> tuple[bool, list[PresenceEntry]]:
+        first = await self.join(document_id, user_id, name, connection_id)
+        return first, await self.roster(document_id)
+
     async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:
         users = self._docs.get(document_id)
         if users is None:

@@ -112,6 +112,22 @@ return 0
 # KEYS: instances, alive:<self>, inst:<self>, count:<doc>, names:<doc>
 # ARGV: instance id, ttl in ms, connection member, user id, name
 
+# _JOIN, then the document's names and states (what ``roster`` reads), in one
+# script: one round trip, atomic.
+_JOIN_ROSTER = """
+local first = 0
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2], 'NX')
+if redis.call('SADD', KEYS[3], ARGV[3]) == 1 then
+    if redis.call('HINCRBY', KEYS[4], ARGV[4], 1) == 1 then
+        redis.call('HSET', KEYS[5], ARGV[4], ARGV[5])
+        first = 1
+    end
+end
+return {first, redis.call('HGETALL', KEYS[5]), redis.call('HGETALL', KEYS[6])}
+"""
+# KEYS: as _JOIN, then states:<doc>.  ARGV: as _JOIN.
+
 _LEAVE = """
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then
     return 0
@@ -183,6 +199,18 @@ def _member(document_id: str, user_id: str, connection_id: str) -> str:
     return json.dumps([document_id, user_id, connection_id], ensure_ascii=False)
 
 
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A Lua HGETALL reply (a flat list) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _entries(names: dict[Any, Any], states: dict[Any, Any]) -> list[PresenceEntry]:
+    return [
+        PresenceEntry(uid, name, orjson.loads(states[uid]) if uid in states else None)
+        for uid, name in sorted(names.items())
+    ]
+
+
 class _Connection:
     """A client and the scripts registered on it (EVALSHA; redis-py loads a script
     the server does not know and retries)."""
@@ -190,6 +218,7 @@ class _Connection:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.join = client.register_script(_JOIN)
+        self.join_roster = client.register_script(_JOIN_ROSTER)
         self.leave = client.register_script(_LEAVE)
         self.state = client.register_script(_STATE)
         self.evict = client.register_script(_EVICT)
@@ -338,6 +367,28 @@ class RedisPresence:
         )
         return bool(first)
 
+    async def join_and_roster(
+        self, document_id: str, user_id: str, name: str, connection_id: str
+    ) -> tuple[bool, list[PresenceEntry]]:
+        first, names, states = await self._connection().join_roster(
+            keys=[
+                self._instances,
+                self._alive,
+                self._inst,
+                self._doc_key("count", document_id),
+                self._doc_key("names", document_id),
+                self._doc_key("states", document_id),
+            ],
+            args=[
+                self.instance_id,
+                self._ttl_ms,
+                _member(document_id, user_id, connection_id),
+                user_id,
+                name,
+            ],
+        )
+        return bool(first), _entries(_pairs(names), _pairs(states))
+
     async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:
         """Forget the connection (joined through this instance); ``True`` if it
         was the user's last in the document over all instances."""
@@ -367,10 +418,7 @@ class RedisPresence:
             pipe.hgetall(self._doc_key("names", document_id))
             pipe.hgetall(self._doc_key("states", document_id))
             names, states = await pipe.execute()
-        return [
-            PresenceEntry(uid, name, orjson.loads(states[uid]) if uid in states else None)
-            for uid, name in sorted(names.items())
-        ]
+        return _entries(names, states)
 
     # -- internals ------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -401,13 +401,14 @@ class CollabService:
                 return error("access_denied", "Access denied")
             if self._conns.get(sid) is not conn:
                 return error("not_connected", "Disconnected")
+            presence_step: Awaitable[tuple[bool, list[PresenceEntry]]]
             if existing is not None:
                 # A second join on the same connection restarts catch-up from ``since``.
                 existing.role = role
                 existing.next_seq = since + 1
                 existing.pending = []
                 member = existing
-                first = False
+                presence_step = self._roster_only(doc_id)
             else:
                 room = await self._room(doc_id)
                 if self._conns.get(sid) is not conn:
@@ -418,12 +419,11 @@ class CollabService:
                 member.role_from_store = self._claim_role(conn.identity, doc_id) is None
                 conn.docs[doc_id] = member
                 room.members[sid] = member
-                first = await self.presence.join(
+                presence_step = self.presence.join_and_roster(
                     doc_id, conn.identity.user_id, conn.identity.name, sid
                 )
-            (ops, head, more), roster = await asyncio.gather(
-                self._read_page(doc_id, since, self.settings.page_size),
-                self.presence.roster(doc_id),
+            (ops, head, more), (first, roster) = await asyncio.gather(
+                self._read_page(doc_id, since, self.settings.page_size), presence_step
             )
         except StoreError as exc:
             log.warning("join %s failed: %s", doc_id, exc)
@@ -456,6 +456,9 @@ class CollabService:
             "more": more,
             "presence": _roster(roster),
         }
+
+    async def _roster_only(self, doc_id: str) -> tuple[bool, list[PresenceEntry]]:
+        return False, await self.presence.roster(doc_id)
 
     async def leave(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
