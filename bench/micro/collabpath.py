@@ -166,7 +166,7 @@ if __name__ == "__main__":
     p.add_argument("--per-turn", type=int, default=2)
     p.add_argument("--turn-sleep", type=float, default=0.001, help="seconds between turns")
     p.add_argument("--store", default="")
-    p.add_argument("--commit-interval", type=float, default=0.004)
+    p.add_argument("--commit-interval", type=float, default=0.002)
     p.add_argument("--profile", default="")
     p.add_argument("--profile-join", default="", help="cProfile (CPU time) the connect+join phase")
     a = p.parse_args()

@@ -254,8 +254,8 @@ def load_app_settings(
         else _env_bool(env, "COWRITE_AUTO_CREATE", True),
         docs_claim=auth.docs_claim,
         max_operation_bytes=max_op,
-        commit_interval=_env_float(env, "COWRITE_COMMIT_INTERVAL", 0.004, minimum=0.0, maximum=1.0),
-        commit_enough=int(_env_float(env, "COWRITE_COMMIT_ENOUGH", 16, minimum=1, maximum=10_000)),
+        commit_interval=_env_float(env, "COWRITE_COMMIT_INTERVAL", 0.002, minimum=0.0, maximum=1.0),
+        commit_enough=int(_env_float(env, "COWRITE_COMMIT_ENOUGH", 8, minimum=1, maximum=10_000)),
     )
     try:
         presence_ttl = float(env.get("COWRITE_PRESENCE_TTL", 30.0))

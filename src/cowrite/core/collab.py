@@ -94,10 +94,10 @@ class CollabSettings:
     # after the previous one started, or as soon as commit_enough operations
     # wait (0: commit as soon as the previous transaction is done).  Each
     # transaction pays an fsync (~120-250 us of CPU here, docs/PERFORMANCE.md),
-    # so at a few thousand edits/s pacing cuts the commit count by 4-8x for at
-    # most commit_interval of added latency (none for an edit after a pause).
-    commit_interval: float = 0.004
-    commit_enough: int = 16
+    # so at a few thousand edits/s pacing cuts the commit count 2-4x for at most
+    # commit_interval of added latency (none for an edit after a pause).
+    commit_interval: float = 0.002
+    commit_enough: int = 8
     # Per-connection rate limits (token buckets); 0 disables one.
     edit_rate: float = 200.0
     edit_burst: int = 1000
