@@ -18,9 +18,11 @@ from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.collab import CollabService, CollabSettings
 
 
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[tuple[CollabService, RecordingGateway]]:
-    store = SqliteStore(tmp_path / "db.sqlite")
+async def open_service(
+    path: Path, settings: CollabSettings, **options: Any
+) -> tuple[CollabService, RecordingGateway, SqliteStore]:
+    """A started service on a fresh SQLite file; stop it with ``close_service``."""
+    store = SqliteStore(path)
     await store.open()
     gateway = RecordingGateway()
     svc = CollabService(
@@ -29,12 +31,25 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[CollabService, Recordin
         gateway=gateway,
         verifier=TokenVerifier(AuthSettings(secret=SECRET)),
         broker=MemoryBroker(),
-        settings=CollabSettings(page_size=5, presence_interval=0.01),
+        settings=settings,
+        **options,
     )
     await svc.start()
-    yield svc, gateway
+    return svc, gateway, store
+
+
+async def close_service(svc: CollabService, store: SqliteStore) -> None:
     await svc.stop()
     await store.close()
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[tuple[CollabService, RecordingGateway]]:
+    svc, gateway, store = await open_service(
+        tmp_path / "db.sqlite", CollabSettings(page_size=5, presence_interval=0.01)
+    )
+    yield svc, gateway
+    await close_service(svc, store)
 
 
 def connect(svc: CollabService, sid: str, user: str) -> None:
@@ -188,18 +203,9 @@ async def test_stored_roles_of_editors_are_refreshed_in_the_background(tmp_path:
     """A role changed in the store behind the service's back (``cowrite
     revoke``/``grant``) reaches an editing member within role_cache_seconds,
     through the background refresher: edits never wait for a role query."""
-    store = SqliteStore(tmp_path / "roles.sqlite")
-    await store.open()
-    gw = RecordingGateway()
-    svc = CollabService(
-        store=store,
-        presence=MemoryPresence(),
-        gateway=gw,
-        verifier=TokenVerifier(AuthSettings(secret=SECRET)),
-        broker=MemoryBroker(),
-        settings=CollabSettings(role_cache_seconds=0.4),
+    svc, gw, store = await open_service(
+        tmp_path / "roles.sqlite", CollabSettings(role_cache_seconds=0.4)
     )
-    await svc.start()
     try:
         connect(svc, "a", "alice")
         connect(svc, "b", "bob")
@@ -240,5 +246,4 @@ async def test_stored_roles_of_editors_are_refreshed_in_the_background(tmp_path:
             await asyncio.sleep(0.05)
         assert gw.events("b", "access-revoked") == [{"documentId": "d"}]
     finally:
-        await svc.stop()
-        await store.close()
+        await close_service(svc, store)

@@ -349,45 +349,37 @@ class RedisPresence:
     async def join(self, document_id: str, user_id: str, name: str, connection_id: str) -> bool:
         """Record the connection; ``True`` if it is the user's first in the
         document over all instances."""
-        first = await self._connection().join(
-            keys=[
-                self._instances,
-                self._alive,
-                self._inst,
-                self._doc_key("count", document_id),
-                self._doc_key("names", document_id),
-            ],
-            args=[
-                self.instance_id,
-                self._ttl_ms,
-                _member(document_id, user_id, connection_id),
-                user_id,
-                name,
-            ],
-        )
+        keys, args = self._join_call(document_id, user_id, name, connection_id)
+        first = await self._connection().join(keys=keys[:5], args=args)
         return bool(first)
 
     async def join_and_roster(
         self, document_id: str, user_id: str, name: str, connection_id: str
     ) -> tuple[bool, list[PresenceEntry]]:
-        first, names, states = await self._connection().join_roster(
-            keys=[
-                self._instances,
-                self._alive,
-                self._inst,
-                self._doc_key("count", document_id),
-                self._doc_key("names", document_id),
-                self._doc_key("states", document_id),
-            ],
-            args=[
-                self.instance_id,
-                self._ttl_ms,
-                _member(document_id, user_id, connection_id),
-                user_id,
-                name,
-            ],
-        )
+        keys, args = self._join_call(document_id, user_id, name, connection_id)
+        first, names, states = await self._connection().join_roster(keys=keys, args=args)
         return bool(first), _entries(_pairs(names), _pairs(states))
+
+    def _join_call(
+        self, document_id: str, user_id: str, name: str, connection_id: str
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of _JOIN (the first five keys) and _JOIN_ROSTER."""
+        keys = [
+            self._instances,
+            self._alive,
+            self._inst,
+            self._doc_key("count", document_id),
+            self._doc_key("names", document_id),
+            self._doc_key("states", document_id),
+        ]
+        args = [
+            self.instance_id,
+            self._ttl_ms,
+            _member(document_id, user_id, connection_id),
+            user_id,
+            name,
+        ]
+        return keys, args
 
     async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:
         """Forget the connection (joined through this instance); ``True`` if it
