@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -153,6 +153,7 @@ class Conn:
         "edit_bucket",
         "flooded",
         "identity",
+        "inflight",
         "presence_bucket",
         "refusals",
         "sid",
@@ -166,6 +167,8 @@ class Conn:
         self.presence_bucket: TokenBucket | None = None
         self.refusals: list[float] = []
         self.flooded = False
+        # Edits accepted and not yet acknowledged (committed or failed).
+        self.inflight = 0
 
 
 class Room:
@@ -401,14 +404,17 @@ class CollabService:
                 return error("access_denied", "Access denied")
             if self._conns.get(sid) is not conn:
                 return error("not_connected", "Disconnected")
-            presence_step: Awaitable[tuple[bool, list[PresenceEntry]]]
             if existing is not None:
                 # A second join on the same connection restarts catch-up from ``since``.
                 existing.role = role
                 existing.next_seq = since + 1
                 existing.pending = []
                 member = existing
-                presence_step = self._roster_only(doc_id)
+                first = False
+                (ops, head, more), roster = await asyncio.gather(
+                    self._read_page(doc_id, since, self.settings.page_size),
+                    self.presence.roster(doc_id),
+                )
             else:
                 room = await self._room(doc_id)
                 if self._conns.get(sid) is not conn:
@@ -419,12 +425,12 @@ class CollabService:
                 member.role_from_store = self._claim_role(conn.identity, doc_id) is None
                 conn.docs[doc_id] = member
                 room.members[sid] = member
-                presence_step = self.presence.join_and_roster(
+                # Awaited before anything else: a disconnect that runs later
+                # finds the connection in the presence store to remove.
+                first, roster = await self.presence.join_and_roster(
                     doc_id, conn.identity.user_id, conn.identity.name, sid
                 )
-            (ops, head, more), (first, roster) = await asyncio.gather(
-                self._read_page(doc_id, since, self.settings.page_size), presence_step
-            )
+                ops, head, more = await self._read_page(doc_id, since, self.settings.page_size)
         except StoreError as exc:
             log.warning("join %s failed: %s", doc_id, exc)
             return error("unavailable", "The document store is unavailable")
@@ -456,9 +462,6 @@ class CollabService:
             "more": more,
             "presence": _roster(roster),
         }
-
-    async def _roster_only(self, doc_id: str) -> tuple[bool, list[PresenceEntry]]:
-        return False, await self.presence.roster(doc_id)
 
     async def leave(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -613,12 +616,25 @@ class CollabService:
         self.ops_received += 1
         if not self.committer.submit(request, (member.sid, operation, time.perf_counter(), future)):
             future.set_result(_NOT_STORED)
+            return
+        member.conn.inflight += 1
 
     def _commit_failed(self, failed: Failed, exc: StoreError) -> None:
         for _request, context in failed:
             future = context[3]
             if not future.done():
                 future.set_result(_NOT_STORED)
+            self._settled(context[0])
+
+    def _settled(self, sid: str) -> None:
+        """One accepted edit of ``sid`` got its ack; a flooding connection is
+        disconnected once all of them have (the ack callbacks run first)."""
+        conn = self._conns.get(sid)
+        if conn is None:
+            return
+        conn.inflight -= 1
+        if conn.flooded and conn.inflight == 0:
+            asyncio.get_running_loop().call_soon(self.gateway.disconnect, sid)
 
     def _deliver_committed(self, committed: Committed) -> None:
         """Runs right after each commit, in commit order: hand the new operations
@@ -662,12 +678,12 @@ class CollabService:
                 observe(time.perf_counter() - received_at)
         for request, result, context in committed:
             future = context[3]
-            if future.done():
-                continue
-            ack: Ack = {"ok": True, "documentId": request.document_id, "seq": result.seq}
-            if result.duplicate:
-                ack["duplicate"] = True
-            future.set_result(ack)
+            if not future.done():
+                ack: Ack = {"ok": True, "documentId": request.document_id, "seq": result.seq}
+                if result.duplicate:
+                    ack["duplicate"] = True
+                future.set_result(ack)
+            self._settled(context[0])
 
     def _remote_edit(self, body: dict[str, Any]) -> Callable[[], object]:
         return lambda: self.gateway.prepare("remote-edit", body)
@@ -1228,7 +1244,10 @@ class CollabService:
                 "disconnecting %s (%s): rate limit exceeded", conn.sid, conn.identity.user_id
             )
             self.flood_disconnects += 1
-            self.gateway.disconnect(conn.sid)
+            if conn.inflight == 0:
+                self.gateway.disconnect(conn.sid)
+            # else: after the acks of its accepted edits (``_settled``), so the
+            # client learns which of them are stored before it is cut off.
         ack = error("rate_limited", f"Too many {kind} messages; retry later")
         ack["error"]["retryAfter"] = round(wait, 3)
         return ack
