@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -129,7 +130,8 @@ def test_a_request_just_before_the_deadline_gets_the_overdue_ping() -> None:
     assert s.next_deadline() == 0.5
     assert s.post(b"3", 0.4999).body == b"ok"
     assert not s.closed
-    assert s.next_deadline() == 0.4999 + 0.3
+    # the schedule restarts from the PONG's time truncated to the millisecond
+    assert s.next_deadline() == pytest.approx(0.499 + 0.3)
 
 
 def test_deadlines_are_exact_on_a_millisecond_clock() -> None:
@@ -139,6 +141,18 @@ def test_deadlines_are_exact_on_a_millisecond_clock() -> None:
         s = EngineSession("sid1", Transport.POLLING, CFG)
         s.open(start_ms / 1000)
         assert s.poll((start_ms + 500) / 1000).status == 400, start_ms
+
+
+def test_the_schedule_counts_whole_milliseconds_as_node_timers_do() -> None:
+    # A client whose timers count whole milliseconds (Node: libuv) may wake up
+    # to 1 ms early on a nanosecond clock after sleeping 500 ms.
+    s = EngineSession("sid1", Transport.POLLING, CFG)
+    s.open(10.0007)
+    assert s.poll(10.5001).status == 400
+    for k in (1005, 2010, 123_456):  # k / 1000 * 1000 < k in floating point
+        s = EngineSession("sid1", Transport.POLLING, CFG)
+        s.open(k / 1000)
+        assert s.next_deadline() == pytest.approx((k + 300) / 1000)
 
 
 def test_a_websocket_frame_after_the_deadline_closes_the_session() -> None:
