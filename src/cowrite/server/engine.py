@@ -248,6 +248,7 @@ class EngineServerCore:
                 host=settings.host,
                 port=settings.port,
                 send_buffer_limit=settings.send_buffer_limit,
+                announce=False,
             )
         self.http = server
         # Writes are flushed once per loop iteration by the HttpServer for

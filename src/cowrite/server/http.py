@@ -75,7 +75,11 @@ class HttpServer:
         port: int = 3000,
         send_buffer_limit: int = 1 << 20,
         backlog: int = 4096,
+        announce: bool = True,
     ) -> None:
+        """``announce``: log "listening on URL" once started and "stopped
+        listening on URL" once stopped (an app with a listener of its own
+        announces itself instead)."""
         if not 0 <= port <= 65535:
             raise ConfigError("port out of range")
         if send_buffer_limit < 1024:
@@ -84,6 +88,7 @@ class HttpServer:
         self.port = port
         self.send_buffer_limit = send_buffer_limit
         self.backlog = backlog
+        self.announce = announce
         self.connections: set[Connection] = set()
         self.routes: dict[str, RouteHandler] = {}
         self._mounts: dict[str, Mounted] = {}  # both "/x/" and "/x" -> the app at "/x/"
@@ -147,6 +152,14 @@ class HttpServer:
         self.port = self._listener.port
         for app in self._apps:
             app.http_started(loop)
+        if self.announce:
+            paths = ", ".join(app.mount_path for app in self._apps) or "no app"
+            log.info("listening on %s (%s)", self.url, paths)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def accept_pauses(self) -> int:
@@ -188,10 +201,16 @@ class HttpServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        if self.announce:
+            log.info("stopped listening on %s", self.url)
 
     async def serve_forever(self) -> None:
         """Start, run until SIGTERM or SIGINT, then stop gracefully."""
         await self.start()
+        await self.serve_until_signal()
+
+    async def serve_until_signal(self) -> None:
+        """Run (already started) until SIGTERM or SIGINT, then stop gracefully."""
         try:
             await wait_for_signal()
         finally:
