@@ -522,7 +522,7 @@ class EngineServerCore:
     def _admit(self, conn: Connection, req: Request) -> bool:
         """Apply the admission limits before any session state exists."""
         key = self._limit_key(self._address(conn, req))
-        if self.draining:
+        if self.draining or self.stopping:
             # Retry-After 0: another instance can take the client right away.
             refusal: Refusal | None = Refusal(503, "instance draining", 0.0)
         else:
