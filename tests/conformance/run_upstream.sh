@@ -11,7 +11,8 @@
 #   (cd /tmp/eio/test-suite && npm ci)
 #
 # Each run starts tests/conformance/upstream_server.py (one port, /engine.io/
-# and /socket.io/), runs `mocha test-suite.js` in each folder, and stops it.
+# and /socket.io/; SERVER_ARGS=--no-uvloop for asyncio's own event loop), runs
+# `mocha test-suite.js` in each folder, and stops it.
 # The suites hard-code http://localhost:3000: when we may, everything runs in
 # a private network namespace (unshare -n) so that port 3000 is ours alone.
 set -eu
@@ -37,7 +38,8 @@ failed=0
 run=1
 while [ "$run" -le "$RUNS" ]; do
     log=$(mktemp)
-    "$PY" "$ROOT/tests/conformance/upstream_server.py" --port 3000 >"$log" 2>&1 &
+    # shellcheck disable=SC2086  # SERVER_ARGS: extra flags, e.g. --no-uvloop
+    "$PY" "$ROOT/tests/conformance/upstream_server.py" --port 3000 ${SERVER_ARGS:-} >"$log" 2>&1 &
     server=$!
     tries=0
     until grep -q "listening on" "$log"; do
