@@ -12,8 +12,9 @@ the same arguments; ``message-with-ack`` -> ack with the same arguments.
 
 Compared with upstream: as in test_engineio_v4.py (same sleeps; server state
 instead of request-order races; the duplicate WebSocket must be accepted, then
-closed; PING packets skipped where upstream's ``waitForPackets`` skips them,
-and before ``message-back`` where a late ping would otherwise come first).
+closed; PING packets skipped only where upstream's ``waitForPackets`` skips
+them).  Stricter: ``initSocketIOConnection`` upstream waits for three messages
+without looking at them; ours checks the CONNECT and the ``auth`` packet.
 "should close the connection if no handshake is received" checks upstream's
 case (no answer to anything: closed within mocha's 2 s) and, stricter, that the
 close also comes when the client does answer the pings (the connect timeout).
