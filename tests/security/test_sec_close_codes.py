@@ -177,3 +177,21 @@ async def test_unknown_event_with_an_ack_is_answered(server: SocketServer) -> No
     ws.send('42["nobody-handles-this"]')  # without an ack id: nothing comes back
     ws.send('428["echo","still here"]')
     assert await ws.recv() == '438["still here"]'
+
+
+async def test_connect_handler_emits_follow_connect_in_their_own_write_before_a_disconnect(
+    server: SocketServer,
+) -> None:
+    """What a connect handler emits follows CONNECT (CONNECT_EMIT_GAP later, so
+    a client that takes one message per read sees both) and still precedes a
+    DISCONNECT the application sends meanwhile."""
+    server.on("connect", lambda sid, auth: server.emit("hello", 1, to=sid))
+    server.on("bye", lambda sid: server.disconnect(sid))
+    ws = await open_ws(server.port)
+    ws.auto_pong = True
+    assert str(await ws.recv()).startswith("0{")
+    ws.send("40")
+    assert str(await ws.recv()).startswith("40{")
+    ws.send('42["bye"]')  # at once: within the gap
+    assert await ws.recv() == '42["hello",1]'
+    assert await ws.recv() == "41"

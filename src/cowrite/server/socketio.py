@@ -38,6 +38,7 @@ from cowrite.protocol.sio_session import (
     ConnectRequested,
     EventReceived,
     NamespaceLeft,
+    NsState,
     SocketIOSession,
 )
 from cowrite.protocol.socketio import SioPacket, SioType, encode, encode_event_text
@@ -370,6 +371,8 @@ class SocketServer:
         if sock is None or sock.namespace != namespace:
             return
         state: _SioState = sock.handle.app_state
+        if sock.pending and state.session.namespaces.get(namespace) is NsState.CONNECTED:
+            self._release_pending(sock)  # CONNECT is out: what followed it goes first
         sock.handle.send_text("4" + state.session.server_disconnect(namespace))
         self._socket_gone(sock, SERVER_NAMESPACE_DISCONNECT)
 
