@@ -3,8 +3,9 @@
 Built with cowrite's public library API only: one ``HttpServer`` on one port,
 an Engine.IO echo app at ``/engine.io/`` (what socketio/engine.io-protocol's
 ``test-suite/`` expects) and a Socket.IO app at ``/socket.io/`` (what
-socketio/socket.io-protocol's ``test-suite/`` expects), both with the suites'
-settings: pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1 000 000.
+socketio/socket.io-protocol's ``test-suite/`` expects): the reference
+configuration of each repository's README (pingInterval 300 ms, pingTimeout
+200 ms, maxPayload 1 000 000, any origin; Socket.IO connectTimeout 1 s).
 
     python tests/conformance/upstream_server.py [--port 3000] [--no-uvloop]
 
@@ -40,22 +41,26 @@ def build(host: str, port: int) -> HttpServer:
     eio = EngineServer(ServerSettings(path="/engine.io/", **SUITE), server=http, on_message=echo)
 
     # socket.io-protocol: on connection emit "auth" with the handshake's auth;
-    # "message" -> "message-back"; "message-with-ack" -> ack with the arguments.
-    sio = SocketServer(ServerSettings(path="/socket.io/", **SUITE), server=http)
+    # on "/": "message" -> "message-back", "message-with-ack" -> ack with the
+    # arguments; "/custom" only emits "auth".
+    sio = SocketServer(
+        ServerSettings(path="/socket.io/", connect_timeout=1.0, **SUITE), server=http
+    )
     for namespace in ("/", "/custom"):
 
         def connect(sid: str, auth: Any, namespace: str = namespace) -> None:
             sio.emit("auth", auth if auth is not None else {}, to=sid, namespace=namespace)
 
-        def message(sid: str, *args: Any, namespace: str = namespace) -> None:
-            sio.emit("message-back", *args, to=sid, namespace=namespace)
-
-        def message_with_ack(sid: str, *args: Any) -> tuple[Any, ...]:
-            return args
-
         sio.on("connect", connect, namespace=namespace)
-        sio.on("message", message, namespace=namespace)
-        sio.on("message-with-ack", message_with_ack, namespace=namespace)
+
+    def message(sid: str, *args: Any) -> None:
+        sio.emit("message-back", *args, to=sid)
+
+    def message_with_ack(sid: str, *args: Any) -> tuple[Any, ...]:
+        return args
+
+    sio.on("message", message)
+    sio.on("message-with-ack", message_with_ack)
     return http
 
 
