@@ -7,10 +7,17 @@
 
 Both use the suites' timings: pingInterval 300 ms, pingTimeout 200 ms,
 maxPayload 1 000 000 bytes.
+
+Where an upstream test relies on the order in which two of its requests reach
+the server (``sleep(5)`` between two GETs, ``Promise.all`` of a GET and a
+POST, WebSocket frames sent just before a GET), ours waits for the server to
+have processed the first one (``wait_parked``, ``wait_upgraded``): the same
+order, without a timing margin.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +34,13 @@ WAIT = 5.0
 #: The Socket.IO fixture's connect timeout (the suite only needs "some" timeout;
 #: it must be longer than the three ping/pong rounds of the heartbeat tests).
 SIO_CONNECT_TIMEOUT = 2.0
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    """Check ``predicate`` every millisecond until it holds (bounded)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.001)
 
 
 @dataclass
@@ -52,6 +66,41 @@ class Target:
 
     async def ws(self, query: str = "EIO=4&transport=websocket", **kw: Any) -> Any:
         return await self._ws_connect(self.ws_url(query), **kw)
+
+    def _engine(self) -> Any:
+        return getattr(self.server, "engine", self.server)
+
+    async def wait_parked(self, sid: str) -> None:
+        """Until the server holds a polling GET for ``sid`` (parked, unanswered)."""
+        engine = self._engine()
+        await wait_until(
+            lambda: sid in engine.sessions and engine.sessions[sid].poll_conn is not None, WAIT
+        )
+
+    async def wait_upgraded(self, sid: str) -> None:
+        """Until the server has processed the upgrade (``5``) of session ``sid``."""
+        engine = self._engine()
+        await wait_until(
+            lambda: (
+                sid in engine.sessions
+                and engine.sessions[sid].session.transport.value == "websocket"
+            ),
+            WAIT,
+        )
+
+    async def wait_closed_session(self, sid: str) -> None:
+        """Until the server has forgotten session ``sid``."""
+        engine = self._engine()
+        await wait_until(lambda: sid not in engine.sessions, WAIT)
+
+    async def ws_accepted_then_closed(self, query: str) -> None:
+        """The WebSocket at ``query`` completes its handshake, then is closed by
+        the server without any packet (upstream: ``await waitFor(socket2,
+        "close")`` where Node's ``ws`` would report a refused handshake as an
+        error, not a close)."""
+        ws = await self.ws(query)
+        seen = await ws.wait_closed(timeout=WAIT)
+        assert seen == [], f"expected no packet on the duplicate WebSocket, got {seen!r}"
 
     async def ws_fails(self, query: str) -> None:
         """The WebSocket at ``query`` is refused, or closed without any packet."""

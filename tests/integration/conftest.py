@@ -136,6 +136,12 @@ def build_app(server: Any) -> App:
 
 
 @pytest.fixture
+def app_on() -> Callable[[Any], App]:
+    """``app_on(server)`` registers the test application on a (mounted) server."""
+    return build_app
+
+
+@pytest.fixture
 def start_app(
     make_settings: Callable[..., Any],
     start_server: Callable[[Any], Awaitable[Any]],

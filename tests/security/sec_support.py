@@ -93,6 +93,7 @@ class RawWs(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.close_code: int | None = None
+        self.close_reason = ""
         self._fragments: list[bytes] | None = None
         self._fragment_op = 0
         # Answer Engine.IO PINGs ("2") at once instead of queueing them, so an
@@ -164,6 +165,7 @@ class RawWs(asyncio.Protocol):
     def _frame(self, opcode: int, fin: bool, payload: bytes) -> None:
         if opcode == OP_CLOSE:
             self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            self.close_reason = payload[2:].decode("utf-8", "replace")
             self.closed = True
             if self.transport is not None:
                 self.transport.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,6 +100,73 @@ def test_heartbeat_ping_pong_and_timeout() -> None:
     s.on_timer(0.86)
     assert s.closed
     assert s.events[-1] == SessionClosed(CloseReason.PING_TIMEOUT)
+
+
+def test_pong_deadline_counts_from_the_scheduled_ping_not_the_late_timer() -> None:
+    s = polling()
+    s.on_timer(0.32)  # the adapter's timer ran 20 ms late
+    assert s.next_deadline() == 0.5
+    s.on_timer(0.5)
+    assert s.closed
+    assert s.events[-1] == SessionClosed(CloseReason.PING_TIMEOUT)
+
+
+def test_a_request_after_the_deadline_finds_the_session_closed_without_any_timer() -> None:
+    # engine.io-protocol "closes the session upon ping timeout": pingInterval
+    # 300 ms, pingTimeout 200 ms, a GET 500 ms after the handshake gets 400.
+    for at in (0.5, 0.5000001, 3.0):
+        s = polling()
+        reply = s.poll(at)
+        assert reply.status == 400, at
+        assert s.events == [SessionClosed(CloseReason.PING_TIMEOUT)]
+    s = polling()
+    assert s.post(b"4x", 0.5).status == 400
+    assert s.closed
+
+
+def test_a_request_just_before_the_deadline_gets_the_overdue_ping() -> None:
+    s = polling()
+    assert s.poll(0.4999).body == b"2"
+    assert s.next_deadline() == 0.5
+    assert s.post(b"3", 0.4999).body == b"ok"
+    assert not s.closed
+    # the schedule restarts from the PONG's time truncated to the millisecond
+    assert s.next_deadline() == pytest.approx(0.499 + 0.3)
+
+
+def test_deadlines_are_exact_on_a_millisecond_clock() -> None:
+    # uvloop's clock ticks in whole milliseconds: 255.501 + 0.3 + 0.2 must be
+    # reached at 256.001 although the float sum is one ulp above it.
+    for start_ms in (64, 15_502, 255_501, 1_023_705, 1_234_567):
+        s = EngineSession("sid1", Transport.POLLING, CFG)
+        s.open(start_ms / 1000)
+        assert s.poll((start_ms + 500) / 1000).status == 400, start_ms
+
+
+def test_the_schedule_counts_whole_milliseconds_as_node_timers_do() -> None:
+    # A client whose timers count whole milliseconds (Node: libuv) may wake up
+    # to 1 ms early on a nanosecond clock after sleeping 500 ms.
+    s = EngineSession("sid1", Transport.POLLING, CFG)
+    s.open(10.0007)
+    assert s.poll(10.5001).status == 400
+    for k in (1005, 2010, 123_456):  # k / 1000 * 1000 < k in floating point
+        s = EngineSession("sid1", Transport.POLLING, CFG)
+        s.open(k / 1000)
+        assert s.next_deadline() == pytest.approx((k + 300) / 1000)
+
+
+def test_a_websocket_frame_after_the_deadline_closes_the_session() -> None:
+    s = EngineSession("w", Transport.WEBSOCKET, CFG)
+    s.open(0.0)
+    s.on_timer(0.3)
+    assert s.take_ws_out() == ["2"]
+    assert s.receive_ws("3", 0.5) is None  # the PONG came too late
+    assert s.closed
+    assert s.events == [SessionClosed(CloseReason.PING_TIMEOUT)]
+    s = EngineSession("w", Transport.WEBSOCKET, CFG)
+    s.open(0.0)
+    assert s.receive_ws("4hi", 0.31) == "hi"  # the PING was due: sent now
+    assert s.take_ws_out() == ["2"]
 
 
 def test_client_close_answers_parked_poll_with_noop() -> None:

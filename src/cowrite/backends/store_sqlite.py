@@ -33,6 +33,17 @@ Durability: ``synchronous=FULL`` (the default here)
     is offered for deployments that accept losing the last moments of work on
     power loss in exchange for speed; it does not change any other guarantee.
 
+Opening together
+    Several instances (a supervisor starting N workers) may open one new file at
+    the same moment.  Switching it to WAL and applying the first migration take
+    exclusive locks, and there SQLite does not always call the busy handler: a
+    connection that holds a shared lock and wants more while another waits for
+    the exclusive one gets ``SQLITE_BUSY`` at once, because waiting could
+    deadlock (sqlite.org, ``sqlite3_busy_handler``: "the presence of a busy
+    handler does not guarantee that it will be invoked").  The statement has
+    then released its locks, so ``open`` retries those steps, with a short
+    jittered back-off, until ``busy_timeout``.
+
 The path must name a file (not ``":memory:"``): the two connections share the
 database through it.
 """
@@ -40,6 +51,7 @@ database through it.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -213,7 +225,14 @@ class _Connection:
         finally:
             conn.execute("PRAGMA busy_timeout = 0")
 
-    async def connect(self, path: str, *, busy_timeout: float, pragmas: Sequence[str]) -> None:
+    async def connect(
+        self,
+        path: str,
+        *,
+        busy_timeout: float,
+        pragmas: Sequence[str],
+        setup: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         self._busy_ms = max(0, round(busy_timeout * 1000))
 
         def connect() -> None:
@@ -223,6 +242,8 @@ class _Connection:
                 path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             try:
+                if setup is not None:
+                    retry_busy(lambda: setup(conn), busy_timeout)
                 for pragma in pragmas:
                     conn.execute(pragma)
                 conn.execute("PRAGMA busy_timeout = 0")
@@ -248,6 +269,28 @@ class _Connection:
             await loop.run_in_executor(self._executor, close)
         finally:
             self._executor.shutdown(wait=True)
+
+
+def retry_busy(step: Callable[[], _T], timeout: float) -> _T:
+    """Run ``step`` again while SQLite answers ``SQLITE_BUSY`` without having
+    waited (see "Opening together"), for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        # Jitter: instances that collided once should not collide again.
+        time.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.1)
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if str(mode).lower() != "wal":
+        raise StoreUnavailable(f"sqlite: cannot switch {mode!r} journal to WAL")
 
 
 def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -520,7 +563,8 @@ class SqliteStore:
             await writer.connect(
                 self._path,
                 busy_timeout=self._busy_timeout,
-                pragmas=("PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", *common),
+                setup=_use_wal,
+                pragmas=("PRAGMA foreign_keys = ON", *common),
             )
             self._writer = writer
             await self.migrate()
@@ -555,8 +599,12 @@ class SqliteStore:
         return self._reader
 
     async def migrate(self) -> None:
-        # In the thread: a migration may wait for other instances' locks.
-        await self._write_conn().call(lambda conn: _write(conn, _migrate), inline=False)
+        # In the thread: a migration may wait for other instances' locks (and
+        # retry_busy sleeps between its attempts).
+        timeout = self._busy_timeout
+        await self._write_conn().call(
+            lambda conn: retry_busy(lambda: _write(conn, _migrate), timeout), inline=False
+        )
 
     async def ping(self) -> bool:
         if self._reader is None:

@@ -130,6 +130,7 @@ class Connection(asyncio.Protocol):
         "_ws_max",
         "busy",
         "client_addr",
+        "close_code",
         "listener",
         "on_lost",
         "router",
@@ -160,6 +161,8 @@ class Connection(asyncio.Protocol):
         self.listener: WsListener | None = None
         self.on_lost: Callable[[], None] | None = None
         self.client_addr = ""
+        # The WebSocket close code sent or received (None: no close frame).
+        self.close_code: int | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -190,6 +193,13 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         pass
+
+    def set_send_buffer_limit(self, limit: int) -> None:
+        """Use ``limit`` instead of the listener's (the app served here has its own)."""
+        if limit != self._send_buffer_limit:
+            self._send_buffer_limit = limit
+            if self.transport is not None:
+                self.transport.set_write_buffer_limits(high=limit)
 
     def data_received(self, data: bytes) -> None:
         if self.ws is not None:
@@ -405,7 +415,21 @@ class Connection(asyncio.Protocol):
                 if chunk:
                     self.transport.write(chunk)
         if ws.state is not WsState.OPEN:
-            self._ws_finish(CloseReason.TRANSPORT_CLOSE)
+            self._ws_finish(self._ws_close_reason(ws))
+
+    def _ws_close_reason(self, ws: WsProtocol) -> CloseReason:
+        """Why websockets ended the connection: a close frame it sent (it
+        refused a frame) or the peer's close frame."""
+        sent, received = ws.close_sent, ws.close_rcvd
+        if sent is not None and (received is None or ws.close_rcvd_then_sent is False):
+            self.close_code = sent.code
+            if sent.code == 1009:
+                return CloseReason.PAYLOAD_TOO_LARGE
+            if sent.code in (1002, 1007):
+                return CloseReason.PARSE_ERROR
+        elif received is not None:
+            self.close_code = received.code
+        return CloseReason.TRANSPORT_CLOSE
 
     def _deliver(self, payload: bytes | bytearray | memoryview, text: bool) -> None:
         listener = self.listener
@@ -463,6 +487,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         self._closing = True
         self.listener = None
+        self.close_code = code
         if transport is None or transport.is_closing():
             return
         if ws is not None:

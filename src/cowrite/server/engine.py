@@ -5,6 +5,11 @@ requests, WebSocket messages and the clock, and carries out what comes back.
 An application plugs in through ``EngineApp`` (the Socket.IO server does), or
 through plain callbacks with ``EngineServer``'s ``on_connect`` / ``on_message``
 / ``on_disconnect`` keywords.
+
+Each server is mounted on an ``HttpServer`` (``server/http.py``) under its
+``settings.path``: its own one when none is given (standalone, listening on
+``settings.host:port``), or a shared one given as ``server=`` (several apps
+on one port).
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
 
 import orjson
 
 from cowrite.config import ServerSettings
-from cowrite.errors import CloseReason, ProtocolError
+from cowrite.errors import CloseReason, LocalError, ProtocolError
 from cowrite.protocol.session import (
     PARK,
     EngineConfig,
@@ -33,8 +38,8 @@ from cowrite.protocol.session import (
     Upgraded,
 )
 from cowrite.server.connection import Connection, Request, ws_frame
+from cowrite.server.http import BODY_OVERHEAD, HttpServer, RouteHandler
 from cowrite.server.limits import Admission, Refusal, default_max_connections
-from cowrite.server.listener import Listener
 
 log = logging.getLogger("cowrite.engine")
 
@@ -48,7 +53,22 @@ _UNSUPPORTED_VERSION = (5, "Unsupported protocol version")
 
 _NEVER = float("inf")
 
-RouteHandler = Callable[[Connection, Request], None]
+#: The WebSocket close code (RFC 6455 section 7.4) a session's end is sent with.
+#: 1000 is for a normal close only; 4000-4999 are private-use codes.
+CLOSE_CODES: Final[dict[CloseReason, int]] = {
+    CloseReason.CLIENT_CLOSE: 1000,
+    CloseReason.FORCED_CLOSE: 1000,
+    CloseReason.TRANSPORT_CLOSE: 1000,  # the connection is gone: nothing is sent
+    CloseReason.SERVER_SHUTDOWN: 1001,
+    CloseReason.PARSE_ERROR: 1002,
+    CloseReason.TRANSPORT_ERROR: 1002,
+    CloseReason.PAYLOAD_TOO_LARGE: 1009,
+    CloseReason.SLOW_CONSUMER: 1008,
+    CloseReason.PING_TIMEOUT: 4000,
+    CloseReason.CONNECT_TIMEOUT: 4001,
+}
+#: A second WebSocket for a session that already has one (or is upgrading).
+DUPLICATE_WEBSOCKET = (1008, "session already has a websocket")
 
 
 class EngineApp(Protocol):
@@ -62,6 +82,10 @@ class EngineApp(Protocol):
 
     def engine_timer(self, handle: SessionHandle, now: float) -> None: ...
 
+    async def engine_stopped(self) -> None:
+        """The server stopped: every session is closed and its sockets are gone."""
+        ...
+
 
 class SessionHandle:
     """An ``EngineSession`` bound to the connections that currently carry it."""
@@ -70,7 +94,9 @@ class SessionHandle:
         "app_deadline",
         "app_state",
         "client_address",
+        "close_code",
         "handshaking",
+        "log_id",
         "origin",
         "poll_conn",
         "scheduled",
@@ -90,6 +116,12 @@ class SessionHandle:
         self.origin: str | None = None
         self.client_address = ""
         self.handshaking = True
+        # The one name of this connection in logs (the Engine.IO sid is a
+        # session credential and is never logged); the Socket.IO layer uses it
+        # as the sid of the connection's first namespace socket.
+        self.log_id = ""
+        # The WebSocket close code when the peer's connection ended the session.
+        self.close_code: int | None = None
 
     @property
     def sid(self) -> str:
@@ -140,6 +172,7 @@ class SessionHandle:
     def ws_closed(self, conn: Connection, reason: CloseReason) -> None:
         if conn is self.ws:
             self.ws = None
+            self.close_code = conn.close_code
             self.session.close(reason)
             self.server.pump(self)
 
@@ -171,10 +204,28 @@ class _Probe:
         self.handle.session.probe_lost()
 
 
-class EngineServerCore:
-    """Sessions, request routing and the timer, for one listening socket."""
+class _Ignored:
+    """Listener for a WebSocket accepted only to be closed at once."""
 
-    def __init__(self, settings: ServerSettings, app: EngineApp) -> None:
+    __slots__ = ()
+
+    def ws_message(self, conn: Connection, data: str | bytes) -> None:
+        pass
+
+    def ws_closed(self, conn: Connection, reason: CloseReason) -> None:
+        pass
+
+
+_IGNORED: Final = _Ignored()
+
+
+class EngineServerCore:
+    """Sessions, Engine.IO request handling and the timer, for one app mounted
+    on an ``HttpServer`` (its own unless ``server`` is given)."""
+
+    def __init__(
+        self, settings: ServerSettings, app: EngineApp, *, server: HttpServer | None = None
+    ) -> None:
         self.settings = settings
         self.app = app
         self.config = EngineConfig(
@@ -191,24 +242,37 @@ class EngineServerCore:
             per_ip_rate=settings.per_ip_rate,
             per_ip_burst=settings.per_ip_burst,
         )
-        self.connections: set[Connection] = set()
-        self.routes: dict[str, RouteHandler] = {}
+        self.owns_http = server is None
+        if server is None:
+            server = HttpServer(
+                host=settings.host,
+                port=settings.port,
+                send_buffer_limit=settings.send_buffer_limit,
+                announce=False,
+            )
+        self.http = server
+        # Writes are flushed once per loop iteration by the HttpServer for
+        # every app on it; bound once here so the hot path pays no indirection.
+        self.schedule_flush: Callable[[Connection], None] = server.schedule_flush
+        self.schedule_pump: Callable[[SessionHandle], None] = server.schedule_pump
+        self._flush_now: Callable[[], None] = server.flush_now
         self._timers: list[tuple[float, int, SessionHandle]] = []
         self._counter = itertools.count()
-        self._flush_conns: list[Connection] = []
-        self._pump_handles: list[SessionHandle] = []
-        self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Listener | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._resolution = min(
             0.25, max(0.01, min(settings.ping_interval, settings.ping_timeout) / 10)
         )
-        self.port = settings.port
         self._next_sweep = 0.0
-        self._stopping = False
-        self._accept_pauses = 0
+        self.stopping = False
         self.draining = False
+        # This app's send buffer limit, when it is not the listener's.
+        self._send_limit = (
+            None
+            if settings.send_buffer_limit == server.send_buffer_limit
+            else settings.send_buffer_limit
+        )
+        server.mount(self)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -216,29 +280,46 @@ class EngineServerCore:
         """The event loop's monotonic clock (rebound to ``loop.time`` itself on start)."""
         return asyncio.get_running_loop().time()
 
-    async def start(self, sock: socket.socket | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = False
-        self.draining = False
-        # Called for every message: skip the method indirection.
-        self.loop_time = self._loop.time  # type: ignore[method-assign]
-        max_body = self.settings.max_payload + 1024
-        limit = self.settings.send_buffer_limit
+    @property
+    def port(self) -> int:
+        """The port the (possibly shared) listener is bound to."""
+        return self.http.port
 
-        def factory() -> Connection:
-            return Connection(self, max_body, limit)
+    @property
+    def connections(self) -> set[Connection]:
+        """Every connection on the listener (shared by the apps mounted on it)."""
+        return self.http.connections
 
-        self._server = Listener(
-            self._loop, factory, host=self.settings.host, port=self.settings.port, sock=sock
-        )
-        self._server.start()
-        self.port = self._server.port
-        self._ticker = self._loop.call_later(self._resolution, self._tick)
+    @property
+    def routes(self) -> dict[str, RouteHandler]:
+        """The listener's plain HTTP routes."""
+        return self.http.routes
 
     @property
     def accept_pauses(self) -> int:
         """Times accepting paused because the process ran out of descriptors."""
-        return self._server.paused_times if self._server is not None else self._accept_pauses
+        return self.http.accept_pauses
+
+    def _own_http(self) -> HttpServer:
+        if not self.owns_http:
+            raise LocalError(
+                f"the app at {self.settings.path!r} is mounted on a shared HttpServer: "
+                "start and stop that server"
+            )
+        return self.http
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on ``settings.host:port`` (or ``sock``) and serve (standalone only)."""
+        await self._own_http().start(sock)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every session cleanly, wait for the sockets to
+        drain (standalone only)."""
+        await self._own_http().stop(timeout)
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; existing sessions go on."""
+        self.http.stop_accepting()
 
     def begin_drain(self) -> None:
         """Refuse new sessions (HTTP 503, so a load balancer tries another
@@ -259,90 +340,47 @@ class EngineServerCore:
             await asyncio.sleep(0.02)
         return not self.sessions
 
-    def stop_accepting(self) -> None:
-        """Close the listening socket; existing sessions go on."""
-        self._stopping = True
-        if self._server is not None:
-            self._server.close()
+    # -- Mounted (called by the HttpServer) ----------------------------------
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every session cleanly, wait for the sockets to drain."""
-        self.stop_accepting()
+    @property
+    def mount_path(self) -> str:
+        return self.settings.path
+
+    @property
+    def max_body(self) -> int:
+        return self.settings.max_payload + BODY_OVERHEAD
+
+    def http_started(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.stopping = False
+        self.draining = False
+        # Called for every message: skip the method indirection.
+        self.loop_time = loop.time  # type: ignore[method-assign]
+        self._ticker = loop.call_later(self._resolution, self._tick)
+
+    def http_stopping(self) -> None:
+        """The listener is stopping: close every session now."""
+        self.stopping = True
         for handle in list(self.sessions.values()):
             handle.session.close(CloseReason.SERVER_SHUTDOWN)
             self.pump(handle)
-        self._flush_now()
-        loop = self._loop
-        if loop is not None:
-            deadline = loop.time() + timeout
-            while self.connections and loop.time() < deadline:
-                for conn in list(self.connections):
-                    if not conn.busy and conn.ws is None and conn.transport is not None:
-                        conn.transport.close()
-                await asyncio.sleep(0.02)
-            for conn in list(self.connections):
-                if conn.transport is not None:
-                    conn.transport.abort()
+
+    async def http_stopped(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._accept_pauses = self._server.paused_times
-            self._server = None
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+        await self.app.engine_stopped()
 
-    # -- Router (called by connections) --------------------------------------
+    # -- Router, for a Connection made directly on this app (tests, benchmarks)
 
     def connection_made(self, conn: Connection) -> None:
-        if self._stopping and conn.transport is not None:
-            # Accepted while shutting down (asyncio may still hand us one).
-            conn.transport.abort()
-            return
-        self.connections.add(conn)
+        self.http.connection_made(conn)
 
     def connection_lost(self, conn: Connection) -> None:
-        self.connections.discard(conn)
-
-    def schedule_flush(self, conn: Connection) -> None:
-        self._flush_conns.append(conn)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_now)
-
-    def schedule_pump(self, handle: SessionHandle) -> None:
-        self._pump_handles.append(handle)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flush_scheduled = False
-        handles = self._pump_handles
-        if handles:
-            self._pump_handles = []
-            for handle in handles:
-                self.pump(handle)
-        conns = self._flush_conns
-        if conns:
-            self._flush_conns = []
-            for conn in conns:
-                conn.flush()
+        self.http.connection_lost(conn)
 
     def handle_request(self, conn: Connection, req: Request) -> None:
-        path = req.path
-        if path == self.settings.path or path == self.settings.path[:-1]:
-            self._engine_request(conn, req)
-            return
-        route = self.routes.get(path)
-        if route is not None and not req.upgrade:
-            route(conn, req)
-            return
-        conn.respond(404, b"not found", close=req.upgrade)
+        self.http.handle_request(conn, req)
 
     # -- Engine.IO requests --------------------------------------------------
 
@@ -370,7 +408,10 @@ class EngineServerCore:
             close=req.upgrade,
         )
 
-    def _engine_request(self, conn: Connection, req: Request) -> None:
+    def engine_request(self, conn: Connection, req: Request) -> None:
+        """A request (or WebSocket upgrade) for this app's path."""
+        if self._send_limit is not None:
+            conn.set_send_buffer_limit(self._send_limit)
         origin = req.header("origin")
         if not self.settings.origin_allowed(origin) and not _same_origin(origin, req):
             self._refuse(conn, req, _FORBIDDEN, 403)
@@ -469,8 +510,11 @@ class EngineServerCore:
             return
         handle = existing
         if not handle.session.begin_upgrade():
-            # A second WebSocket for this sid, or an upgrade already under way.
-            self._refuse(conn, req, _BAD_REQUEST)
+            # A second WebSocket for a session that already has one (or is
+            # upgrading): as Node's engine.io, complete the handshake and close
+            # it at once; the session and its first WebSocket are untouched.
+            if conn.accept_websocket(_IGNORED, self.settings.max_payload):
+                conn.close_websocket(*DUPLICATE_WEBSOCKET)
             return
         if not conn.accept_websocket(_Probe(handle), self.settings.max_payload):
             handle.session.probe_lost()
@@ -478,7 +522,7 @@ class EngineServerCore:
     def _admit(self, conn: Connection, req: Request) -> bool:
         """Apply the admission limits before any session state exists."""
         key = self._limit_key(self._address(conn, req))
-        if self.draining:
+        if self.draining or self.stopping:
             # Retry-After 0: another instance can take the client right away.
             refusal: Refusal | None = Refusal(503, "instance draining", 0.0)
         else:
@@ -515,6 +559,7 @@ class EngineServerCore:
         while sid in self.sessions:
             sid = secrets.token_urlsafe(15)
         handle = SessionHandle(self, EngineSession(sid, transport, self.config))
+        handle.log_id = secrets.token_urlsafe(15)
         handle.origin = origin
         handle.client_address = self._address(conn, req)
         self.admission.opened(self._limit_key(handle.client_address))
@@ -578,8 +623,26 @@ class EngineServerCore:
         ws = handle.ws
         if ws is not None:
             handle.ws = None
-            code = 1001 if reason is CloseReason.SERVER_SHUTDOWN else 1000
-            ws.close_websocket(code, reason.value)
+            sent = CLOSE_CODES[reason]
+            ws.close_websocket(sent, reason.value)
+            code: int | None = sent
+            transport = "websocket"
+        else:
+            # Ended by the peer's side (its close frame, a frame we refused
+            # with 1007/1009, or the TCP connection dropped: no code).
+            code = handle.close_code
+            transport = handle.session.transport.value
+        log.info(
+            "session closed: %s",
+            reason.value,
+            extra={
+                "event": "session_closed",
+                "sid": handle.log_id,
+                "reason": reason.value,
+                "code": code,
+                "transport": transport,
+            },
+        )
         self.app.engine_closed(handle, reason)
 
     def _tick(self) -> None:
@@ -597,7 +660,7 @@ class EngineServerCore:
                 handle.app_deadline = float("inf")
                 self.app.engine_timer(handle, now)
             self.pump(handle)
-        self._flush_now()
+        self.http.flush_now()
         if now >= self._next_sweep:
             self._next_sweep = now + 10.0
             self.admission.sweep(now)
@@ -648,22 +711,30 @@ class _CallbackApp:
     def engine_timer(self, handle: SessionHandle, now: float) -> None:
         pass
 
+    async def engine_stopped(self) -> None:
+        pass
+
 
 class EngineServer(EngineServerCore):
     """The Engine.IO layer on its own: a message callback per session.
 
     ``send(sid, data)`` sends a message (``str`` as text, ``bytes`` as binary).
+    With ``server=`` it is mounted on that shared ``HttpServer`` at
+    ``settings.path`` instead of listening on its own.
     """
 
     def __init__(
         self,
         settings: ServerSettings,
         *,
+        server: HttpServer | None = None,
         on_connect: Callable[[str], None] | None = None,
         on_message: Callable[[str, str | bytes], None] | None = None,
         on_disconnect: Callable[[str, str], None] | None = None,
     ) -> None:
-        super().__init__(settings, _CallbackApp(on_connect, on_message, on_disconnect))
+        super().__init__(
+            settings, _CallbackApp(on_connect, on_message, on_disconnect), server=server
+        )
 
     def send(self, sid: str, data: str | bytes) -> None:
         handle = self.sessions.get(sid)
