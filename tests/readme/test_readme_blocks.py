@@ -9,8 +9,8 @@ Convention (README.md says it in one line under "Using it"):
   that same ``COWRITE_DATA_DIR``, so ``cowrite token --dev``, ``grant``,
   ``loadtest`` and the SDK example find the server's store and secret.
 * Ports: ``127.0.0.1:3000`` in a block becomes the test server's free port,
-  and ``3200`` (the Library example's port) another free port.  Nothing else is
-  changed.
+  and ``3200`` / ``3300`` (the Library examples' ports) another free port.
+  Nothing else is changed.
 * A block may be preceded by ``<!-- readme: WHAT -->`` saying what it needs:
 
   ``make``              the ``make serve`` / ``make test`` block.  Not run
@@ -51,7 +51,9 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import engineio
 import pytest
 import socketio
 
@@ -231,7 +233,36 @@ async def exercise_library(port: int) -> None:
         await bob.disconnect()
 
 
-EXERCISES: dict[str, Callable[[int], Awaitable[None]]] = {"library": exercise_library}
+async def exercise_one_port(port: int) -> None:
+    """Every app of the "several apps on one port" block through its own path:
+    the chat app's ack, the admin app's stats (which sees the chatter), the
+    Engine.IO echo, and the plain route."""
+    url = f"http://127.0.0.1:{port}"
+    chatter = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+    admin = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+    raw = engineio.AsyncClient(handle_sigint=False)
+    echoed: asyncio.Queue[Any] = asyncio.Queue()
+    raw.on("message", echoed.put_nowait)
+    try:
+        await chatter.connect(url, wait_timeout=10)
+        assert await chatter.call("chat", ("room-1", "hi"), timeout=10) == {"ok": True}
+        await admin.connect(url, socketio_path="admin", transports=["websocket"], wait_timeout=10)
+        assert await admin.call("stats", timeout=10) == {"chatters": 1}
+        await raw.connect(url, engineio_path="engine.io", transports=["websocket"])
+        await raw.send("echo me")
+        assert await asyncio.wait_for(echoed.get(), 10) == "echo me"
+        health = await asyncio.to_thread(urllib.request.urlopen, f"{url}/healthz", timeout=10)
+        assert health.read() == b"ok"
+    finally:
+        await chatter.disconnect()
+        await admin.disconnect()
+        await raw.disconnect()
+
+
+EXERCISES: dict[str, Callable[[int], Awaitable[None]]] = {
+    "library": exercise_library,
+    "one-port": exercise_one_port,
+}
 
 
 # -- the tests --------------------------------------------------------------------------
@@ -318,7 +349,8 @@ def run_serving_block(
 ) -> None:
     port = free_port()
     script = tmp_path / f"readme_block_{block.index}.py"
-    script.write_text(substitute(block.body, {"3200": port}), encoding="utf-8")
+    # The Library block listens on 3200, the one-port block on 3300.
+    script.write_text(substitute(block.body, {"3200": port, "3300": port}), encoding="utf-8")
     out = tmp_path / "served.log"
     with out.open("wb") as fh:
         process = subprocess.Popen(
