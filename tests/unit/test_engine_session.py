@@ -111,6 +111,21 @@ def test_pong_deadline_counts_from_the_scheduled_ping_not_the_late_timer() -> No
     assert s.events[-1] == SessionClosed(CloseReason.PING_TIMEOUT)
 
 
+def test_a_ping_that_reaches_the_client_late_gives_it_the_whole_ping_timeout() -> None:
+    # A late timer must not shorten the client's time to answer (Node: the
+    # timeout starts when the PING is sent): WebSocket, or a parked GET.
+    ws = EngineSession("w", Transport.WEBSOCKET, CFG)
+    ws.open(0.0)
+    ws.on_timer(0.45)
+    assert ws.take_ws_out() == ["2"]
+    assert ws.next_deadline() == pytest.approx(0.65)
+    s = polling()
+    assert s.poll(0.1) is PARK
+    s.on_timer(0.45)
+    assert s.take_poll_response() == b"2"
+    assert s.next_deadline() == pytest.approx(0.65)
+
+
 def test_a_request_after_the_deadline_finds_the_session_closed_without_any_timer() -> None:
     # engine.io-protocol "closes the session upon ping timeout": pingInterval
     # 300 ms, pingTimeout 200 ms, a GET 500 ms after the handshake gets 400.

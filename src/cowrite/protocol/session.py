@@ -238,7 +238,13 @@ class EngineSession:
             if self._pong_deadline is not None:
                 self.close(CloseReason.PING_TIMEOUT)
                 return
-            self._pong_deadline = self.next_ping + self.config.ping_timeout
+            # A PING that reaches the client now (WebSocket, or a parked GET)
+            # gives it ping_timeout from now, as Node does: a late timer must
+            # not shorten the client's time.  One that waits in the outbox for
+            # a GET counts from when it was due (the client was not polling).
+            sent_now = self.transport is Transport.WEBSOCKET or self.poll_parked
+            start = max(now, self.next_ping) if sent_now else self.next_ping
+            self._pong_deadline = start + self.config.ping_timeout
             self._reschedule()
             self.send_packet(PING_TEXT)
 
