@@ -67,10 +67,6 @@ class Committer:
         # Called with (batch size, seconds in append_batch) after each commit.
         self.observe: Callable[[int, float], None] | None = None
 
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="committer")
 

@@ -29,7 +29,6 @@ import asyncio
 import inspect
 import logging
 import secrets
-import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -52,7 +51,7 @@ from cowrite.protocol.socketio import (
 )
 from cowrite.server.connection import ws_frame
 from cowrite.server.engine import EngineServerCore, SessionHandle
-from cowrite.server.http import HttpServer
+from cowrite.server.http import HttpServer, wait_for_signal
 
 log = logging.getLogger("cowrite.socketio")
 
@@ -222,15 +221,7 @@ class SocketServer:
 
     async def wait_for_signal(self) -> None:
         """Return when the process receives SIGTERM or SIGINT."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        await wait_for_signal()
 
     # -- rooms ---------------------------------------------------------------
 
