@@ -291,22 +291,15 @@ def test_readme_block(block: Block, dev_server: DevServer, tmp_path: Path) -> No
         run_make_block(block, dev_server)
     elif kind == "serves":
         run_serving_block(block, dev_server, tmp_path, EXERCISES[name])
-    elif block.lang == "sh":
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", substitute(block.body, ports)],
-            cwd=REPO,
-            env=dev_server.env,
-            capture_output=True,
-            text=True,
-            timeout=BLOCK_TIMEOUT,
-            check=False,
-        )
-        check_ran(result, block)
     else:
-        script = tmp_path / f"readme_block_{block.index}.py"
-        script.write_text(substitute(block.body, ports), encoding="utf-8")
+        if block.lang == "sh":
+            command = ["bash", "-euo", "pipefail", "-c", substitute(block.body, ports)]
+        else:
+            script = tmp_path / f"readme_block_{block.index}.py"
+            script.write_text(substitute(block.body, ports), encoding="utf-8")
+            command = [sys.executable, str(script)]
         result = subprocess.run(
-            [sys.executable, str(script)],
+            command,
             cwd=REPO,
             env=dev_server.env,
             capture_output=True,
