@@ -218,6 +218,34 @@ async def test_concurrent_creates_of_one_document_have_one_winner(backend: Backe
     assert await a.list_roles("doc") == {winner: Role.OWNER}
 
 
+async def test_create_documents_creates_in_one_call_and_skips_existing(
+    store: OperationStore,
+) -> None:
+    assert await store.create_documents([]) == set()
+    assert await store.create_document("old", "zoe")
+    created = await store.create_documents(
+        [("a", "alice"), ("old", "bob"), ("b", "bob"), ("a", "carol")]
+    )
+    assert created == {"a", "b"}
+    assert await store.list_roles("a") == {"alice": Role.OWNER}  # the first pair wins
+    assert await store.list_roles("b") == {"bob": Role.OWNER}
+    assert await store.list_roles("old") == {"zoe": Role.OWNER}
+    assert await store.head("a") == 0
+    assert await store.create_documents([("a", "dave"), ("b", "dave")]) == set()
+    assert not await store.create_document("b", "dave")
+
+
+async def test_concurrent_create_documents_have_one_winner_each(backend: Backend) -> None:
+    a, b = await backend.open(), await backend.open()
+    results = await asyncio.gather(
+        *(s.create_documents([("x", f"u{i}"), ("y", f"u{i}")]) for i, s in enumerate([a, b] * 3))
+    )
+    assert sorted(d for r in results for d in r) == ["x", "y"]
+    for doc in ("x", "y"):
+        winner = next(f"u{i}" for i, r in enumerate(results) if doc in r)
+        assert await b.list_roles(doc) == {winner: Role.OWNER}
+
+
 async def test_roles_set_replace_revoke_list(store: OperationStore) -> None:
     await store.create_document("doc", "alice")
     assert await store.get_role("doc", "bob") is None

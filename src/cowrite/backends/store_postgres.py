@@ -255,6 +255,21 @@ _CREATE_DOCUMENT = """
     SELECT document_id, $2, 'owner' FROM doc
     RETURNING document_id
 """
+# Rows are inserted in document_id order: two instances creating overlapping
+# sets lock them in one order and cannot deadlock.
+_CREATE_DOCUMENTS = """
+    WITH wanted AS (
+        SELECT * FROM unnest($1::text[], $2::text[]) AS w(document_id, owner_id)
+    ), doc AS (
+        INSERT INTO documents (document_id, created_at)
+        SELECT document_id, $3 FROM wanted ORDER BY document_id
+        ON CONFLICT (document_id) DO NOTHING
+        RETURNING document_id
+    )
+    INSERT INTO roles (document_id, user_id, role)
+    SELECT doc.document_id, wanted.owner_id, 'owner' FROM doc JOIN wanted USING (document_id)
+    RETURNING document_id
+"""
 # INSERT ... SELECT inserts nothing for an unknown document instead of raising.
 _UPSERT_ROLE = """
     INSERT INTO roles (document_id, user_id, role)
@@ -481,6 +496,19 @@ class PostgresStore:
         with _translated():
             created = await pool.fetchval(_CREATE_DOCUMENT, document_id, owner_id, time.time())
         return created is not None
+
+    async def create_documents(self, documents: Sequence[tuple[str, str]]) -> set[str]:
+        if not documents:
+            return set()
+        first: dict[str, str] = {}
+        for document_id, owner_id in documents:
+            first.setdefault(document_id, owner_id)
+        pool = self._open_pool()
+        with _translated():
+            rows = await pool.fetch(
+                _CREATE_DOCUMENTS, list(first), list(first.values()), time.time()
+            )
+        return {row[0] for row in rows}
 
     @staticmethod
     async def _exists(pool: asyncpg.Pool[asyncpg.Record], document_id: str) -> bool:

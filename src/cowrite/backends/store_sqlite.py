@@ -644,6 +644,16 @@ class SqliteStore:
             lambda conn: _write(conn, lambda c: _create_document(c, document_id, owner_id))
         )
 
+    async def create_documents(self, documents: Sequence[tuple[str, str]]) -> set[str]:
+        if not documents:
+            return set()
+        return await self._write_conn().call(
+            lambda conn: _write(
+                conn,
+                lambda c: {d for d, owner in documents if _create_document(c, d, owner)},
+            )
+        )
+
     async def document_exists(self, document_id: str) -> bool:
         return await self._read_conn().call(lambda conn: _exists(conn, document_id))
 

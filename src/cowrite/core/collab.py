@@ -75,6 +75,9 @@ class Verifier(Protocol):
     def verify(self, token: object) -> Identity: ...
 
 
+_ROLE_OF: dict[str, Role] = {role.value: role for role in Role}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CollabSettings:
     auto_create: bool = True
@@ -280,6 +283,11 @@ class CollabService:
         # edit never waits for a role query (see ``_refresh_roles_loop``).
         self._recent_editors: set[Member] = set()
         self._known_docs: set[str] = set()
+        # Documents being created for claim-granted joins: joins that arrive
+        # together share one ``create_documents`` transaction (one commit).
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        self._create_queue: list[tuple[str, str]] = []
+        self._creator: asyncio.Task[None] | None = None
         self._shutting_down = False
         self._publish_queue: list[BrokerMessage] = []
         self._publish_ready = asyncio.Event()
@@ -336,7 +344,8 @@ class CollabService:
             if not self._publish_queue:
                 break
             await asyncio.sleep(0.01)
-        for task in (self._presence_task, self._reaper, self._publisher, self._role_refresher):
+        tasks = (self._presence_task, self._reaper, self._publisher, self._role_refresher)
+        for task in (*tasks, self._creator):
             if task is not None:
                 task.cancel()
         for room in self._rooms.values():
@@ -1141,19 +1150,15 @@ class CollabService:
     def _claim_role(self, identity: Identity, doc_id: str) -> Role | None:
         if not self.settings.docs_claim:
             return None
-        claimed = identity.docs.get(doc_id)
-        return Role(claimed) if claimed in tuple(Role) else None
+        return _ROLE_OF.get(identity.docs.get(doc_id))  # type: ignore[arg-type]
 
     async def _resolve_role(self, identity: Identity, doc_id: str, *, create: bool) -> Role | None:
         claimed = self._claim_role(identity, doc_id)
         if claimed is not None:
             # Documents are never deleted: once seen to exist, skip the query.
             if create and doc_id not in self._known_docs:
-                # Creating is idempotent (False when it exists): one round trip.
-                await self.store.create_document(doc_id, identity.user_id)
-                if len(self._known_docs) >= 100_000:
-                    self._known_docs.clear()
-                self._known_docs.add(doc_id)
+                # Creating is idempotent (nothing happens when it exists).
+                await asyncio.shield(self._create_document(doc_id, identity.user_id))
             return claimed
         role = await self.store.get_role(doc_id, identity.user_id)
         if role is not None:
@@ -1163,6 +1168,40 @@ class CollabService:
                 return Role.OWNER
             return await self.store.get_role(doc_id, identity.user_id)
         return None
+
+    def _create_document(self, doc_id: str, owner_id: str) -> asyncio.Future[None]:
+        """Done when ``doc_id`` exists (created with ``owner_id`` as its owner
+        if it did not).  Every document asked for while a creation is under way
+        goes into the next ``create_documents`` call: one commit for the joins
+        of a whole burst instead of one per join."""
+        future = self._creating.get(doc_id)
+        if future is None:
+            future = self._creating[doc_id] = asyncio.get_running_loop().create_future()
+            self._create_queue.append((doc_id, owner_id))
+            if self._creator is None:
+                self._creator = asyncio.ensure_future(self._create_documents())
+        return future
+
+    async def _create_documents(self) -> None:
+        try:
+            while self._create_queue:
+                batch, self._create_queue = self._create_queue, []
+                failure: BaseException | None = None
+                try:
+                    await self.store.create_documents(batch)
+                except Exception as exc:  # StoreError for the join; anything else too
+                    failure = exc
+                if failure is None and len(self._known_docs) + len(batch) > 100_000:
+                    self._known_docs.clear()
+                for doc_id, _ in batch:
+                    future = self._creating.pop(doc_id)
+                    if failure is not None:
+                        future.set_exception(failure)
+                    else:
+                        self._known_docs.add(doc_id)
+                        future.set_result(None)
+        finally:
+            self._creator = None
 
     async def _refresh_roles_loop(self) -> None:
         """Re-read, a document at a time, the stored roles of members who edit,
