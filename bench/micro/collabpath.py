@@ -102,6 +102,9 @@ async def main(args: argparse.Namespace) -> None:
         "COWRITE_COMMIT_INTERVAL": str(args.commit_interval),
         "COWRITE_AUTH_DOCS_CLAIM": "1",
     }
+    if args.redis:
+        env["COWRITE_REDIS_URL"] = args.redis
+        env["COWRITE_REDIS_PREFIX"] = f"collabpath-{os.getpid()}:"
     store = args.store or f"sqlite:///{tmp}/cowrite.db"
     settings = load_app_settings(
         environ=env, store=store, data_dir=tmp, server_overrides={"port": 0}
@@ -211,6 +214,7 @@ if __name__ == "__main__":
     p.add_argument("--per-turn", type=int, default=2)
     p.add_argument("--turn-sleep", type=float, default=0.001, help="seconds between turns")
     p.add_argument("--store", default="")
+    p.add_argument("--redis", default="", help="redis://...: broker and presence through Redis")
     p.add_argument("--commit-interval", type=float, default=0.002)
     p.add_argument("--profile", default="")
     p.add_argument(

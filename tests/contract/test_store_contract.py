@@ -419,6 +419,37 @@ async def test_read_page_gives_the_page_and_the_head_together(store: OperationSt
         await store.read_page("d", 0, -1)
 
 
+async def test_read_pages_answers_each_triple_like_read_page(store: OperationStore) -> None:
+    assert await store.read_pages([]) == []
+    await store.create_document("d", "alice")
+    await store.create_document("e", "alice")
+    await store.create_document("empty", "alice")
+    await store.append_batch([req("d", op=f"c{i}") for i in range(1, 8)])
+    await store.append_batch([req("e", op=f"c{i}", payload=bytes([i])) for i in range(1, 4)])
+    triples = [
+        ("d", 2, 3),
+        ("nope", 0, 10),
+        ("e", 0, 10),
+        ("d", 0, 2),
+        ("empty", 0, 5),
+        ("d", 50, 10),
+        ("e", 1, 0),
+    ]
+    answers = await store.read_pages(triples)
+    assert len(answers) == len(triples)
+    assert answers[1] is None
+    for triple, answer in zip(triples, answers, strict=True):
+        if triple[0] != "nope":
+            assert answer == await store.read_page(*triple)
+    assert answers[2] is not None and [op.payload for op in answers[2][0]] == [
+        b"\x01",
+        b"\x02",
+        b"\x03",
+    ]
+    with pytest.raises(ValueError):
+        await store.read_pages([("d", 0, -1)])
+
+
 async def test_read_ops_pages_with_since_and_limit(store: OperationStore) -> None:
     await store.create_document("d", "alice")
     await store.create_document("other", "alice")

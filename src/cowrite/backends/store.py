@@ -286,6 +286,17 @@ class OperationStore(Protocol):
         """
         ...
 
+    async def read_pages(
+        self, pages: Sequence[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | None]:
+        """``read_page(document_id, since, limit)`` for each triple, in one
+        round trip: one answer per triple, in order, ``None`` for a document
+        that does not exist (where ``read_page`` raises ``UnknownDocument``).
+        Each answer is consistent on its own (its head is at least its last
+        ``seq``); joins that arrive together read their pages with it.
+        """
+        ...
+
     async def head(self, document_id: str) -> int:
         """The highest ``seq`` of the document: 0 before its first operation.
 

@@ -45,7 +45,9 @@ from cowrite.backends.store import (
     Role,
     StoredOp,
     StoreError,
+    UnknownDocument,
 )
+from cowrite.core.batch import Coalescer
 from cowrite.core.committer import Committed, Committer, Failed
 from cowrite.core.gateway import ClientGateway
 from cowrite.core.opcodec import (
@@ -128,6 +130,7 @@ class Member:
         "next_seq",
         "pending",
         "presence_dirty",
+        "presence_joined",
         "presence_state",
         "role",
         "role_checked_at",
@@ -148,6 +151,8 @@ class Member:
         self.pending: list[tuple[int, object | None]] | None = []
         self.presence_state: Any = None
         self.presence_dirty = False
+        # The presence join under way (it may wait in a batch): a leave waits for it.
+        self.presence_joined: asyncio.Future[tuple[bool, list[PresenceEntry]]] | None = None
 
 
 class Conn:
@@ -283,11 +288,17 @@ class CollabService:
         # edit never waits for a role query (see ``_refresh_roles_loop``).
         self._recent_editors: set[Member] = set()
         self._known_docs: set[str] = set()
-        # Documents being created for claim-granted joins: joins that arrive
-        # together share one ``create_documents`` transaction (one commit).
+        # Joins that arrive together share their round trips (core/batch.py):
+        # one ``create_documents`` commit for claim-granted documents, one
+        # ``read_pages`` statement, one presence pipeline.
         self._creating: dict[str, asyncio.Future[None]] = {}
-        self._create_queue: list[tuple[str, str]] = []
-        self._creator: asyncio.Task[None] | None = None
+        self._creates: Coalescer[tuple[str, str], None] = Coalescer(self._create_documents)
+        self._page_reads: Coalescer[tuple[str, int, int], tuple[list[StoredOp], int]] = Coalescer(
+            self._read_pages
+        )
+        self._presence_joins: Coalescer[
+            tuple[str, str, str, str], tuple[bool, list[PresenceEntry]]
+        ] = Coalescer(self.presence.join_and_roster_many)
         self._shutting_down = False
         self._publish_queue: list[BrokerMessage] = []
         self._publish_ready = asyncio.Event()
@@ -345,9 +356,11 @@ class CollabService:
                 break
             await asyncio.sleep(0.01)
         tasks = (self._presence_task, self._reaper, self._publisher, self._role_refresher)
-        for task in (*tasks, self._creator):
+        for task in tasks:
             if task is not None:
                 task.cancel()
+        for coalescer in (self._creates, self._page_reads, self._presence_joins):
+            coalescer.cancel()
         for room in self._rooms.values():
             if room.fill_task is not None:
                 room.fill_task.cancel()
@@ -435,10 +448,12 @@ class CollabService:
                 conn.docs[doc_id] = member
                 room.members[sid] = member
                 # Awaited before anything else: a disconnect that runs later
-                # finds the connection in the presence store to remove.
-                first, roster = await self.presence.join_and_roster(
-                    doc_id, conn.identity.user_id, conn.identity.name, sid
+                # finds the connection in the presence store to remove (its
+                # leave waits for this join: ``_remove_member``).
+                member.presence_joined = self._presence_joins.submit(
+                    (doc_id, conn.identity.user_id, conn.identity.name, sid)
                 )
+                first, roster = await asyncio.shield(member.presence_joined)
                 ops, head, more = await self._read_page(doc_id, since, self.settings.page_size)
         except StoreError as exc:
             log.warning("join %s failed: %s", doc_id, exc)
@@ -499,6 +514,9 @@ class CollabService:
             # its connections at once and reports who left; no per-member trips.
             return
         try:
+            joined = member.presence_joined
+            if joined is not None and not joined.done():
+                await asyncio.wait([joined])  # its failure is the join's to report
             last = await self.presence.leave(doc_id, conn.identity.user_id, member.sid)
         except Exception:
             log.exception("presence leave failed")
@@ -1006,7 +1024,7 @@ class CollabService:
     async def _read_page(
         self, doc_id: str, since: int, limit: int
     ) -> tuple[list[StoredOp], int, bool]:
-        page, head = await self.store.read_page(doc_id, since, limit + 1)
+        page, head = await self._page_reads.submit((doc_id, since, limit + 1))
         ops = page
         more = len(ops) > limit
         if more:
@@ -1171,37 +1189,32 @@ class CollabService:
 
     def _create_document(self, doc_id: str, owner_id: str) -> asyncio.Future[None]:
         """Done when ``doc_id`` exists (created with ``owner_id`` as its owner
-        if it did not).  Every document asked for while a creation is under way
-        goes into the next ``create_documents`` call: one commit for the joins
-        of a whole burst instead of one per join."""
+        if it did not); concurrent joins of one document share one future."""
         future = self._creating.get(doc_id)
         if future is None:
-            future = self._creating[doc_id] = asyncio.get_running_loop().create_future()
-            self._create_queue.append((doc_id, owner_id))
-            if self._creator is None:
-                self._creator = asyncio.ensure_future(self._create_documents())
+            future = self._creating[doc_id] = self._creates.submit((doc_id, owner_id))
+            future.add_done_callback(lambda f: self._created(doc_id, f))
         return future
 
-    async def _create_documents(self) -> None:
-        try:
-            while self._create_queue:
-                batch, self._create_queue = self._create_queue, []
-                failure: BaseException | None = None
-                try:
-                    await self.store.create_documents(batch)
-                except Exception as exc:  # StoreError for the join; anything else too
-                    failure = exc
-                if failure is None and len(self._known_docs) + len(batch) > 100_000:
-                    self._known_docs.clear()
-                for doc_id, _ in batch:
-                    future = self._creating.pop(doc_id)
-                    if failure is not None:
-                        future.set_exception(failure)
-                    else:
-                        self._known_docs.add(doc_id)
-                        future.set_result(None)
-        finally:
-            self._creator = None
+    def _created(self, doc_id: str, future: asyncio.Future[None]) -> None:
+        del self._creating[doc_id]
+        if not future.cancelled() and future.exception() is None:
+            if len(self._known_docs) >= 100_000:
+                self._known_docs.clear()
+            self._known_docs.add(doc_id)
+
+    async def _create_documents(self, documents: list[tuple[str, str]]) -> list[None]:
+        await self.store.create_documents(documents)
+        return [None] * len(documents)
+
+    async def _read_pages(
+        self, pages: list[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | BaseException]:
+        answers = await self.store.read_pages(pages)
+        return [
+            UnknownDocument(doc_id) if answer is None else answer
+            for (doc_id, _, _), answer in zip(pages, answers, strict=True)
+        ]
 
     async def _refresh_roles_loop(self) -> None:
         """Re-read, a document at a time, the stored roles of members who edit,
