@@ -54,9 +54,12 @@ class Counting(FakeTransport):
             self.acks += 1
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(None)
-        elif data[offset : offset + 2] == b"40" and self.waiter is not None:
-            if not self.waiter.done():
-                self.waiter.set_result(None)
+        elif (
+            data[offset : offset + 2] == b"40"
+            and self.waiter is not None
+            and not self.waiter.done()
+        ):
+            self.waiter.set_result(None)
 
     def writelines(self, chunks: Any) -> None:
         for c in chunks:

@@ -1,4 +1,4 @@
-"""core/batch.py: calls that arrive together share one call."""
+"""core/batch.py: calls that arrive while one is under way share the next call."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import pytest
 from cowrite.core.batch import Coalescer
 
 
-async def test_items_submitted_together_share_one_call_and_get_their_own_results() -> None:
+def start(batcher: Coalescer[int, int], item: int) -> asyncio.Task[int]:
+    return asyncio.ensure_future(batcher.run(item))
+
+
+async def test_a_lone_call_runs_at_once_and_later_ones_share_the_next_call() -> None:
     calls: list[list[int]] = []
 
     async def square(items: list[int]) -> list[int | BaseException]:
@@ -18,45 +22,53 @@ async def test_items_submitted_together_share_one_call_and_get_their_own_results
         return [ValueError(i) if i < 0 else i * i for i in items]
 
     batcher: Coalescer[int, int] = Coalescer(square)
-    first = [batcher.submit(i) for i in (1, 2, -3)]
+    first = start(batcher, 1)
     await asyncio.sleep(0)  # the first call is under way: these wait for the next
-    second = [batcher.submit(i) for i in (4, 5)]
-    assert [await f for f in first[:2]] == [1, 4]
+    waiting = [start(batcher, i) for i in (2, -3, 4)]
+    assert await first == 1
+    assert [await waiting[0], await waiting[2]] == [4, 16]
     with pytest.raises(ValueError):
-        await first[2]
-    assert [await f for f in second] == [16, 25]
-    assert calls == [[1, 2, -3], [4, 5]]
+        await waiting[1]
+    assert calls == [[1], [2, -3, 4]]
     assert batcher.calls == 2
-    # One at a time: one call each.
-    assert await batcher.submit(6) == 36
-    assert calls[-1] == [6]
+    with pytest.raises(ValueError):
+        await batcher.run(-1)  # a lone item's own failure
+    assert await batcher.run(6) == 36
+    assert calls[-2:] == [[-1], [6]]
 
 
 async def test_a_failed_call_fails_its_batch_only_and_a_cancelled_waiter_is_skipped() -> None:
-    fail = True
+    fail = False
+    gate = asyncio.Event()
 
-    async def call(items: list[str]) -> list[str | BaseException]:
-        await asyncio.sleep(0)
+    async def call(items: list[int]) -> list[int | BaseException]:
+        await gate.wait()
         if fail:
             raise ConnectionError("down")
-        return [item.upper() for item in items]
+        return [-i for i in items]
 
-    batcher: Coalescer[str, str] = Coalescer(call)
-    doomed = [batcher.submit("a"), batcher.submit("b")]
-    for future in doomed:
+    batcher: Coalescer[int, int] = Coalescer(call)
+    lead = start(batcher, 1)
+    await asyncio.sleep(0)
+    doomed = [start(batcher, 2), start(batcher, 3)]
+    await asyncio.sleep(0)
+    fail = True
+    gate.set()
+    for task in (lead, *doomed):
         with pytest.raises(ConnectionError):
-            await future
+            await task
     fail = False
-    gone = batcher.submit("x")
-    kept = batcher.submit("y")
+    lead = start(batcher, 4)
+    await asyncio.sleep(0)
+    gone, kept = start(batcher, 5), start(batcher, 6)
+    await asyncio.sleep(0)
     gone.cancel()
-    assert await kept == "Y"
-    # A wrong number of results is a failure of the batch, not a hang.
-    wrong: Coalescer[int, int] = Coalescer(lambda items: asyncio.sleep(0, result=[1]))
-    futures = [wrong.submit(1), wrong.submit(2)]
-    for future in futures:
-        with pytest.raises(RuntimeError):
-            await future
+    assert await lead == -4
+    assert await kept == -6
+    # A wrong number of results is a failure, not a hang.
+    wrong: Coalescer[int, int] = Coalescer(lambda items: asyncio.sleep(0, result=[1, 2]))
+    with pytest.raises(RuntimeError):
+        await wrong.run(1)
 
 
 async def test_cancel_cancels_what_is_waiting() -> None:
@@ -67,9 +79,13 @@ async def test_cancel_cancels_what_is_waiting() -> None:
         return list(items)
 
     batcher: Coalescer[int, int] = Coalescer(slow)
-    in_call = batcher.submit(1)
+    in_call = start(batcher, 1)
     await asyncio.sleep(0)
-    queued = batcher.submit(2)
+    queued = start(batcher, 2)
+    await asyncio.sleep(0)
     batcher.cancel()
+    in_call.cancel()
     await asyncio.sleep(0)
     assert in_call.cancelled() and queued.cancelled()
+    release.set()
+    assert await batcher.run(3) == 3  # usable again afterwards

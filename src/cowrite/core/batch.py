@@ -23,35 +23,58 @@ R = TypeVar("R")
 
 
 class Coalescer(Generic[T, R]):
-    """``submit(item)`` returns a future of ``call([..., item, ...])[i]``.
+    """``await run(item)`` is ``call([..., item, ...])[i]``.
 
     ``call`` returns one result per item, in order.  A result that is an
     exception instance fails only its item; an exception raised by ``call``
     fails every item of that batch.
+
+    A call made while none is under way runs at once, in the caller, with its
+    one item: no task, no future (an in-process backend that answers without
+    suspending never batches and pays nothing).  Items that arrive while a
+    call is under way wait; when it ends, one task calls for all of them.
     """
 
     def __init__(self, call: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]) -> None:
         self._call = call
+        self._busy = False
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
         self.calls = 0
 
-    def submit(self, item: T) -> asyncio.Future[R]:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
-        return future
+    async def run(self, item: T) -> R:
+        if self._busy:
+            future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+            self._queue.append((item, future))
+            return await future
+        self._busy = True
+        try:
+            self.calls += 1
+            results = await self._call([item])
+            if len(results) != 1:
+                raise RuntimeError(f"{len(results)} results for 1 item")
+        finally:
+            self._hand_over()
+        result = results[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def cancel(self) -> None:
-        """Stop: items not yet answered are cancelled."""
+        """Stop: items waiting for a batch are cancelled."""
         if self._task is not None:
             self._task.cancel()
         for _, future in self._queue:
             future.cancel()
         self._queue = []
 
-    async def _run(self) -> None:
+    def _hand_over(self) -> None:
+        if self._queue:
+            self._task = asyncio.ensure_future(self._drain())
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
         batch: list[tuple[T, asyncio.Future[R]]] = []
         try:
             while self._queue:
@@ -80,3 +103,4 @@ class Coalescer(Generic[T, R]):
             raise
         finally:
             self._task = None
+            self._busy = False

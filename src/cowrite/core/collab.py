@@ -130,7 +130,7 @@ class Member:
         "next_seq",
         "pending",
         "presence_dirty",
-        "presence_joined",
+        "presence_joining",
         "presence_state",
         "role",
         "role_checked_at",
@@ -151,8 +151,16 @@ class Member:
         self.pending: list[tuple[int, object | None]] | None = []
         self.presence_state: Any = None
         self.presence_dirty = False
-        # The presence join under way (it may wait in a batch): a leave waits for it.
-        self.presence_joined: asyncio.Future[tuple[bool, list[PresenceEntry]]] | None = None
+        # While the presence join is under way (it may wait for a batch): a
+        # leave waits for it on a future made only then.
+        self.presence_joining: bool | asyncio.Future[None] = False
+
+
+def _presence_joined(member: Member) -> None:
+    """The member's presence join is over: release a leave waiting for it."""
+    waiting, member.presence_joining = member.presence_joining, False
+    if isinstance(waiting, asyncio.Future) and not waiting.done():
+        waiting.set_result(None)
 
 
 class Conn:
@@ -450,10 +458,13 @@ class CollabService:
                 # Awaited before anything else: a disconnect that runs later
                 # finds the connection in the presence store to remove (its
                 # leave waits for this join: ``_remove_member``).
-                member.presence_joined = self._presence_joins.submit(
-                    (doc_id, conn.identity.user_id, conn.identity.name, sid)
-                )
-                first, roster = await asyncio.shield(member.presence_joined)
+                member.presence_joining = True
+                try:
+                    first, roster = await self._presence_joins.run(
+                        (doc_id, conn.identity.user_id, conn.identity.name, sid)
+                    )
+                finally:
+                    _presence_joined(member)
                 ops, head, more = await self._read_page(doc_id, since, self.settings.page_size)
         except StoreError as exc:
             log.warning("join %s failed: %s", doc_id, exc)
@@ -514,9 +525,10 @@ class CollabService:
             # its connections at once and reports who left; no per-member trips.
             return
         try:
-            joined = member.presence_joined
-            if joined is not None and not joined.done():
-                await asyncio.wait([joined])  # its failure is the join's to report
+            if member.presence_joining is True:
+                member.presence_joining = asyncio.get_running_loop().create_future()
+            if isinstance(member.presence_joining, asyncio.Future):
+                await member.presence_joining
             last = await self.presence.leave(doc_id, conn.identity.user_id, member.sid)
         except Exception:
             log.exception("presence leave failed")
@@ -1024,7 +1036,7 @@ class CollabService:
     async def _read_page(
         self, doc_id: str, since: int, limit: int
     ) -> tuple[list[StoredOp], int, bool]:
-        page, head = await self._page_reads.submit((doc_id, since, limit + 1))
+        page, head = await self._page_reads.run((doc_id, since, limit + 1))
         ops = page
         more = len(ops) > limit
         if more:
@@ -1192,7 +1204,9 @@ class CollabService:
         if it did not); concurrent joins of one document share one future."""
         future = self._creating.get(doc_id)
         if future is None:
-            future = self._creating[doc_id] = self._creates.submit((doc_id, owner_id))
+            future = self._creating[doc_id] = asyncio.ensure_future(
+                self._creates.run((doc_id, owner_id))
+            )
             future.add_done_callback(lambda f: self._created(doc_id, f))
         return future
 
