@@ -264,7 +264,7 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
         # Room for the largest operation core accepts, JSON-escaped, plus the envelope.
         max_body = 2 * settings.collab.max_operation_bytes + API_BODY_OVERHEAD
         http_api = HttpApi(api, key=settings.api_key, max_body=max_body)
-        http_api.install(server.add_route)
+        http_api.install(server.add_prefix_route)
     return App(
         server=server,
         service=service,

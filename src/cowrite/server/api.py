@@ -1,9 +1,11 @@
 """The server API over HTTP: ``POST /api/<method>`` with a JSON body.
 
-One path per method, as Centrifugo's HTTP API has (``/api/publish``...): a
-method is visible in access logs and proxy rules, and each request is one
-plain route of the ``HttpServer`` (no second router).  What the methods do is
-``core/api.py``; this module is the HTTP side only:
+One path per method, as Centrifugo's HTTP API has (``/api/publish``...),
+rather than one JSON-RPC endpoint: the method is visible in access logs and
+proxy rules (a proxy can expose ``/api/history`` and not ``/api/disconnect``),
+and errors map onto HTTP statuses with nothing wrapped.  The ``HttpServer``
+hands every path under ``/api/`` to this adapter (an unknown method is a JSON
+404).  What the methods do is ``core/api.py``; this module is the HTTP side:
 
 - the key: ``X-API-Key: KEY`` or ``Authorization: apikey KEY``, compared in
   constant time (``hmac.compare_digest``); missing or wrong: 401;
@@ -54,19 +56,13 @@ class HttpApi:
         self.requests = 0
         self.refused = 0
 
-    def install(self, add_route: Callable[[str, RouteHandler], None]) -> None:
-        """Add one route per method (``HttpServer.add_route``, ``SocketServer.add_route``)."""
-        for method in self.api.methods:
-            add_route(PREFIX + method, self._route(method))
+    def install(self, add_prefix_route: Callable[[str, RouteHandler], None]) -> None:
+        """Serve ``/api/`` (``HttpServer.add_prefix_route``, ``SocketServer.add_prefix_route``)."""
+        add_prefix_route(PREFIX, self.handle)
 
-    def _route(self, method: str) -> RouteHandler:
-        def handle(conn: Connection, req: Request) -> None:
-            self.handle(method, conn, req)
-
-        return handle
-
-    def handle(self, method: str, conn: Connection, req: Request) -> None:
+    def handle(self, conn: Connection, req: Request) -> None:
         self.requests += 1
+        method = req.path[len(PREFIX) :]
         refused = self._refusal(req)
         if refused is not None:
             self.refused += 1
