@@ -12,10 +12,9 @@ import os
 from typing import Any
 
 import pytest
+from api_support import KEY, Api, connect_client
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-
-from conftest import KEY, Api, connect_client
 
 EXAMPLES = int(os.environ.get("COWRITE_FUZZ_EXAMPLES", "200"))
 METHODS = ("publish", "history", "head", "presence", "grant", "revoke", "disconnect", "info")
