@@ -151,8 +151,8 @@ def main() -> None:
 @click.option(
     "--api/--no-api",
     default=None,
-    help="Serve the HTTP API at /api/ (key: env COWRITE_API_KEY) "
-    "[on when a key is set; env COWRITE_API].",
+    help="Serve the HTTP API at /api/ (key: env COWRITE_API_KEY; --dev generates one "
+    "in the data directory) [on with a key or --dev; env COWRITE_API].",
 )
 @store_option
 @data_dir_option
@@ -235,8 +235,7 @@ def serve(
             f"({mode} mode, store {settings.store.split('@')[-1]})"
         )
         if settings.api_key:
-            where = " (key in dev-api-key in the data directory)" if settings.dev_mode else ""
-            click.echo(f"server API at http://{settings.server.host}:{app.port}/api/{where}")
+            click.echo(f"server API at http://{settings.server.host}:{app.port}/api/")
         try:
             await app.server.wait_for_signal()
         finally:

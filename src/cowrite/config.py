@@ -296,12 +296,13 @@ def _api_key(env: dict[str, str], api: bool | None, dev: bool, directory: str) -
     """The server API's key, or ``None`` when the API is off.
 
     The API is on when asked for (``--api``, ``COWRITE_API=1``) or, unless
-    turned off, when a key is set (``COWRITE_API_KEY``).  In production it
-    needs a key of at least ``MIN_API_KEY`` characters, as the JWT key rule
-    wants a secret; in development a missing one is generated and kept in the
-    data directory (``dev-api-key``), like the JWT secret."""
+    turned off (``--no-api``, ``COWRITE_API=0``), when a key is set
+    (``COWRITE_API_KEY``) or in development mode.  In production it needs a
+    key of at least ``MIN_API_KEY`` characters, as the JWT key rule wants a
+    secret; in development a missing one is generated and kept in the data
+    directory (``dev-api-key``), like the JWT secret."""
     key = env.get("COWRITE_API_KEY") or None
-    enabled = api if api is not None else _env_bool(env, "COWRITE_API", key is not None)
+    enabled = api if api is not None else _env_bool(env, "COWRITE_API", key is not None or dev)
     if not enabled:
         return None
     if key is None:

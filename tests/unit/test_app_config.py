@@ -94,7 +94,8 @@ def test_server_api_key_rules(tmp_path: Path) -> None:
     assert dev.api_key and len(dev.api_key) >= 16
     assert (tmp_path / "dev-api-key").read_text().strip() == dev.api_key
     assert load_app_settings(environ={}, data_dir=d, dev_mode=True, api=True).api_key == dev.api_key
-    assert load_app_settings(environ={}, data_dir=d, dev_mode=True).api_key is None
+    assert load_app_settings(environ={}, data_dir=d, dev_mode=True).api_key == dev.api_key
+    assert load_app_settings(environ={}, data_dir=d, dev_mode=True, api=False).api_key is None
     # The settings file: below the environment.
     cfg = tmp_path / "cowrite.toml"
     cfg.write_text(f'api_key = "{"f" * 16}"\napi_timeout = 0.5\n')
