@@ -121,9 +121,7 @@ async def run(args: argparse.Namespace) -> None:
     print(summary("socket edit ack", edit))
 
 
-async def socket_edits(
-    base: str, data: Path, doc: str, count: int, deadline: float
-) -> list[float]:
+async def socket_edits(base: str, data: Path, doc: str, count: int, deadline: float) -> list[float]:
     from cowrite.auth import mint_token
     from cowrite.config import load_auth_settings
 
