@@ -1,7 +1,7 @@
 """Latency of the server API (publish, history) against a real ``cowrite serve``.
 
-Starts ``cowrite serve --dev`` (SQLite in a temporary directory, or ``--store``)
-on a free port, then, one request at a time on one keep-alive connection
+Starts ``cowrite serve --dev`` (SQLite in a temporary directory, or ``--store``:
+a PostgreSQL DSN gets a schema of its own, dropped at the end) on a free port, then, one request at a time on one keep-alive connection
 (aiohttp), times ``--requests`` ``POST /api/publish`` calls, then as many
 ``POST /api/history`` calls (100 operations a page) and of ``POST /api/head``
 (one indexed read: mostly the HTTP round trip), and, as the reference in
@@ -51,7 +51,19 @@ async def run(args: argparse.Namespace) -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "cowrite", "serve", "--dev", "--port", str(port)]
     cmd += ["--data-dir", str(data), "--log-level", "warning"]
-    if args.store:
+    schema = None
+    if args.store and args.store.startswith(("postgres://", "postgresql://")):
+        import uuid
+
+        import asyncpg
+
+        schema = f"cowrite_api_bench_{uuid.uuid4().hex[:12]}"
+        admin = await asyncpg.connect(args.store)
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        await admin.close()
+        sep = "&" if "?" in args.store else "?"
+        cmd += ["--store", f"{args.store}{sep}search_path={schema}"]
+    elif args.store:
         cmd += ["--store", args.store]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COWRITE_")}
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL)
@@ -113,6 +125,12 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 20)
+        if schema is not None:
+            import asyncpg
+
+            admin = await asyncpg.connect(args.store)
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            await admin.close()
     store = args.store.split("@")[-1] if args.store else "sqlite"
     print(f"store {store}, sequential requests, one connection each")
     print(summary("API publish", publish))
