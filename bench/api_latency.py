@@ -1,13 +1,16 @@
 """Latency of the server API (publish, history) against a real ``cowrite serve``.
 
 Starts ``cowrite serve --dev`` (SQLite in a temporary directory, or ``--store``:
-a PostgreSQL DSN gets a schema of its own, dropped at the end) on a free port, then, one request at a time on one keep-alive connection
-(aiohttp), times ``--requests`` ``POST /api/publish`` calls, then as many
-``POST /api/history`` calls (100 operations a page) and of ``POST /api/head``
-(one indexed read: mostly the HTTP round trip), and, as the reference in
-the same run, as many ``edit-operation`` acknowledgements through a
-python-socketio client (the path a browser's edit takes).  Bounded: at most
-``--requests`` of each and ``--deadline`` seconds in all.
+a PostgreSQL DSN gets a schema of its own, dropped at the end) on a free port,
+then, one request at a time on one keep-alive connection (aiohttp), times
+``--requests`` ``POST /api/publish`` calls, then as many ``POST /api/history``
+calls (100 operations a page) and ``POST /api/head`` calls (one indexed read:
+mostly the HTTP round trip), and, as the reference in the same run, as many
+``edit-operation`` acknowledgements through a python-socketio client (the
+path a browser's edit takes).  Each line also gives the server process's CPU
+time per request (``/proc``), which the machine's other load disturbs less
+than the latencies.  Bounded: at most ``--requests`` of each and
+``--deadline`` seconds in all.
 
     .venv/bin/python bench/api_latency.py --requests 2000
     .venv/bin/python bench/api_latency.py --requests 2000 --store postgresql://postgres@127.0.0.1:5432/test
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import socket
 import statistics
@@ -36,12 +40,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def summary(name: str, samples: list[float]) -> str:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summary(name: str, samples: list[float], cpu: float) -> str:
     ms = sorted(x * 1000 for x in samples)
     q = statistics.quantiles(ms, n=100)
     return (
         f"{name:<22} n={len(ms):5d}  mean {statistics.fmean(ms):6.2f} ms  "
-        f"p50 {q[49]:6.2f}  p95 {q[94]:6.2f}  p99 {q[98]:6.2f}  max {ms[-1]:6.2f}"
+        f"p50 {q[49]:6.2f}  p95 {q[94]:6.2f}  p99 {q[98]:6.2f}  max {ms[-1]:6.2f}  "
+        f"server CPU {cpu / len(ms) * 1e6:4.0f} us/request"
     )
 
 
@@ -95,6 +106,7 @@ async def run(args: argparse.Namespace) -> None:
             for i in range(50):  # warm-up
                 await call("publish", {"documentId": doc, "userId": "bot", "operation": ["w", i]})
             publish: list[float] = []
+            cpu = [cpu_seconds(proc.pid)]
             for i in range(args.requests):
                 if time.monotonic() > deadline:
                     break
@@ -105,6 +117,7 @@ async def run(args: argparse.Namespace) -> None:
                     {"documentId": doc, "userId": "bot", "operation": op, "clientOpId": f"b{i}"},
                 )
                 publish.append(time.perf_counter() - t0)
+            cpu.append(cpu_seconds(proc.pid))
             history: list[float] = []
             pages = max(1, 50 + len(publish) - 100)  # starting points with 100 ops after them
             for i in range(args.requests):
@@ -114,6 +127,7 @@ async def run(args: argparse.Namespace) -> None:
                 page = await call("history", {"documentId": doc, "since": i % pages, "limit": 100})
                 history.append(time.perf_counter() - t0)
                 assert len(page["ops"]) == min(100, 50 + len(publish)), len(page["ops"])
+            cpu.append(cpu_seconds(proc.pid))
             head: list[float] = []
             for _ in range(args.requests):
                 if time.monotonic() > deadline:
@@ -121,7 +135,8 @@ async def run(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 await call("head", {"documentId": doc})
                 head.append(time.perf_counter() - t0)
-        edit = await socket_edits(base, data, doc, args.requests, deadline)
+            cpu.append(cpu_seconds(proc.pid))
+        edit, edit_cpu = await socket_edits(base, data, doc, args.requests, deadline, proc.pid)
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 20)
@@ -133,13 +148,16 @@ async def run(args: argparse.Namespace) -> None:
             await admin.close()
     store = args.store.split("@")[-1] if args.store else "sqlite"
     print(f"store {store}, sequential requests, one connection each")
-    print(summary("API publish", publish))
-    print(summary("API history (100 ops)", history))
-    print(summary("API head", head))
-    print(summary("socket edit ack", edit))
+    spent = [b - a for a, b in itertools.pairwise(cpu)]
+    print(summary("API publish", publish, spent[0]))
+    print(summary("API history (100 ops)", history, spent[1]))
+    print(summary("API head", head, spent[2]))
+    print(summary("socket edit ack", edit, edit_cpu))
 
 
-async def socket_edits(base: str, data: Path, doc: str, count: int, deadline: float) -> list[float]:
+async def socket_edits(
+    base: str, data: Path, doc: str, count: int, deadline: float, pid: int
+) -> tuple[list[float], float]:
     from cowrite.auth import mint_token
     from cowrite.config import load_auth_settings
 
@@ -151,6 +169,7 @@ async def socket_edits(base: str, data: Path, doc: str, count: int, deadline: fl
     try:
         ack = await sio.call("join-document", {"documentId": doc, "since": 10**9}, timeout=10)
         assert ack["ok"], ack
+        before = cpu_seconds(pid)
         for i in range(count):
             if time.monotonic() > deadline:
                 break
@@ -163,9 +182,10 @@ async def socket_edits(base: str, data: Path, doc: str, count: int, deadline: fl
             )
             samples.append(time.perf_counter() - t0)
             assert ack["ok"], ack
+        spent = cpu_seconds(pid) - before
     finally:
         await sio.disconnect()
-    return samples
+    return samples, spent
 
 
 def main() -> None:
