@@ -148,6 +148,12 @@ def main() -> None:
     default=None,
     help="This instance's id [hostname-random; env COWRITE_INSTANCE_ID].",
 )
+@click.option(
+    "--api/--no-api",
+    default=None,
+    help="Serve the HTTP API at /api/ (key: env COWRITE_API_KEY; --dev generates one "
+    "in the data directory) [on with a key or --dev; env COWRITE_API].",
+)
 @store_option
 @data_dir_option
 @dev_option
@@ -173,6 +179,7 @@ def serve(
     auto_create: bool | None,
     redis_url: str | None,
     instance_id: str | None,
+    api: bool | None,
     store: str | None,
     data_dir: str | None,
     dev_mode: bool | None,
@@ -201,6 +208,7 @@ def serve(
         auto_create=auto_create,
         redis_url=redis_url,
         instance_id=instance_id,
+        api=api,
         config_file=config_file,
     )
     from cowrite.app import build_app
@@ -226,6 +234,8 @@ def serve(
             f"cowrite listening on http://{settings.server.host}:{app.port} "
             f"({mode} mode, store {settings.store.split('@')[-1]})"
         )
+        if settings.api_key:
+            click.echo(f"server API at http://{settings.server.host}:{app.port}/api/")
         try:
             await app.server.wait_for_signal()
         finally:

@@ -34,6 +34,7 @@ from cowrite.auth import AuthError, Identity
 from cowrite.backends.broker import (
     Broker,
     BrokerMessage,
+    InstanceMessage,
     OperationMessage,
     PresenceMessage,
     RoleMessage,
@@ -328,6 +329,8 @@ class CollabService:
         # Called with seconds from receiving an operation to queueing it for
         # its last local recipient.
         self.observe_delivery: Callable[[float], None] | None = None
+        # Who handles messages for every instance (the server API, core/api.py).
+        self.instance_handler: Callable[[InstanceMessage], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -631,25 +634,9 @@ class CollabService:
     ) -> None:
         """Encode the operation (one pass: JSON, size, depth) and queue it; the
         future gets the ack from ``_deliver_committed`` or ``_commit_failed``."""
-        try:
-            encoded = encode_operation(operation)
-        except ProtocolError:
-            future.set_result(error("invalid_payload", "operation must be a JSON value"))
-            return
-        if not depth_within(encoded, MAX_OPERATION_DEPTH):
-            future.set_result(
-                error(
-                    "invalid_payload", f"operation nested deeper than {MAX_OPERATION_DEPTH} levels"
-                )
-            )
-            return
-        if operation_size(encoded) > self.settings.max_operation_bytes:
-            future.set_result(
-                error(
-                    "payload_too_large",
-                    f"operation exceeds {self.settings.max_operation_bytes} bytes",
-                )
-            )
+        encoded = self._encode(operation)
+        if isinstance(encoded, dict):
+            future.set_result(encoded)
             return
         request = AppendRequest(doc_id, member.conn.identity.user_id, client_op_id, encoded)
         self.ops_received += 1
@@ -657,6 +644,40 @@ class CollabService:
             future.set_result(_NOT_STORED)
             return
         member.conn.inflight += 1
+
+    def _encode(self, operation: Any) -> bytes | Ack:
+        """The operation as stored, or the error ack that refuses it."""
+        try:
+            encoded = encode_operation(operation)
+        except ProtocolError:
+            return error("invalid_payload", "operation must be a JSON value")
+        if not depth_within(encoded, MAX_OPERATION_DEPTH):
+            return error(
+                "invalid_payload", f"operation nested deeper than {MAX_OPERATION_DEPTH} levels"
+            )
+        if operation_size(encoded) > self.settings.max_operation_bytes:
+            return error(
+                "payload_too_large", f"operation exceeds {self.settings.max_operation_bytes} bytes"
+            )
+        return encoded
+
+    def publish(
+        self, doc_id: str, user_id: str, client_op_id: str | None, operation: Any
+    ) -> asyncio.Future[Ack]:
+        """An operation from no connection (the server API) on behalf of
+        ``user_id``: the same checks, log, order and fan-out as ``edit``
+        (every member gets it, none is its sender).  The document must exist:
+        the store refuses a whole batch that names an unknown one."""
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        encoded = self._encode(operation)
+        if isinstance(encoded, dict):
+            future.set_result(encoded)
+            return future
+        request = AppendRequest(doc_id, user_id, client_op_id, encoded)
+        self.ops_received += 1
+        if not self.committer.submit(request, ("", operation, time.perf_counter(), future)):
+            future.set_result(_NOT_STORED)
+        return future
 
     def _commit_failed(self, failed: Failed, exc: StoreError) -> None:
         for _request, context in failed:
@@ -884,6 +905,11 @@ class CollabService:
                 self.apply_role_change(message.document_id, message.user_id, role)
             )
             task.add_done_callback(_log_failure)
+
+    def on_instance_message(self, message: InstanceMessage) -> None:
+        """A message for every instance (see ``core/api.py``)."""
+        if self.instance_handler is not None:
+            self.instance_handler(message)
 
     def on_availability(self, available: bool) -> None:
         """The broker's subscriber came back: whatever was published meanwhile
@@ -1141,22 +1167,27 @@ class CollabService:
             role = await self._resolve_role(conn.identity, doc_id, create=False)
             if role is not Role.OWNER:
                 return error("access_denied", "Only an owner can share this document")
-            if new_role is None:
-                await self.store.revoke(doc_id, target)
-            else:
-                await self.store.set_role(doc_id, target, new_role)
+            await self.change_role(doc_id, target, new_role)
         except StoreError:
             return error("unavailable", "The document store is unavailable")
-        await self.apply_role_change(doc_id, target, new_role)
-        self._publish(
-            RoleMessage(doc_id, self.instance_id, target, new_role.value if new_role else None)
-        )
         return {
             "ok": True,
             "documentId": doc_id,
             "userId": target,
             "role": new_role.value if new_role is not None else None,
         }
+
+    async def change_role(self, doc_id: str, user_id: str, role: Role | None) -> None:
+        """Store the user's new role (``None``: revoke) and enforce it at once
+        here and, through the broker, on every instance that has the document
+        open.  Raises ``StoreError`` (``UnknownDocument`` when granting on a
+        document that does not exist)."""
+        if role is None:
+            await self.store.revoke(doc_id, user_id)
+        else:
+            await self.store.set_role(doc_id, user_id, role)
+        await self.apply_role_change(doc_id, user_id, role)
+        self._publish(RoleMessage(doc_id, self.instance_id, user_id, role.value if role else None))
 
     async def apply_role_change(self, doc_id: str, user_id: str, role: Role | None) -> None:
         """Enforce a new role on the user's open connections at once."""
@@ -1317,6 +1348,38 @@ class CollabService:
         ack = error("rate_limited", f"Too many {kind} messages; retry later")
         ack["error"]["retryAfter"] = round(wait, 3)
         return ack
+
+    # -- for the server API (core/api.py) -------------------------------------
+
+    def disconnect_user(self, user_id: str, code: str, reason: str) -> int:
+        """Tell every local connection of ``user_id`` why (``server-disconnect
+        {code, reason}``), then disconnect it; how many there were."""
+        sids = [sid for sid, conn in self._conns.items() if conn.identity.user_id == user_id]
+        for sid in sids:
+            self.gateway.send(sid, "server-disconnect", {"code": code, "reason": reason})
+            self.gateway.disconnect(sid)
+        return len(sids)
+
+    def local_info(self, limit: int) -> tuple[int, int, dict[str, int]]:
+        """(connections, open documents, at most ``limit`` documents -> local members)."""
+        documents: dict[str, int] = {}
+        for doc_id, room in self._rooms.items():
+            if len(documents) >= limit:
+                break
+            documents[doc_id] = len(room.members)
+        return len(self._conns), len(self._rooms), documents
+
+    async def history(
+        self, doc_id: str, since: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """A page of the log after ``since`` as clients see it: (ops, head,
+        more).  Raises ``StoreError`` (``UnknownDocument``)."""
+        ops, head, more = await self._read_page(doc_id, since, limit)
+        return [_op_dict(op) for op in ops], max(head, ops[-1].seq if ops else 0), more
+
+    async def roster(self, doc_id: str) -> list[dict[str, Any]]:
+        """Who is in the document, on every instance."""
+        return _roster(await self.presence.roster(doc_id))
 
     def _to_room(self, doc_id: str, prepared: object, exclude: str | None = None) -> None:
         room = self._rooms.get(doc_id)

@@ -176,6 +176,10 @@ class SocketServer:
         """Serve a plain HTTP path on the same port (health, metrics, pages)."""
         self.engine.http.add_route(path, handler)
 
+    def add_prefix_route(self, prefix: str, handler: Callable[..., None]) -> None:
+        """Serve every plain HTTP path under ``prefix`` on the same port."""
+        self.engine.http.add_prefix_route(prefix, handler)
+
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
