@@ -566,9 +566,7 @@ async def test_appends_racing_compaction_stay_gapless(backend: Backend) -> None:
             seqs += fresh(await writer.append_batch([req("d"), req("d")]))
         return seqs
 
-    seqs, _done = await asyncio.gather(
-        append(), compactor.compact("d", keep_ops=0, keep_seconds=0)
-    )
+    seqs, _done = await asyncio.gather(append(), compactor.compact("d", keep_ops=0, keep_seconds=0))
     assert seqs == list(range(51, 91))
     ops = await writer.read_ops("d", 0, 1000)
     # 50 stays when compaction ran before the first append (it was the newest).

@@ -205,9 +205,7 @@ class Compaction:
     kept_from: int
 
 
-def compaction_cutoff(
-    snapshot_seq: int, head: int, keep_ops: int
-) -> int:
+def compaction_cutoff(snapshot_seq: int, head: int, keep_ops: int) -> int:
     """The highest ``seq`` ``compact`` may delete by count: ``keep_ops``
     operations are kept below the newest snapshot, and the newest operation
     (``head``) is always kept.  0 means nothing."""
@@ -423,9 +421,7 @@ class OperationStore(Protocol):
         """
         ...
 
-    async def compact(
-        self, document_id: str, *, keep_ops: int, keep_seconds: float
-    ) -> Compaction:
+    async def compact(self, document_id: str, *, keep_ops: int, keep_seconds: float) -> Compaction:
         """Delete what the newest snapshot makes unnecessary, in one transaction.
 
         An operation is deleted when its ``seq`` is at most

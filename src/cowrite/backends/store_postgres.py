@@ -585,9 +585,7 @@ class PostgresStore:
             row = await pool.fetchrow(_SELECT_LATEST_SNAPSHOT, document_id)
         return None if row is None else Snapshot(*row)
 
-    async def compact(
-        self, document_id: str, *, keep_ops: int, keep_seconds: float
-    ) -> Compaction:
+    async def compact(self, document_id: str, *, keep_ops: int, keep_seconds: float) -> Compaction:
         if keep_ops < 0 or keep_seconds < 0:
             raise ValueError("keep_ops and keep_seconds must not be negative")
         pool = self._open_pool()

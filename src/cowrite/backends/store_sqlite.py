@@ -67,7 +67,6 @@ from cowrite.backends.store import (
     IdempotencyKey,
     Role,
     Snapshot,
-    SnapshotRefused,
     StoredOp,
     StoreError,
     StoreNotOpen,
@@ -590,8 +589,12 @@ def _compact(
         deleted_snapshots = conn.execute(
             "DELETE FROM snapshots WHERE document_id = ? AND seq < ?", (document_id, snapshot.seq)
         ).rowcount
-    (first,) = conn.execute("SELECT min(seq) FROM ops WHERE document_id = ?", (document_id,)).fetchone()
-    return Compaction(document_id, deleted_ops, deleted_snapshots, head + 1 if first is None else first)
+    (first,) = conn.execute(
+        "SELECT min(seq) FROM ops WHERE document_id = ?", (document_id,)
+    ).fetchone()
+    return Compaction(
+        document_id, deleted_ops, deleted_snapshots, head + 1 if first is None else first
+    )
 
 
 class SqliteStore:
@@ -762,9 +765,7 @@ class SqliteStore:
         )
         return None if row is None else Snapshot(*row)
 
-    async def compact(
-        self, document_id: str, *, keep_ops: int, keep_seconds: float
-    ) -> Compaction:
+    async def compact(self, document_id: str, *, keep_ops: int, keep_seconds: float) -> Compaction:
         if keep_ops < 0 or keep_seconds < 0:
             raise ValueError("keep_ops and keep_seconds must not be negative")
         # In the thread: deleting a long prefix may take a while.
