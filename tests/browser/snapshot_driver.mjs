@@ -1,0 +1,137 @@
+// Drives the demo page's snapshots in Debian's Chromium (playwright-core).
+// Started by test_demo_snapshots.py; prints one JSON report on stdout and
+// exits 0, or prints the failure on stderr and exits 1.
+//
+// Environment: as demo_driver.mjs, plus COWRITE_COMPACT_CMD (a JSON array:
+// the `cowrite compact` command line to run against the server's store).
+//
+// Scenario, every wait bounded:
+//  1. Ada opens a document with ?snapshotEvery=20 and types 60 characters,
+//     one keystroke at a time: her page stores a snapshot (store-snapshot)
+//     once 20 operations passed.
+//  2. `cowrite compact --keep-ops 0 --keep-days 0` deletes the operations the
+//     snapshot covers; Ada types a few more characters.
+//  3. Linus opens the document: his page starts from the snapshot (received)
+//     plus the operations after it, and shows Ada's text.
+
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+
+const base = need("COWRITE_BASE_URL");
+const outDir = need("COWRITE_OUT_DIR");
+const webDir = need("COWRITE_WEB_DIR");
+const compactCmd = JSON.parse(need("COWRITE_COMPACT_CMD"));
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const { chromium } = createRequire(join(webDir, "package.json"))("playwright-core");
+
+const STEP_MS = 10_000; // bound of any single wait
+const DOC = `snap-${Date.now().toString(36)}`;
+const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"];
+
+function need(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`${name} is not set`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const report = { document: DOC, screenshots: [], pageErrors: [], consoleErrors: [] };
+const opened = [];
+
+async function open(browser, name, user, extra = "") {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 620 } });
+  const page = await context.newPage();
+  page.on("pageerror", (err) => report.pageErrors.push(`${name}: ${err.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") report.consoleErrors.push(`${name}: ${msg.text()}`);
+  });
+  const who = { name, user, context, page };
+  opened.push(who);
+  await page.goto(`${base}/?doc=${encodeURIComponent(DOC)}&name=${name}&user=${user}${extra}`, {
+    timeout: STEP_MS,
+  });
+  return who;
+}
+
+async function shot(who, label) {
+  mkdirSync(outDir, { recursive: true });
+  const path = join(outDir, `${String(report.screenshots.length + 1).padStart(2, "0")}-${label}-${who.name}.png`);
+  await who.page.screenshot({ path, timeout: STEP_MS });
+  report.screenshots.push(path);
+}
+
+const text = (who) => who.page.$eval("#editor", (el) => el.value);
+const status = (who) =>
+  who.page.$eval("#status", (el) => ({
+    state: el.dataset.state,
+    pending: Number(el.dataset.pending),
+    snapshotSeq: el.dataset.snapshotSeq === undefined ? null : Number(el.dataset.snapshotSeq),
+    snapshotSource: el.dataset.snapshotSource ?? null,
+  }));
+
+async function waitFor(what, check, timeout = STEP_MS) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last.ok) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const waitStatus = (who, what, test) =>
+  waitFor(`${who.name}: ${what}`, async () => {
+    const s = await status(who);
+    return { ok: test(s), ...s };
+  });
+
+const browser = await chromium.launch({ executablePath, headless: true, args: ARGS, timeout: STEP_MS });
+try {
+  // 1. Ada types; her page stores a snapshot after 20 operations.
+  const ada = await open(browser, "Ada", "ada", "&snapshotEvery=20");
+  await waitStatus(ada, "connected", (s) => s.state === "connected");
+  await ada.page.click("#editor");
+  const first = "The quick brown fox jumps over the lazy dog, twice: again!";
+  await ada.page.keyboard.type(first, { delay: 25 });
+  const stored = await waitStatus(
+    ada,
+    "a stored snapshot",
+    (s) => s.pending === 0 && s.snapshotSource === "stored" && s.snapshotSeq >= 20,
+  );
+  report.stored = stored;
+  await shot(ada, "snapshot-stored");
+
+  // 2. Compaction, then a few more edits after the snapshot.
+  report.compact = execFileSync(compactCmd[0], compactCmd.slice(1), { encoding: "utf8", timeout: 30_000 });
+  const more = " Then more.";
+  await ada.page.keyboard.type(more, { delay: 25 });
+  await waitStatus(ada, "nothing pending", (s) => s.state === "connected" && s.pending === 0);
+  // Let a snapshot Ada may store now (every 20 operations) settle first.
+  await new Promise((r) => setTimeout(r, 1200));
+  const adaText = await text(ada);
+
+  // 3. Linus starts from the snapshot.
+  const linus = await open(browser, "Linus", "linus");
+  await waitStatus(linus, "connected", (s) => s.state === "connected");
+  await waitFor("Linus has Ada's text", async () => {
+    const got = await text(linus);
+    return { ok: got === adaText, got };
+  });
+  await shot(linus, "joined-from-snapshot");
+  report.typed = first + more;
+  report.final = { ada: await text(ada), linus: await text(linus) };
+  report.status = { ada: await status(ada), linus: await status(linus) };
+} catch (err) {
+  console.error(err?.stack || String(err));
+  for (const who of opened) await shot(who, "failure").catch(() => {});
+  console.error(JSON.stringify(report, null, 1));
+  await browser.close().catch(() => {});
+  process.exit(1);
+}
+await browser.close();
+console.log(JSON.stringify(report));
