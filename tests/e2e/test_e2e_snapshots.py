@@ -6,6 +6,8 @@ compaction a ``since`` older than the kept log gets the snapshot with
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -92,3 +94,11 @@ async def test_join_with_snapshot_compaction_and_resync(
     latest = await alice.call("join-document", {"documentId": doc, "since": 0, "snapshot": True})
     assert latest["snapshot"] == {"seq": 31, "userId": "carol", "data": [b"\x01"]}
     assert latest["ops"] == []
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    metrics = await asyncio.to_thread(scrape)
+    assert "cowrite_snapshots_stored_total 2.0" in metrics
+    assert "cowrite_snapshot_resyncs_total 2.0" in metrics  # carol's join and sync
