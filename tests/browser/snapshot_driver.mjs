@@ -15,9 +15,17 @@
 //     plus the operations after it, and shows Ada's text.
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
+import {
+  STEP_MS,
+  editorText,
+  need,
+  openPage,
+  pageStatus,
+  screenshot,
+  waitFor,
+} from "./driver_lib.mjs";
 
 const base = need("COWRITE_BASE_URL");
 const outDir = need("COWRITE_OUT_DIR");
@@ -26,63 +34,23 @@ const compactCmd = JSON.parse(need("COWRITE_COMPACT_CMD"));
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const { chromium } = createRequire(join(webDir, "package.json"))("playwright-core");
 
-const STEP_MS = 10_000; // bound of any single wait
 const DOC = `snap-${Date.now().toString(36)}`;
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"];
-
-function need(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const report = { document: DOC, screenshots: [], pageErrors: [], consoleErrors: [] };
 const opened = [];
 
 async function open(browser, name, user, extra = "") {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 620 } });
-  const page = await context.newPage();
-  page.on("pageerror", (err) => report.pageErrors.push(`${name}: ${err.message}`));
-  page.on("console", (msg) => {
-    if (msg.type() === "error") report.consoleErrors.push(`${name}: ${msg.text()}`);
-  });
-  const who = { name, user, context, page };
+  const url = `${base}/?doc=${encodeURIComponent(DOC)}&name=${name}&user=${user}${extra}`;
+  const who = { name, user, ...(await openPage(browser, report, name, url)) };
   opened.push(who);
-  await page.goto(`${base}/?doc=${encodeURIComponent(DOC)}&name=${name}&user=${user}${extra}`, {
-    timeout: STEP_MS,
-  });
   return who;
 }
 
-async function shot(who, label) {
-  mkdirSync(outDir, { recursive: true });
-  const path = join(outDir, `${String(report.screenshots.length + 1).padStart(2, "0")}-${label}-${who.name}.png`);
-  await who.page.screenshot({ path, timeout: STEP_MS });
-  report.screenshots.push(path);
-}
+const shot = (who, label) => screenshot(report, outDir, who, label);
 
-const text = (who) => who.page.$eval("#editor", (el) => el.value);
-const status = (who) =>
-  who.page.$eval("#status", (el) => ({
-    state: el.dataset.state,
-    pending: Number(el.dataset.pending),
-    snapshotSeq: el.dataset.snapshotSeq === undefined ? null : Number(el.dataset.snapshotSeq),
-    snapshotSource: el.dataset.snapshotSource ?? null,
-  }));
-
-async function waitFor(what, check, timeout = STEP_MS) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await check();
-    if (last.ok) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const text = editorText;
+const status = pageStatus;
 
 const waitStatus = (who, what, test) =>
   waitFor(`${who.name}: ${what}`, async () => {

@@ -740,24 +740,23 @@ class CowriteClient:
     # -- sharing ---------------------------------------------------------------------------
 
     async def _share(self, session: DocumentSession, user_id: str, role: str | None) -> None:
-        conn = self._conn
-        if conn is None or not conn.open:
-            raise ClientError("not_connected", "share needs a connection")
+        # AccessDenied here (not an owner) does not end the session.
         payload = {"documentId": session.document_id, "userId": user_id, "role": role}
-        try:
-            # AccessDenied here (not an owner) does not end the session.
-            await self._call(conn, session, "share-document", payload)
-        except ConnectionLost:
-            raise ClientError("not_connected", "the connection was lost; retry") from None
+        await self._request(session, "share-document", payload, "share")
 
     async def _store_snapshot(self, session: DocumentSession, seq: int, data: Any) -> None:
         check_encodable(data)
+        payload = {"documentId": session.document_id, "seq": seq, "data": data}
+        await self._request(session, "store-snapshot", payload, "store_snapshot")
+
+    async def _request(self, session: DocumentSession, event: str, payload: Any, what: str) -> None:
+        """One request on the current connection, retried like ``_call``;
+        ``ClientError`` (``not_connected``) without a connection or when it is lost."""
         conn = self._conn
         if conn is None or not conn.open:
-            raise ClientError("not_connected", "store_snapshot needs a connection")
-        payload = {"documentId": session.document_id, "seq": seq, "data": data}
+            raise ClientError("not_connected", f"{what} needs a connection")
         try:
-            await self._call(conn, session, "store-snapshot", payload)
+            await self._call(conn, session, event, payload)
         except ConnectionLost:
             raise ClientError("not_connected", "the connection was lost; retry") from None
 
