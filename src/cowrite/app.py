@@ -43,6 +43,7 @@ EVENTS = (
     "sync",
     "presence-update",
     "share-document",
+    "store-snapshot",
 )
 
 
@@ -227,6 +228,7 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     server.on("sync", one_argument(service.sync))
     server.on("presence-update", one_argument(service.presence_update))
     server.on("share-document", one_argument(service.share))
+    server.on("store-snapshot", one_argument(service.store_snapshot))
 
     def healthz(conn: Connection, req: Request) -> None:
         conn.respond(200, b"ok")

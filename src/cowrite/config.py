@@ -238,6 +238,7 @@ def load_app_settings(
     instance_id: str | None = None,
     api: bool | None = None,
     config_file: str | None = None,
+    retention_overrides: dict[str, Any] | None = None,
 ) -> AppSettings:
     """Defaults < TOML file < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
     from cowrite.core.collab import CollabSettings
@@ -264,6 +265,10 @@ def load_app_settings(
         max_operation_bytes=max_op,
         commit_interval=_env_float(env, "COWRITE_COMMIT_INTERVAL", 0.002, minimum=0.0, maximum=1.0),
         commit_enough=int(_env_float(env, "COWRITE_COMMIT_ENOUGH", 8, minimum=1, maximum=10_000)),
+        max_snapshot_bytes=int(
+            _env_float(env, "COWRITE_MAX_SNAPSHOT_BYTES", 900 * 1024, minimum=1024, maximum=1 << 30)
+        ),
+        retention=_retention(env, retention_overrides or {}),
     )
     try:
         presence_ttl = float(env.get("COWRITE_PRESENCE_TTL", 30.0))
@@ -315,6 +320,40 @@ def _api_key(env: dict[str, str], api: bool | None, dev: bool, directory: str) -
     if len(key) < MIN_API_KEY and not dev:
         raise ConfigError(f"COWRITE_API_KEY must be at least {MIN_API_KEY} characters")
     return key
+
+
+def _retention(env: dict[str, str], overrides: dict[str, Any]) -> Any:
+    """``RetentionSettings``: defaults < file < ``COWRITE_COMPACT_*`` < flags."""
+    from cowrite.core.compaction import RetentionSettings
+
+    base = RetentionSettings()
+    keep_ops = _env_float(env, "COWRITE_COMPACT_KEEP_OPS", base.keep_ops, minimum=0, maximum=2**53)
+    if keep_ops != int(keep_ops):
+        raise ConfigError("COWRITE_COMPACT_KEEP_OPS: expected a whole number of operations")
+    values: dict[str, Any] = {
+        "keep_ops": int(keep_ops),
+        "keep_days": _env_float(
+            env, "COWRITE_COMPACT_KEEP_DAYS", base.keep_days, minimum=0, maximum=100_000
+        ),
+        "interval": _env_float(
+            env, "COWRITE_COMPACT_INTERVAL", base.interval, minimum=0, maximum=365 * 86_400
+        ),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RetentionSettings(**values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load_retention(
+    *,
+    environ: dict[str, str] | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """Only the retention settings (``cowrite compact``): no key, no CORS list."""
+    return _retention(_merged_env(environ, config_file), overrides or {})
 
 
 def _auth_settings(env: dict[str, str], dev: bool, directory: str) -> Any:
@@ -392,6 +431,10 @@ _APP_KEYS: Final = frozenset(
         "api",
         "api_key",
         "api_timeout",
+        "max_snapshot_bytes",
+        "compact_keep_ops",
+        "compact_keep_days",
+        "compact_interval",
     }
 )
 _AUTH_KEYS: Final = frozenset(
@@ -484,6 +527,8 @@ def effective_settings(settings: AppSettings) -> dict[str, Any]:
             value = getattr(obj, f.name)
             if f.name in {"secret"} and value:
                 value = "***"
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = table(value)
             values[f.name] = list(value) if isinstance(value, tuple) else value
         return values
 

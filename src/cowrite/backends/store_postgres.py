@@ -55,12 +55,16 @@ import asyncpg
 from cowrite.backends.store import (
     AppendRequest,
     AppendResult,
+    Compaction,
     Role,
+    Snapshot,
     StoredOp,
     StoreError,
     StoreNotOpen,
     StoreUnavailable,
     UnknownDocument,
+    check_snapshot_seq,
+    compaction_cutoff,
 )
 
 #: Schema migrations; ``MIGRATIONS[i]`` brings the schema from version i to i + 1.
@@ -216,6 +220,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "ALTER TABLE documents DROP COLUMN head",
     ),
+    # 3: snapshots (store.Snapshot).  A document's head stays max(ops.seq):
+    # compaction never deletes the newest op (store.compaction_cutoff).
+    (
+        """
+        CREATE TABLE snapshots (
+            document_id text NOT NULL REFERENCES documents (document_id),
+            seq         bigint NOT NULL CHECK (seq > 0),
+            user_id     text NOT NULL,
+            data        bytea NOT NULL,
+            created_at  double precision NOT NULL,
+            PRIMARY KEY (document_id, seq)
+        )
+        """,
+    ),
 )
 
 _MIGRATION_LOCK = (
@@ -290,6 +308,17 @@ _UPSERT_ROLE = """
     INSERT INTO roles (document_id, user_id, role)
     SELECT document_id, $2, $3 FROM documents WHERE document_id = $1
     ON CONFLICT (document_id, user_id) DO UPDATE SET role = excluded.role
+"""
+
+_SELECT_LATEST_SNAPSHOT = """
+    SELECT document_id, seq, user_id, data, created_at FROM snapshots
+    WHERE document_id = $1 ORDER BY seq DESC LIMIT 1
+"""
+# The document's row lock, as cowrite_append takes it: snapshot writes and
+# compaction serialise with the document's appends.
+_LOCK_DOCUMENT = """
+    SELECT (SELECT coalesce(max(seq), 0) FROM ops WHERE document_id = $1)
+      FROM documents WHERE document_id = $1 FOR NO KEY UPDATE
 """
 
 #: What the driver raises when the server or the network fails.
@@ -602,6 +631,96 @@ class PostgresStore:
                 "DELETE FROM roles WHERE document_id = $1 AND user_id = $2", document_id, user_id
             )
         return _rowcount(status) > 0
+
+    async def store_snapshot(
+        self, document_id: str, seq: int, user_id: str, data: bytes
+    ) -> Snapshot:
+        pool = self._open_pool()
+        with _translated():
+            async with pool.acquire() as conn, conn.transaction():
+                head = await self._locked_head(conn, document_id)
+                latest: int = await conn.fetchval(
+                    "SELECT coalesce(max(seq), 0) FROM snapshots WHERE document_id = $1",
+                    document_id,
+                )
+                check_snapshot_seq(seq, head, latest)
+                snapshot = Snapshot(document_id, seq, user_id, bytes(data), time.time())
+                await conn.execute(
+                    "INSERT INTO snapshots (document_id, seq, user_id, data, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    document_id,
+                    seq,
+                    user_id,
+                    snapshot.data,
+                    snapshot.created_at,
+                )
+        return snapshot
+
+    @staticmethod
+    async def _locked_head(conn: Any, document_id: str) -> int:
+        head: int | None = await conn.fetchval(_LOCK_DOCUMENT, document_id)
+        if head is None:
+            raise UnknownDocument(document_id)
+        return head
+
+    async def latest_snapshot(self, document_id: str) -> Snapshot | None:
+        pool = self._open_pool()
+        with _translated():
+            row = await pool.fetchrow(_SELECT_LATEST_SNAPSHOT, document_id)
+        return None if row is None else Snapshot(*row)
+
+    async def compact(self, document_id: str, *, keep_ops: int, keep_seconds: float) -> Compaction:
+        if keep_ops < 0 or keep_seconds < 0:
+            raise ValueError("keep_ops and keep_seconds must not be negative")
+        pool = self._open_pool()
+        deleted_ops = deleted_snapshots = 0
+        with _translated():
+            async with pool.acquire() as conn, conn.transaction():
+                head = await self._locked_head(conn, document_id)
+                row = await conn.fetchrow(_SELECT_LATEST_SNAPSHOT, document_id)
+                if row is not None:
+                    snapshot = Snapshot(*row)
+                    cutoff = compaction_cutoff(snapshot.seq, head, keep_ops)
+                    # The first op too young to go bounds the deletion (no hole
+                    # when the writers' clocks disagree).
+                    young: int | None = await conn.fetchval(
+                        "SELECT min(seq) FROM ops WHERE document_id = $1 AND seq <= $2"
+                        " AND created_at >= $3",
+                        document_id,
+                        cutoff,
+                        snapshot.created_at - keep_seconds,
+                    )
+                    if young is not None:
+                        cutoff = young - 1
+                    if cutoff > 0:
+                        deleted_ops = _rowcount(
+                            await conn.execute(
+                                "DELETE FROM ops WHERE document_id = $1 AND seq <= $2",
+                                document_id,
+                                cutoff,
+                            )
+                        )
+                    deleted_snapshots = _rowcount(
+                        await conn.execute(
+                            "DELETE FROM snapshots WHERE document_id = $1 AND seq < $2",
+                            document_id,
+                            snapshot.seq,
+                        )
+                    )
+                first: int | None = await conn.fetchval(
+                    "SELECT min(seq) FROM ops WHERE document_id = $1", document_id
+                )
+        return Compaction(
+            document_id, deleted_ops, deleted_snapshots, head + 1 if first is None else first
+        )
+
+    async def snapshot_documents(self) -> list[str]:
+        pool = self._open_pool()
+        with _translated():
+            rows = await pool.fetch(
+                "SELECT DISTINCT document_id FROM snapshots ORDER BY document_id"
+            )
+        return [row["document_id"] for row in rows]
 
     async def list_roles(self, document_id: str) -> dict[str, Role]:
         pool = self._open_pool()

@@ -2,7 +2,8 @@
 
 The events are ADR-003's (``join-document``, ``edit-operation``,
 ``remote-edit``, ``user-joined``, ``user-left``, ``error``), extended with
-``sync``, ``presence-update``/``presence`` and ``share-document``.  Every
+``sync``, ``presence-update``/``presence``, ``share-document`` and
+``store-snapshot``.  Every
 handler returns the acknowledgement: ``{"ok": True, ...}`` or
 ``{"ok": False, "error": {"code": ..., "message": ...}}``.
 
@@ -17,6 +18,16 @@ has (``s < next_seq``) is skipped.  While a member is catching up (between
 brings it up to date.  So the boundary between catch-up (``ops``) and live
 ``remote-edit`` events has neither gaps nor duplicates.  The sender of an
 operation gets its ``seq`` in the ack, not a ``remote-edit``.
+
+Snapshots
+---------
+A client that joins with ``snapshot: true`` and ``since`` 0 gets the newest
+snapshot (``{seq, data, userId}``) and the operations after it instead of the
+whole log.  One whose ``since`` is older than the kept log (compaction deleted
+operations after it) gets the snapshot with ``resync: true``, from
+``join-document`` or ``sync``: its state must be rebuilt from the snapshot.
+A client that did not ask for snapshots gets the old shape, and the error
+``history_compacted`` instead of a page with a hole.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -44,12 +55,15 @@ from cowrite.backends.store import (
     AppendRequest,
     OperationStore,
     Role,
+    Snapshot,
+    SnapshotRefused,
     StoredOp,
     StoreError,
     UnknownDocument,
 )
 from cowrite.core.batch import Coalescer
 from cowrite.core.committer import Committed, Committer, Failed
+from cowrite.core.compaction import RetentionSettings, compaction_loop
 from cowrite.core.gateway import ClientGateway
 from cowrite.core.opcodec import (
     attachment_count,
@@ -86,6 +100,12 @@ class CollabSettings:
     auto_create: bool = True
     docs_claim: bool = False
     max_operation_bytes: int = 64 * 1024
+    # A stored snapshot's size (its JSON plus binary parts); it travels in one
+    # Socket.IO message, so keep it under the server's max_payload.
+    max_snapshot_bytes: int = 900 * 1024
+    # What compaction keeps below the newest snapshot, and how often this
+    # instance runs it (core/compaction.py).
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     page_size: int = 100
     max_page_size: int = 1000
     presence_interval: float = 0.05  # at most ~20 presence updates per second per user
@@ -137,6 +157,7 @@ class Member:
         "role_checked_at",
         "role_from_store",
         "sid",
+        "snapshots",
     )
 
     def __init__(self, conn: Conn, document_id: str, role: Role, since: int, now: float) -> None:
@@ -152,6 +173,8 @@ class Member:
         self.pending: list[tuple[int, object | None]] | None = []
         self.presence_state: Any = None
         self.presence_dirty = False
+        # The client understands snapshots (joined with ``snapshot: true``).
+        self.snapshots = False
         # While the presence join is under way (it may wait for a batch): a
         # leave waits for it on a future made only then.
         self.presence_joining: bool | asyncio.Future[None] = False
@@ -250,6 +273,30 @@ def _op_dict(op: StoredOp) -> dict[str, Any]:
     )
 
 
+class HistoryCompacted(Exception):
+    """The log no longer holds the operations after the ``since`` asked for."""
+
+    def __init__(self, kept_from: int) -> None:
+        super().__init__(kept_from)
+        self.kept_from = kept_from
+
+
+def _compacted(kept_from: int) -> Ack:
+    return error(
+        "history_compacted",
+        f"Operations before seq {kept_from} were compacted: "
+        "join with snapshot: true to get the document's snapshot",
+    )
+
+
+def _snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "seq": snapshot.seq,
+        "userId": snapshot.user_id,
+        "data": decode_operation(snapshot.data),
+    }
+
+
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task failed", exc_info=task.exception())
@@ -292,6 +339,7 @@ class CollabService:
         self._presence_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._role_refresher: asyncio.Task[None] | None = None
+        self._compactor: asyncio.Task[None] | None = None
         # Members whose role comes from the store and who edited lately: their
         # roles are re-read in the background before they go stale, so an
         # edit never waits for a role query (see ``_refresh_roles_loop``).
@@ -326,6 +374,9 @@ class CollabService:
         self.broker_received = 0
         self.broker_published = 0
         self.recoveries: dict[str, int] = {}
+        self.snapshots_stored = 0
+        self.snapshots_sent = 0
+        self.snapshot_resyncs = 0
         # Called with seconds from receiving an operation to queueing it for
         # its last local recipient.
         self.observe_delivery: Callable[[float], None] | None = None
@@ -341,6 +392,10 @@ class CollabService:
         self._publisher = loop.create_task(self._publish_loop(), name="broker-publisher")
         self._reaper = loop.create_task(self._reap_loop(), name="presence-reaper")
         self._role_refresher = loop.create_task(self._refresh_roles_loop(), name="role-refresher")
+        if self.settings.retention.interval > 0:
+            self._compactor = loop.create_task(
+                compaction_loop(self.store, self.settings.retention), name="compaction"
+            )
 
     def begin_shutdown(self) -> None:
         """From now on members leave locally only (see ``_remove_member``)."""
@@ -366,7 +421,13 @@ class CollabService:
             if not self._publish_queue:
                 break
             await asyncio.sleep(0.01)
-        tasks = (self._presence_task, self._reaper, self._publisher, self._role_refresher)
+        tasks = (
+            self._presence_task,
+            self._reaper,
+            self._publisher,
+            self._role_refresher,
+            self._compactor,
+        )
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -418,9 +479,11 @@ class CollabService:
         conn = self._conns.get(sid)
         if conn is None:
             return error("not_connected", "Not authenticated")
+        wants_snapshot = False
         if isinstance(payload, dict):
             doc_id = _document_id(payload.get("documentId"))
             since = _seq(payload.get("since"))
+            wants_snapshot = payload.get("snapshot") is True
         else:
             doc_id = _document_id(payload)
             since = 0
@@ -442,10 +505,11 @@ class CollabService:
                 existing.role = role
                 existing.next_seq = since + 1
                 existing.pending = []
+                existing.snapshots = wants_snapshot
                 member = existing
                 first = False
-                (ops, head, more), roster = await asyncio.gather(
-                    self._read_page(doc_id, since, self.settings.page_size),
+                (snapshot, ops, head, more), roster = await asyncio.gather(
+                    self._read_from(doc_id, since, self.settings.page_size, wants_snapshot, True),
                     self.presence.roster(doc_id),
                 )
             else:
@@ -456,6 +520,7 @@ class CollabService:
                     return error("not_connected", "Disconnected")
                 member = Member(conn, doc_id, role, since, self.clock())
                 member.role_from_store = self._claim_role(conn.identity, doc_id) is None
+                member.snapshots = wants_snapshot
                 conn.docs[doc_id] = member
                 room.members[sid] = member
                 # Awaited before anything else: a disconnect that runs later
@@ -468,17 +533,26 @@ class CollabService:
                     )
                 finally:
                     _presence_joined(member)
-                ops, head, more = await self._read_page(doc_id, since, self.settings.page_size)
+                snapshot, ops, head, more = await self._read_from(
+                    doc_id, since, self.settings.page_size, wants_snapshot, True
+                )
+        except HistoryCompacted as exc:
+            if conn.docs.get(doc_id) is member:
+                await self._remove_member(member)
+            return _compacted(exc.kept_from)
         except StoreError as exc:
             log.warning("join %s failed: %s", doc_id, exc)
             return error("unavailable", "The document store is unavailable")
         if conn.docs.get(doc_id) is not member:
             return error("not_joined", "Left the document while joining")
         self.ops_replayed += len(ops)
+        start = snapshot.seq if snapshot is not None else since
         if since > 0:
             outcome = "paged" if more else "complete"
+            if snapshot is not None:
+                outcome = "snapshot"
             self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
-        self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
+        self._caught_up_to(member, ops[-1].seq if ops else start, final=not more)
         if first:
             self._announce_joined(doc_id, conn.identity.user_id, conn.identity.name, exclude=sid)
             self._publish(
@@ -491,7 +565,7 @@ class CollabService:
                     None,
                 )
             )
-        return {
+        ack: Ack = {
             "ok": True,
             "documentId": doc_id,
             "role": role.value,
@@ -500,6 +574,17 @@ class CollabService:
             "more": more,
             "presence": _roster(roster),
         }
+        if snapshot is not None:
+            self._add_snapshot(ack, snapshot, since)
+        return ack
+
+    def _add_snapshot(self, ack: Ack, snapshot: Snapshot, since: int) -> None:
+        ack["snapshot"] = _snapshot_dict(snapshot)
+        if since > 0:
+            # The client's state at ``since`` cannot be brought forward: rebuild it.
+            ack["resync"] = True
+            self.snapshot_resyncs += 1
+        self.snapshots_sent += 1
 
     async def leave(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -831,10 +916,27 @@ class CollabService:
                 await asyncio.sleep(max(self.settings.gap_fill_delay, 0.2))
                 continue
             self.gaps_filled += 1
+            if ops and ops[0].seq > room.next_seq:
+                self._skip_compacted(room, ops[0].seq)
             for op in ops:
                 self._accept(room, op.seq, self._stored_edit(op), None)
             if not ops:
                 await asyncio.sleep(self.settings.gap_fill_delay)
+
+    def _skip_compacted(self, room: Room, kept_from: int) -> None:
+        """The log no longer holds ``room.next_seq`` .. ``kept_from - 1``
+        (compacted while they were on their way): the room moves on, and each
+        member that lacks them is told to ``resync`` (its ``sync`` then gets the
+        snapshot), never left with a silent hole."""
+        for member in room.members.values():
+            if member.next_seq < kept_from and member.pending is None:
+                member.pending = []
+                self.gateway.send(
+                    member.sid,
+                    "resync",
+                    {"documentId": room.document_id, "since": member.next_seq - 1},
+                )
+        room.next_seq = kept_from
 
     def _schedule_tail_check(self, room: Room) -> None:
         """The last message of a burst may be the one the broker lost: once
@@ -1045,19 +1147,94 @@ class CollabService:
         try:
             if not await self._check_role(member, tuple(Role)):
                 return error("access_denied", "Access denied")
-            ops, head, more = await self._read_page(doc_id, since, limit)
+            snapshot, ops, head, more = await self._read_from(
+                doc_id, since, limit, member.snapshots, False
+            )
+        except HistoryCompacted as exc:
+            return _compacted(exc.kept_from)
         except StoreError:
             return error("unavailable", "The document store is unavailable")
+        start = snapshot.seq if snapshot is not None else since
         if member.pending is not None:
-            self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
+            self._caught_up_to(member, ops[-1].seq if ops else start, final=not more)
         self.ops_replayed += len(ops)
-        return {
+        ack: Ack = {
             "ok": True,
             "documentId": doc_id,
             "ops": [_op_dict(op) for op in ops],
             "head": max(head, ops[-1].seq if ops else 0),
             "more": more,
         }
+        if snapshot is not None:
+            self._add_snapshot(ack, snapshot, since)
+        return ack
+
+    async def _read_from(
+        self, doc_id: str, since: int, limit: int, snapshots: bool, at_zero: bool
+    ) -> tuple[Snapshot | None, list[StoredOp], int, bool]:
+        """The first page a client at ``since`` needs: the newest snapshot and
+        the operations after it (when it asked for snapshots and ``since`` is
+        0 with ``at_zero``, or older than the kept log), else the operations
+        after ``since``.  A page that does not start right after where it was
+        asked to is a compacted log: ``HistoryCompacted`` for a client without
+        snapshots (never a page with a hole)."""
+        snapshot = None
+        if snapshots and since == 0 and at_zero:
+            snapshot = await self.store.latest_snapshot(doc_id)
+        for _attempt in range(3):
+            start = snapshot.seq if snapshot is not None else since
+            ops, head, more = await self._read_page(doc_id, start, limit)
+            kept_from = ops[0].seq if ops else head + 1
+            if kept_from <= start + 1:
+                return snapshot, ops, head, more
+            if not snapshots:
+                raise HistoryCompacted(kept_from)
+            # Compacted after ``start``: a newer snapshot covers the hole.
+            snapshot = await self.store.latest_snapshot(doc_id)
+            if snapshot is None:
+                break
+        raise StoreError(f"{doc_id}: the log has a hole no snapshot covers")
+
+    async def store_snapshot(self, sid: str, payload: Any) -> Ack:
+        """``store-snapshot {documentId, seq, data}``: keep ``data`` (any JSON
+        value, binary parts included) as the document's state at ``seq``.
+        Editors and owners only; ``seq`` at most the head and above the newest
+        snapshot's (``invalid_seq``, ``stale_snapshot``)."""
+        conn = self._conns.get(sid)
+        if conn is None or not isinstance(payload, dict) or "data" not in payload:
+            return error("invalid_payload", "Expected {documentId, seq, data}")
+        doc_id = _document_id(payload.get("documentId"))
+        seq = _seq(payload.get("seq"), -1)
+        if doc_id is None or seq is None or seq < 1:
+            return error("invalid_payload", "documentId must be a string and seq a number >= 1")
+        limited = self._rate_limit(conn, "edit")
+        if limited is not None:
+            return limited
+        member = conn.docs.get(doc_id)
+        if member is None:
+            return error("not_joined", "Join the document first")
+        try:
+            encoded = encode_operation(payload["data"])
+        except ProtocolError:
+            return error("invalid_payload", "data must be a JSON value")
+        if not depth_within(encoded, MAX_OPERATION_DEPTH):
+            return error("invalid_payload", f"data nested deeper than {MAX_OPERATION_DEPTH} levels")
+        if operation_size(encoded) > self.settings.max_snapshot_bytes:
+            return error(
+                "payload_too_large", f"snapshot exceeds {self.settings.max_snapshot_bytes} bytes"
+            )
+        try:
+            if not await self._check_role(member, _WRITERS):
+                return error("read_only", "Your role in this document cannot store snapshots")
+            await self.store.store_snapshot(doc_id, seq, conn.identity.user_id, encoded)
+        except SnapshotRefused as exc:
+            ack = error(exc.code, str(exc))
+            ack["error"]["latest"] = exc.latest
+            return ack
+        except StoreError:
+            return error("unavailable", "The document store is unavailable")
+        self.snapshots_stored += 1
+        return {"ok": True, "documentId": doc_id, "seq": seq}
 
     async def _read_page(
         self, doc_id: str, since: int, limit: int
