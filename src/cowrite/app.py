@@ -15,6 +15,7 @@ from cowrite.backends.broker import Broker
 from cowrite.backends.broker_memory import MemoryBroker
 from cowrite.backends.presence import PresenceStore
 from cowrite.backends.presence_memory import MemoryPresence
+from cowrite.backends.recovery import RecoveryStore
 from cowrite.backends.store import OperationStore
 from cowrite.config import AppSettings
 from cowrite.core.collab import CollabService, error, refusal
@@ -23,6 +24,7 @@ from cowrite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cowrite.metrics import Metrics
 from cowrite.server import SocketServer
 from cowrite.server.connection import Connection, Request
+from cowrite.server.socketio import RECOVERABLE_DISCONNECT_REASONS
 from cowrite.web import STATIC_DIR, install_web_routes
 
 log = logging.getLogger("cowrite.app")
@@ -80,6 +82,7 @@ class App:
     service: CollabService
     store: OperationStore
     presence: PresenceStore
+    recovery: RecoveryStore | None = None
 
     @property
     def port(self) -> int:
@@ -91,11 +94,15 @@ class App:
         started is stopped again before the error propagates."""
         await self.store.open()
         await self.presence.start()
+        if self.recovery is not None:
+            await self.recovery.start()
         await self.service.start()
         try:
             await self.server.start()
         except BaseException:
             await self.service.stop()
+            if self.recovery is not None:
+                await self.recovery.stop()
             await self.presence.stop()
             await self.store.close()
             raise
@@ -141,7 +148,9 @@ class App:
             self.service.announce_departures(await self.presence.stop())
         except Exception:
             log.exception("presence goodbye failed")
-        await self.service.stop()
+        await self.service.stop()  # saves the drained sockets' recovery records
+        if self.recovery is not None:
+            await self.recovery.stop()
         await self.server.stop()
         await self.store.close()
         log.info("stopped: every session closed, store closed", extra={"event": "stopped"})
@@ -170,6 +179,16 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     else:
         broker = MemoryBroker(instance_id=settings.instance_id or None)
         presence = MemoryPresence()
+    recovery: RecoveryStore | None = None
+    if settings.recovery:
+        if settings.redis_url:
+            from cowrite.backends.recovery_redis import RedisRecovery
+
+            recovery = RedisRecovery(settings.redis_url, prefix=settings.redis_prefix)
+        else:
+            from cowrite.backends.recovery_memory import MemoryRecovery
+
+            recovery = MemoryRecovery()
     service = CollabService(
         store=the_store,
         presence=presence,
@@ -177,14 +196,17 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
         verifier=TokenVerifier(settings.auth),
         broker=broker,
         settings=settings.collab,
+        recovery=recovery,
     )
+    if recovery is not None:
+        server.enable_recovery(service.resume)
 
     metrics = Metrics(server, service)
 
     def connect(sid: str, auth: Any) -> None:
         address = server.client_address(sid)
         try:
-            identity = service.connect(sid, auth)
+            identity = service.connect(sid, auth, pid=server.session_pid(sid))
         except AuthError as exc:
             log.info(
                 "connect refused",
@@ -202,13 +224,19 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
             raise
         log.info(
             "connected",
-            extra={"event": "connect", "sid": sid, "user": identity.user_id, "address": address},
+            extra={
+                "event": "connect",
+                "sid": sid,
+                "user": identity.user_id,
+                "address": address,
+                "recovered": server.recovered(sid),
+            },
         )
 
     async def disconnect(sid: str, reason: str) -> None:
         metrics.disconnects[reason] += 1
         log.info("disconnected", extra={"event": "disconnect", "sid": sid, "reason": reason})
-        await service.disconnect(sid)
+        await service.disconnect(sid, recoverable=reason in RECOVERABLE_DISCONNECT_REASONS)
 
     server.on("connect", connect)
     server.on("disconnect", disconnect)
@@ -250,7 +278,9 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     server.add_route("/metrics", metrics_route)
     server.add_route("/healthz", healthz)
     server.add_route("/readyz", readyz)
-    return App(server=server, service=service, store=the_store, presence=presence)
+    return App(
+        server=server, service=service, store=the_store, presence=presence, recovery=recovery
+    )
 
 
 _background: set[asyncio.Task[None]] = set()

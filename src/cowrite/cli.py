@@ -148,6 +148,18 @@ def main() -> None:
     default=None,
     help="This instance's id [hostname-random; env COWRITE_INSTANCE_ID].",
 )
+@click.option(
+    "--recovery/--no-recovery",
+    default=None,
+    help="Socket.IO connection-state recovery: a client that lost its connection "
+    "resumes its socket (rooms, missed remote-edits) [off; env COWRITE_RECOVERY].",
+)
+@click.option(
+    "--recovery-window",
+    type=float,
+    default=None,
+    help="Seconds a lost socket can be resumed [120; env COWRITE_RECOVERY_WINDOW].",
+)
 @store_option
 @data_dir_option
 @dev_option
@@ -173,6 +185,8 @@ def serve(
     auto_create: bool | None,
     redis_url: str | None,
     instance_id: str | None,
+    recovery: bool | None,
+    recovery_window: float | None,
     store: str | None,
     data_dir: str | None,
     dev_mode: bool | None,
@@ -202,6 +216,8 @@ def serve(
         redis_url=redis_url,
         instance_id=instance_id,
         config_file=config_file,
+        recovery=recovery,
+        recovery_window=recovery_window,
     )
     from cowrite.app import build_app
 

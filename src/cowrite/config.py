@@ -195,6 +195,10 @@ class AppSettings:
     redis_prefix: str = "cowrite:"
     instance_id: str = ""
     presence_ttl: float = 30.0
+    # Socket.IO connection-state recovery (off by default; the window is
+    # collab.recovery_window).  Records live in Redis with redis_url, else in
+    # this process.
+    recovery: bool = False
 
 
 def _env_float(
@@ -230,6 +234,8 @@ def load_app_settings(
     redis_url: str | None = None,
     instance_id: str | None = None,
     config_file: str | None = None,
+    recovery: bool | None = None,
+    recovery_window: float | None = None,
 ) -> AppSettings:
     """Defaults < TOML file < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
     from cowrite.core.collab import CollabSettings
@@ -256,7 +262,12 @@ def load_app_settings(
         max_operation_bytes=max_op,
         commit_interval=_env_float(env, "COWRITE_COMMIT_INTERVAL", 0.002, minimum=0.0, maximum=1.0),
         commit_enough=int(_env_float(env, "COWRITE_COMMIT_ENOUGH", 8, minimum=1, maximum=10_000)),
+        recovery_window=recovery_window
+        if recovery_window is not None
+        else _env_float(env, "COWRITE_RECOVERY_WINDOW", 120.0, minimum=1.0, maximum=86_400.0),
     )
+    if not 1.0 <= collab.recovery_window <= 86_400.0:
+        raise ConfigError("recovery window must be between 1 and 86400 seconds")
     try:
         presence_ttl = float(env.get("COWRITE_PRESENCE_TTL", 30.0))
     except ValueError:
@@ -279,6 +290,7 @@ def load_app_settings(
         or env.get("COWRITE_INSTANCE_ID")
         or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         presence_ttl=presence_ttl,
+        recovery=recovery if recovery is not None else _env_bool(env, "COWRITE_RECOVERY", False),
     )
 
 
@@ -354,6 +366,8 @@ _APP_KEYS: Final = frozenset(
         "presence_ttl",
         "commit_interval",
         "commit_enough",
+        "recovery",
+        "recovery_window",
     }
 )
 _AUTH_KEYS: Final = frozenset(
@@ -460,6 +474,7 @@ def effective_settings(settings: AppSettings) -> dict[str, Any]:
         "redis_url": settings.redis_url,
         "instance_id": settings.instance_id,
         "presence_ttl": settings.presence_ttl,
+        "recovery": settings.recovery,
         "server": table(settings.server),
         "auth": table(settings.auth),
         "collab": table(settings.collab),
