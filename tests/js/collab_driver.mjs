@@ -20,6 +20,7 @@
 // Commands are handled as they arrive, so calls sent back to back are in flight
 // together (their acks may be reported in any order).  The process exits on
 // "exit", when stdin closes, or at the hard deadline (argv[2] {"hardTimeout": ms}).
+import http from "node:http";
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 import { connection, decode, encode, sleep } from "./lib.mjs";
@@ -60,6 +61,10 @@ const commands = {
       randomizationFactor: msg.reconnection ? 0 : 0.5,
       forceNew: true,
       timeout: 5000,
+      // "sourceIp": connect from this local address (nginx's ip_hash routes by it).
+      ...(msg.sourceIp
+        ? { agent: new http.Agent({ localAddress: msg.sourceIp }), localAddress: msg.sourceIp }
+        : {}),
       auth: msg.auth ?? {},
     });
     const current = socket;

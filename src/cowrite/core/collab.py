@@ -307,6 +307,7 @@ class CollabService:
         self._refresher: asyncio.Task[None] | None = None
         self.resumed = 0
         self.resume_failed: dict[str, int] = {}
+        self.ops_resumed = 0
         self._presence_dirty: set[Member] = set()
         self._presence_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -535,7 +536,6 @@ class CollabService:
         if member is None:
             return error("not_joined", "Not in this document")
         await self._remove_member(member)
-        self._record_changed(conn)
         return {"ok": True, "documentId": doc_id}
 
     async def _remove_member(self, member: Member) -> None:
@@ -549,6 +549,7 @@ class CollabService:
             if not room.members:
                 self._close_room(room)
         self._presence_dirty.discard(member)
+        self._record_changed(conn)  # left or revoked: not resumed there
         if self._shutting_down:
             # The instance is going away: ``presence.stop()`` forgets all of
             # its connections at once and reports who left; no per-member trips.
@@ -1264,7 +1265,7 @@ class CollabService:
             if ops:
                 position = ops[-1].seq
             replayed += len(ops)
-            self.ops_replayed += len(ops)
+            self.ops_resumed += len(ops)
             done = not more or replayed >= self.settings.max_pending
             self._caught_up_to(member, position, final=not more)
             if done:
