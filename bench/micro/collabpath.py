@@ -11,6 +11,7 @@ Prints CPU (all threads: the store's too) per edit and per delivered
     .venv/bin/python bench/micro/collabpath.py --edits 20000 --per-turn 4
     .venv/bin/python bench/micro/collabpath.py --store postgresql://127.0.0.1/test --edits 5000
     .venv/bin/python bench/micro/collabpath.py --profile /tmp/collab.prof   # cProfile the edit phase
+    .venv/bin/python bench/micro/collabpath.py --recovery   # offsets on every remote-edit
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ async def main(args: argparse.Namespace) -> None:
         "COWRITE_CORS_ORIGINS": "*",
         "COWRITE_COMMIT_INTERVAL": str(args.commit_interval),
         "COWRITE_AUTH_DOCS_CLAIM": "1",
+        "COWRITE_RECOVERY": "1" if args.recovery else "0",
     }
     store = args.store or f"sqlite:///{tmp}/cowrite.db"
     settings = load_app_settings(
@@ -167,6 +169,7 @@ if __name__ == "__main__":
     p.add_argument("--turn-sleep", type=float, default=0.001, help="seconds between turns")
     p.add_argument("--store", default="")
     p.add_argument("--commit-interval", type=float, default=0.002)
+    p.add_argument("--recovery", action="store_true", help="connection-state recovery on")
     p.add_argument("--profile", default="")
     p.add_argument("--profile-join", default="", help="cProfile (CPU time) the connect+join phase")
     a = p.parse_args()
