@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from e2e_support import WAIT, NodeClient, Server, StoreSpec, token, unique_doc
+from e2e_support import WAIT, NodeClient, Server, StoreSpec, edit_times, token, unique_doc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -72,18 +72,6 @@ def edits(client: NodeClient, start: int = 0) -> list[tuple[str, int, Any]]:
     ]
 
 
-async def edit(client: NodeClient, doc: str, n: int) -> list[int]:
-    seqs = []
-    for i in range(n):
-        ack = await client.call(
-            "edit-operation",
-            {"documentId": doc, "operation": {"i": i}, "clientOpId": uuid.uuid4().hex},
-        )
-        assert ack["ok"], ack
-        seqs.append(ack["seq"])
-    return seqs
-
-
 async def test_resumed_socket_gets_documents_and_missed_edits(
     servers: list[Server], tmp_path: Path, sqlite_spec: StoreSpec
 ) -> None:
@@ -101,8 +89,8 @@ async def test_resumed_socket_gets_documents_and_missed_edits(
             assert (await bob.call("join-document", {"documentId": doc}))["ok"]
 
         # Live: each remote-edit carries the socket's positions in both documents.
-        await edit(bob, doc1, 2)
-        await edit(bob, doc2, 1)
+        await edit_times(bob, doc1, 2)
+        await edit_times(bob, doc2, 1)
         await alice.wait_until(lambda: len(edits(alice)) == 3, WAIT, "3 live edits")
         live = edits(alice)
         assert [(d, s) for d, s, _ in live] == [(doc1, 1), (doc1, 2), (doc2, 1)]
@@ -112,15 +100,15 @@ async def test_resumed_socket_gets_documents_and_missed_edits(
             {doc1: 2, doc2: 1},
         ]
         # alice's own edit is not sent back to her; her position moves past it.
-        own = await edit(alice, doc2, 1)
+        own = await edit_times(alice, doc2, 1)
         assert own == [2]
 
         # The connection is lost; bob edits both documents meanwhile.
         before = len(alice.events)
         await alice.command("kill")
         await gone_from(server, sid)
-        missed1 = await edit(bob, doc1, 3)
-        missed2 = await edit(bob, doc2, 2)
+        missed1 = await edit_times(bob, doc1, 3)
+        missed2 = await edit_times(bob, doc2, 2)
 
         state = await alice.command("reconnect")
         assert state["connected"] and state["recovered"] is True, state
@@ -133,10 +121,10 @@ async def test_resumed_socket_gets_documents_and_missed_edits(
 
         # The documents are hers again without join-document: live edits reach
         # her, her edits are accepted, and the server counts one resume.
-        await edit(bob, doc1, 1)
+        await edit_times(bob, doc1, 1)
         await alice.wait_until(lambda: len(edits(alice, before)) == 6, WAIT, "a live edit")
         assert edits(alice, before)[-1][:2] == (doc1, 6)
-        assert await edit(alice, doc1, 1) == [7]
+        assert await edit_times(alice, doc1, 1) == [7]
         assert server.app.service.resumed == 1
         await asyncio.sleep(0.1)
         assert len(edits(alice, before)) == 6  # nothing twice
@@ -165,8 +153,8 @@ async def test_revoked_document_is_not_resumed(
         await gone_from(server, sid)
         revoke = {"documentId": taken, "userId": "guest", "role": None}
         assert (await owner.call("share-document", revoke))["ok"]
-        await edit(owner, taken, 2)
-        await edit(owner, kept, 2)
+        await edit_times(owner, taken, 2)
+        await edit_times(owner, kept, 2)
 
         state = await guest.command("reconnect")
         assert state["recovered"] is True, state
@@ -230,19 +218,19 @@ async def test_resume_on_another_instance(
         shared_doc = {"documentId": doc, "userId": "bob", "role": "editor"}
         assert (await alice.call("share-document", shared_doc))["ok"]
         assert (await bob.call("join-document", {"documentId": doc}))["ok"]
-        await edit(bob, doc, 2)
+        await edit_times(bob, doc, 2)
         await alice.wait_until(lambda: len(edits(alice)) == 2, WAIT, "live edits")
 
         before = len(alice.events)
         await alice.command("kill")
         await gone_from(one, sid)
-        missed = await edit(bob, doc, 4)
+        missed = await edit_times(bob, doc, 4)
         # The same Socket object, now pointed at the other instance.
         state = await alice.command("reconnect", url=two.url)
         assert state["recovered"] is True and state["id"] == sid, state
         await alice.wait_until(lambda: len(edits(alice, before)) >= 4, WAIT, "missed edits")
         assert [s for _, s, _ in edits(alice, before)] == missed
-        await edit(bob, doc, 1)
+        await edit_times(bob, doc, 1)
         await alice.wait_until(lambda: len(edits(alice, before)) == 5, WAIT, "a live edit")
         assert two.app.service.resumed == 1
     finally:

@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 import pytest
 from scaleout_cluster import WAIT, Cluster, addresses_by_instance, require_services, token
-from tests.e2e.e2e_support import NodeClient
+from tests.e2e.e2e_support import NodeClient, edit_times
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -61,18 +61,6 @@ async def scrape(url: str) -> dict[str, float]:
         if line and not line.startswith("#") and "{" not in name:
             samples[name] = float(value)
     return samples
-
-
-async def edit(client: NodeClient, doc: str, n: int) -> list[int]:
-    seqs = []
-    for i in range(n):
-        ack = await client.call(
-            "edit-operation",
-            {"documentId": doc, "operation": {"n": i}, "clientOpId": uuid.uuid4().hex},
-        )
-        assert ack["ok"], ack
-        seqs.append(ack["seq"])
-    return seqs
 
 
 async def test_resume_on_a_survivor_after_sigkill(recovering_cluster: Cluster) -> None:
@@ -112,7 +100,7 @@ async def test_resume_on_a_survivor_after_sigkill(recovering_cluster: Cluster) -
         assert (await bob.call("join-document", {"documentId": doc}))["ok"]
         assert cluster.sessions_by_client()[alice_ip] == {VICTIM}
 
-        await edit(bob, doc, BEFORE)
+        await edit_times(bob, doc, BEFORE)
         await alice.wait_until(lambda: len(remote_edits(alice)) == BEFORE, WAIT, "live edits")
         assert orjson.loads(remote_edits(alice)[-1][1]) == {doc: BEFORE}
 
@@ -120,7 +108,7 @@ async def test_resume_on_a_survivor_after_sigkill(recovering_cluster: Cluster) -
         assert victim.proc is not None
         victim.proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(victim.proc.wait(), WAIT)
-        during = await edit(bob, doc, DURING)
+        during = await edit_times(bob, doc, DURING)
 
         await alice.wait_until(lambda: bool(alice.of("$connect")[1:]), 2 * WAIT, "the resume")
         resumed = alice.of("$connect")[-1]
@@ -128,7 +116,7 @@ async def test_resume_on_a_survivor_after_sigkill(recovering_cluster: Cluster) -
         await alice.wait_until(
             lambda: len(remote_edits(alice)) >= BEFORE + DURING, WAIT, "the missed edits"
         )
-        after = await edit(bob, doc, AFTER)
+        after = await edit_times(bob, doc, AFTER)
         total = BEFORE + DURING + AFTER
         await alice.wait_until(lambda: len(remote_edits(alice)) >= total, WAIT, "live edits")
         await asyncio.sleep(0.2)
@@ -137,7 +125,7 @@ async def test_resume_on_a_survivor_after_sigkill(recovering_cluster: Cluster) -
         assert during + after == list(range(BEFORE + 1, total + 1))
         assert [orjson.loads(o) for _, o in remote_edits(alice)] == [{doc: s} for s in seqs]
         # Still a member: her own edit is accepted without join-document.
-        assert await edit(alice, doc, 1) == [total + 1]
+        assert await edit_times(alice, doc, 1) == [total + 1]
         assert alice.of("$disconnect") == ["transport close"]
         served = cluster.sessions_by_client()[alice_ip]
         assert VICTIM in served and len(served) == 2, served

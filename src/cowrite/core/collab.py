@@ -506,17 +506,7 @@ class CollabService:
             self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
         self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
         if first:
-            self._announce_joined(doc_id, conn.identity.user_id, conn.identity.name, exclude=sid)
-            self._publish(
-                PresenceMessage(
-                    doc_id,
-                    self.instance_id,
-                    conn.identity.user_id,
-                    conn.identity.name,
-                    "joined",
-                    None,
-                )
-            )
+            self._user_arrived(conn, doc_id)
         return {
             "ok": True,
             "documentId": doc_id,
@@ -526,6 +516,17 @@ class CollabService:
             "more": more,
             "presence": _roster(roster),
         }
+
+    def _user_arrived(self, conn: Conn, doc_id: str) -> None:
+        """The connection's user is now in the document (their first connection
+        there): tell the room, here and on the other instances."""
+        identity = conn.identity
+        self._announce_joined(doc_id, identity.user_id, identity.name, exclude=conn.sid)
+        self._publish(
+            PresenceMessage(
+                doc_id, self.instance_id, identity.user_id, identity.name, "joined", None
+            )
+        )
 
     async def leave(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -1238,19 +1239,7 @@ class CollabService:
             doc_id, conn.identity.user_id, conn.identity.name, conn.presence_id
         )
         if first:
-            self._announce_joined(
-                doc_id, conn.identity.user_id, conn.identity.name, exclude=conn.sid
-            )
-            self._publish(
-                PresenceMessage(
-                    doc_id,
-                    self.instance_id,
-                    conn.identity.user_id,
-                    conn.identity.name,
-                    "joined",
-                    None,
-                )
-            )
+            self._user_arrived(conn, doc_id)
         position = member.next_seq - 1
         replayed = 0
         while conn.docs.get(doc_id) is member:
