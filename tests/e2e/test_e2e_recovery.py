@@ -236,3 +236,40 @@ async def test_resume_on_another_instance(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_resume_after_a_drain_skips_own_edits(
+    servers: list[Server], tmp_path: Path, sqlite_spec: StoreSpec
+) -> None:
+    """A drained instance saves its sockets' exact positions on the way out:
+    the edits alice made after the last remote-edit she received are not sent
+    back to her (after a crash, the offset alone cannot know them)."""
+    prefix = f"cowrite-test:{uuid.uuid4().hex}:"
+    shared = {"COWRITE_REDIS_URL": REDIS_URL, "COWRITE_REDIS_PREFIX": prefix}
+    one = await start(servers, tmp_path, sqlite_spec, COWRITE_INSTANCE_ID="one", **shared)
+    two = await start(servers, tmp_path, sqlite_spec, COWRITE_INSTANCE_ID="two", **shared)
+    alice, bob = await node("alice"), await node("bob")
+    try:
+        doc = unique_doc()
+        sid = await connect_resumable(alice, one.url, "alice")
+        await connect_resumable(bob, two.url, "bob")
+        assert (await alice.call("join-document", {"documentId": doc}))["ok"]
+        shared_doc = {"documentId": doc, "userId": "bob", "role": "editor"}
+        assert (await alice.call("share-document", shared_doc))["ok"]
+        assert (await bob.call("join-document", {"documentId": doc}))["ok"]
+        await edit_times(bob, doc, 1)
+        await alice.wait_until(lambda: len(edits(alice)) == 1, WAIT, "a live edit")
+        assert await edit_times(alice, doc, 2) == [2, 3]  # after her last offset ({doc: 1})
+
+        before = len(alice.events)
+        await one.stop()  # SIGTERM's drain
+        assert alice.of("$disconnect") == ["transport close"]
+        missed = await edit_times(bob, doc, 2)
+        state = await alice.command("reconnect", url=two.url)
+        assert state["recovered"] is True and state["id"] == sid, state
+        await alice.wait_until(lambda: len(edits(alice, before)) >= 2, WAIT, "missed edits")
+        await asyncio.sleep(0.1)
+        assert [s for _, s, _ in edits(alice, before)] == missed == [4, 5]
+    finally:
+        await alice.close()
+        await bob.close()

@@ -550,6 +550,8 @@ class CollabService:
             if not room.members:
                 self._close_room(room)
         self._presence_dirty.discard(member)
+        if conn.restoring:
+            conn.restoring.pop(doc_id, None)
         self._record_changed(conn)  # left or revoked: not resumed there
         if self._shutting_down:
             # The instance is going away: ``presence.stop()`` forgets all of
@@ -1222,9 +1224,11 @@ class CollabService:
                 continue
             try:
                 await self._restore_document(conn, member)
-            except StoreError as exc:
+            except Exception as exc:  # the store or the broker failed
                 log.warning("resuming %s in %s failed: %s", conn.sid, member.document_id, exc)
-                self.gateway.disconnect(conn.sid)  # the client reconnects and joins anew
+                # Ended from the server's side (its record is discarded): the
+                # application connects again and joins, as after any refusal.
+                self.gateway.disconnect(conn.sid)
                 return
 
     async def _restore_document(self, conn: Conn, member: Member) -> None:
@@ -1242,9 +1246,12 @@ class CollabService:
             self._user_arrived(conn, doc_id)
         position = member.next_seq - 1
         replayed = 0
-        while conn.docs.get(doc_id) is member:
+        held = member.pending
+        # A join-document of the application, a leave or a revocation meanwhile
+        # takes over from here (a join makes a new held list).
+        while conn.docs.get(doc_id) is member and member.pending is held:
             ops, _head, more = await self._read_page(doc_id, position, self.settings.max_page_size)
-            if conn.docs.get(doc_id) is not member:
+            if conn.docs.get(doc_id) is not member or member.pending is not held:
                 return
             for op in ops:
                 offset = encode_offset(self._positions(conn, doc_id, op.seq))
