@@ -49,6 +49,10 @@ return 0
 # KEYS: the record; ARGV: epoch
 
 
+POOL_SIZE = 16  # connections to Redis per instance
+POOL_WAIT = 30.0  # seconds a call may wait for a free pooled connection
+
+
 def _ms(seconds: float) -> str:
     return str(max(1, round(seconds * 1000)))
 
@@ -77,7 +81,12 @@ class RedisRecovery:
     async def start(self) -> None:
         if self._client is not None:
             raise LocalError("RedisRecovery.start() called twice")
-        client = aioredis.Redis.from_url(self.url, decode_responses=True)
+        # Bounded, waiting for a free connection: when an instance dies its
+        # clients all come back at once, and each resume is one claim.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=POOL_SIZE, timeout=POOL_WAIT, decode_responses=True
+        )
+        client = aioredis.Redis.from_pool(pool)  # the client owns (closes) the pool
         try:
             await client.ping()
         except BaseException:
