@@ -84,7 +84,7 @@ async def test_resume_on_a_survivor_after_sigkill(recovering_cluster: Cluster) -
             auth={"token": token("alice", doc)},
             sourceIp=alice_ip,
             reconnection=True,
-            reconnectionDelay=500,
+            reconnectionDelay=1000,  # bob's edits meanwhile are surely missed
         )
         assert state["connected"], state
         sid = state["id"]
@@ -126,7 +126,8 @@ async def test_resume_on_a_survivor_after_sigkill(recovering_cluster: Cluster) -
         assert [orjson.loads(o) for _, o in remote_edits(alice)] == [{doc: s} for s in seqs]
         # Still a member: her own edit is accepted without join-document.
         assert await edit_times(alice, doc, 1) == [total + 1]
-        assert alice.of("$disconnect") == ["transport close"]
+        # nginx closes her WebSocket ("transport close"; a poll would fail: "transport error")
+        assert alice.of("$disconnect") in (["transport close"], ["transport error"])
         served = cluster.sessions_by_client()[alice_ip]
         assert VICTIM in served and len(served) == 2, served
         survivor = cluster.by_id(next(iter(served - {VICTIM})))
