@@ -273,3 +273,41 @@ async def test_resume_after_a_drain_skips_own_edits(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_an_application_that_joins_again_anyway(
+    servers: list[Server], tmp_path: Path, sqlite_spec: StoreSpec
+) -> None:
+    """An application written before recovery joins again on every connect (as
+    the demo page does): the join takes over from the resume, and from then
+    on every operation arrives once, live."""
+    server = await start(servers, tmp_path, sqlite_spec)
+    alice, bob = await node("alice"), await node("bob")
+    try:
+        doc = unique_doc()
+        sid = await connect_resumable(alice, server.url, "alice")
+        await connect_resumable(bob, server.url, "bob")
+        assert (await alice.call("join-document", {"documentId": doc}))["ok"]
+        shared = {"documentId": doc, "userId": "bob", "role": "editor"}
+        assert (await alice.call("share-document", shared))["ok"]
+        assert (await bob.call("join-document", {"documentId": doc}))["ok"]
+        await edit_times(bob, doc, 2)
+        await alice.wait_until(lambda: len(edits(alice)) == 2, WAIT, "live edits")
+
+        await alice.command("kill")
+        await gone_from(server, sid)
+        await edit_times(bob, doc, 3)
+        state = await alice.command("reconnect")
+        assert state["recovered"] is True, state
+        ack = await alice.call("join-document", {"documentId": doc, "since": 2})
+        assert ack["ok"] and ack["head"] == 5
+        seen = {op["seq"] for op in ack["ops"]} | {s for _, s, _ in edits(alice)}
+        assert seen == {1, 2, 3, 4, 5}
+        before = len(alice.events)
+        await edit_times(bob, doc, 2)
+        await alice.wait_until(lambda: len(edits(alice, before)) >= 2, WAIT, "live edits")
+        await asyncio.sleep(0.1)
+        assert [s for _, s, _ in edits(alice, before)] == [6, 7]
+    finally:
+        await alice.close()
+        await bob.close()

@@ -1233,6 +1233,9 @@ class CollabService:
 
     async def _restore_document(self, conn: Conn, member: Member) -> None:
         doc_id = member.document_id
+        # A join-document of the application, a leave or a revocation meanwhile
+        # takes over from here (a join makes a new held list).
+        held = member.pending
         room = await self._room(doc_id)
         if self._conns.get(conn.sid) is not conn or conn.docs.get(doc_id) is not member:
             if not room.members:
@@ -1246,9 +1249,6 @@ class CollabService:
             self._user_arrived(conn, doc_id)
         position = member.next_seq - 1
         replayed = 0
-        held = member.pending
-        # A join-document of the application, a leave or a revocation meanwhile
-        # takes over from here (a join makes a new held list).
         while conn.docs.get(doc_id) is member and member.pending is held:
             ops, _head, more = await self._read_page(doc_id, position, self.settings.max_page_size)
             if conn.docs.get(doc_id) is not member or member.pending is not held:
