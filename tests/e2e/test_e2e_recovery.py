@@ -311,3 +311,22 @@ async def test_an_application_that_joins_again_anyway(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_not_resumed_after_the_window(
+    servers: list[Server], tmp_path: Path, sqlite_spec: StoreSpec
+) -> None:
+    server = await start(servers, tmp_path, sqlite_spec, COWRITE_RECOVERY_WINDOW="1")
+    alice = await node("alice")
+    try:
+        doc = unique_doc()
+        sid = await connect_resumable(alice, server.url, "alice")
+        assert (await alice.call("join-document", {"documentId": doc}))["ok"]
+        await alice.command("kill")
+        await gone_from(server, sid)
+        await asyncio.sleep(1.3)  # the lost socket's record lives 1 s
+        state = await alice.command("reconnect")
+        assert state["connected"] and state["recovered"] is False, state
+        assert server.app.service.resume_failed == {"unknown": 1}
+    finally:
+        await alice.close()
