@@ -218,6 +218,34 @@ async def test_concurrent_creates_of_one_document_have_one_winner(backend: Backe
     assert await a.list_roles("doc") == {winner: Role.OWNER}
 
 
+async def test_create_documents_creates_in_one_call_and_skips_existing(
+    store: OperationStore,
+) -> None:
+    assert await store.create_documents([]) == set()
+    assert await store.create_document("old", "zoe")
+    created = await store.create_documents(
+        [("a", "alice"), ("old", "bob"), ("b", "bob"), ("a", "carol")]
+    )
+    assert created == {"a", "b"}
+    assert await store.list_roles("a") == {"alice": Role.OWNER}  # the first pair wins
+    assert await store.list_roles("b") == {"bob": Role.OWNER}
+    assert await store.list_roles("old") == {"zoe": Role.OWNER}
+    assert await store.head("a") == 0
+    assert await store.create_documents([("a", "dave"), ("b", "dave")]) == set()
+    assert not await store.create_document("b", "dave")
+
+
+async def test_concurrent_create_documents_have_one_winner_each(backend: Backend) -> None:
+    a, b = await backend.open(), await backend.open()
+    results = await asyncio.gather(
+        *(s.create_documents([("x", f"u{i}"), ("y", f"u{i}")]) for i, s in enumerate([a, b] * 3))
+    )
+    assert sorted(d for r in results for d in r) == ["x", "y"]
+    for doc in ("x", "y"):
+        winner = next(f"u{i}" for i, r in enumerate(results) if doc in r)
+        assert await b.list_roles(doc) == {winner: Role.OWNER}
+
+
 async def test_roles_set_replace_revoke_list(store: OperationStore) -> None:
     await store.create_document("doc", "alice")
     assert await store.get_role("doc", "bob") is None
@@ -389,6 +417,37 @@ async def test_read_page_gives_the_page_and_the_head_together(store: OperationSt
     assert await store.read_page("d", 0, 0) == ([], 7)
     with pytest.raises(ValueError):
         await store.read_page("d", 0, -1)
+
+
+async def test_read_pages_answers_each_triple_like_read_page(store: OperationStore) -> None:
+    assert await store.read_pages([]) == []
+    await store.create_document("d", "alice")
+    await store.create_document("e", "alice")
+    await store.create_document("empty", "alice")
+    await store.append_batch([req("d", op=f"c{i}") for i in range(1, 8)])
+    await store.append_batch([req("e", op=f"c{i}", payload=bytes([i])) for i in range(1, 4)])
+    triples = [
+        ("d", 2, 3),
+        ("nope", 0, 10),
+        ("e", 0, 10),
+        ("d", 0, 2),
+        ("empty", 0, 5),
+        ("d", 50, 10),
+        ("e", 1, 0),
+    ]
+    answers = await store.read_pages(triples)
+    assert len(answers) == len(triples)
+    assert answers[1] is None
+    for triple, answer in zip(triples, answers, strict=True):
+        if triple[0] != "nope":
+            assert answer == await store.read_page(*triple)
+    assert answers[2] is not None and [op.payload for op in answers[2][0]] == [
+        b"\x01",
+        b"\x02",
+        b"\x03",
+    ]
+    with pytest.raises(ValueError):
+        await store.read_pages([("d", 0, -1)])
 
 
 async def test_read_ops_pages_with_since_and_limit(store: OperationStore) -> None:

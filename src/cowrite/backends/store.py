@@ -21,10 +21,11 @@ Ordering
 Atomicity
     ``append_batch`` is one transaction: either every request of the batch is
     stored (or recognised as a duplicate) or none is.  ``create_document``
-    creates the document and grants its owner role in one transaction.
+    creates the document and grants its owner role in one transaction;
+    ``create_documents`` does so for all its documents in one transaction.
 
 Durability
-    When ``append_batch``, ``create_document``, ``set_role`` or ``revoke``
+    When ``append_batch``, ``create_document(s)``, ``set_role`` or ``revoke``
     returns, its effect has been committed and will be seen by every later call
     on any instance, including after a crash or a restart of the process.  What
     survives a power loss is stated by each implementation (SQLite: yes, with
@@ -285,6 +286,17 @@ class OperationStore(Protocol):
         """
         ...
 
+    async def read_pages(
+        self, pages: Sequence[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | None]:
+        """``read_page(document_id, since, limit)`` for each triple, in one
+        round trip: one answer per triple, in order, ``None`` for a document
+        that does not exist (where ``read_page`` raises ``UnknownDocument``).
+        Each answer is consistent on its own (its head is at least its last
+        ``seq``); joins that arrive together read their pages with it.
+        """
+        ...
+
     async def head(self, document_id: str) -> int:
         """The highest ``seq`` of the document: 0 before its first operation.
 
@@ -298,6 +310,17 @@ class OperationStore(Protocol):
         Returns ``True`` if this call created it and ``False`` (changing
         nothing) if it already existed.  Of several concurrent calls for one
         document exactly one returns ``True``.
+        """
+        ...
+
+    async def create_documents(self, documents: Sequence[tuple[str, str]]) -> set[str]:
+        """``create_document`` for each ``(document_id, owner_id)`` pair, in one
+        transaction: the ids this call created.
+
+        A document that already exists is left as it is; of several pairs for
+        one document only the first can create it.  All pairs take effect or
+        none does.  Joins that arrive together create their documents with one
+        commit instead of one each.
         """
         ...
 

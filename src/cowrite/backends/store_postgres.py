@@ -243,6 +243,21 @@ _READ_PAGE = """
      WHERE d.document_id = $1
      ORDER BY o.seq
 """
+# _READ_PAGE for several (document, since, limit) triples; ``i`` numbers them
+# from 1.  A triple whose document does not exist has no row.
+_READ_PAGES = """
+    SELECT w.i, h.head, o.seq, o.user_id, o.client_op_id, o.payload, o.created_at
+      FROM unnest($1::text[], $2::bigint[], $3::integer[]) WITH ORDINALITY
+           AS w(document_id, since, lim, i)
+      JOIN documents AS d ON d.document_id = w.document_id
+     CROSS JOIN LATERAL (SELECT coalesce(max(x.seq), 0) AS head FROM ops AS x
+                          WHERE x.document_id = d.document_id) AS h
+      LEFT JOIN LATERAL (SELECT y.seq, y.user_id, y.client_op_id, y.payload, y.created_at
+                           FROM ops AS y
+                          WHERE y.document_id = d.document_id AND y.seq > w.since
+                          ORDER BY y.seq LIMIT w.lim) AS o ON true
+     ORDER BY w.i, o.seq
+"""
 # One statement, so the document and its owner appear together.  ON CONFLICT DO
 # NOTHING waits for a concurrent creator; exactly one caller gets a row back.
 _CREATE_DOCUMENT = """
@@ -253,6 +268,21 @@ _CREATE_DOCUMENT = """
     )
     INSERT INTO roles (document_id, user_id, role)
     SELECT document_id, $2, 'owner' FROM doc
+    RETURNING document_id
+"""
+# Rows are inserted in document_id order: two instances creating overlapping
+# sets lock them in one order and cannot deadlock.
+_CREATE_DOCUMENTS = """
+    WITH wanted AS (
+        SELECT * FROM unnest($1::text[], $2::text[]) AS w(document_id, owner_id)
+    ), doc AS (
+        INSERT INTO documents (document_id, created_at)
+        SELECT document_id, $3 FROM wanted ORDER BY document_id
+        ON CONFLICT (document_id) DO NOTHING
+        RETURNING document_id
+    )
+    INSERT INTO roles (document_id, user_id, role)
+    SELECT doc.document_id, wanted.owner_id, 'owner' FROM doc JOIN wanted USING (document_id)
     RETURNING document_id
 """
 # INSERT ... SELECT inserts nothing for an unknown document instead of raising.
@@ -464,6 +494,47 @@ class PostgresStore:
         ]
         return ops, max(head, ops[-1].seq if ops else 0)
 
+    async def read_pages(
+        self, pages: Sequence[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | None]:
+        for _, _, limit in pages:
+            if limit < 0:
+                raise ValueError(f"limit must not be negative: {limit}")
+        if not pages:
+            return []
+        pool = self._open_pool()
+        with _translated():
+            rows = await pool.fetch(
+                _READ_PAGES,
+                [p[0] for p in pages],
+                [p[1] for p in pages],
+                [p[2] for p in pages],
+            )
+        answers: list[tuple[list[StoredOp], int] | None] = [None] * len(pages)
+        heads = [0] * len(pages)
+        for r in rows:
+            i = r["i"] - 1
+            answer = answers[i]
+            if answer is None:
+                answer = answers[i] = ([], 0)
+                heads[i] = r["head"]
+            if r["seq"] is not None:
+                answer[0].append(
+                    StoredOp(
+                        pages[i][0],
+                        r["seq"],
+                        r["user_id"],
+                        r["client_op_id"],
+                        r["payload"],
+                        r["created_at"],
+                    )
+                )
+        for i, answer in enumerate(answers):
+            if answer is not None:
+                ops = answer[0]
+                answers[i] = (ops, max(heads[i], ops[-1].seq if ops else 0))
+        return answers
+
     async def head(self, document_id: str) -> int:
         pool = self._open_pool()
         with _translated():
@@ -481,6 +552,19 @@ class PostgresStore:
         with _translated():
             created = await pool.fetchval(_CREATE_DOCUMENT, document_id, owner_id, time.time())
         return created is not None
+
+    async def create_documents(self, documents: Sequence[tuple[str, str]]) -> set[str]:
+        if not documents:
+            return set()
+        first: dict[str, str] = {}
+        for document_id, owner_id in documents:
+            first.setdefault(document_id, owner_id)
+        pool = self._open_pool()
+        with _translated():
+            rows = await pool.fetch(
+                _CREATE_DOCUMENTS, list(first), list(first.values()), time.time()
+            )
+        return {row[0] for row in rows}
 
     @staticmethod
     async def _exists(pool: asyncpg.Pool[asyncpg.Record], document_id: str) -> bool:

@@ -478,6 +478,18 @@ def _read_page(
     return ops, max(head, ops[-1].seq if ops else 0)
 
 
+def _read_pages(
+    conn: sqlite3.Connection, pages: Sequence[tuple[str, int, int]]
+) -> list[tuple[list[StoredOp], int] | None]:
+    answers: list[tuple[list[StoredOp], int] | None] = []
+    for document_id, since, limit in pages:
+        try:
+            answers.append(_read_page(conn, document_id, since, limit))
+        except UnknownDocument:
+            answers.append(None)
+    return answers
+
+
 def _exists(conn: sqlite3.Connection, document_id: str) -> bool:
     return (
         conn.execute("SELECT 1 FROM documents WHERE document_id = ?", (document_id,)).fetchone()
@@ -636,12 +648,34 @@ class SqliteStore:
             lambda conn: _read_page(conn, document_id, since, limit)
         )
 
+    async def read_pages(
+        self, pages: Sequence[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | None]:
+        for _, _, limit in pages:
+            if limit < 0:
+                raise ValueError(f"limit must not be negative: {limit}")
+        return await self._read_conn().call(lambda conn: _read_pages(conn, pages))
+
     async def head(self, document_id: str) -> int:
         return await self._read_conn().call(lambda conn: _head(conn, document_id))
 
     async def create_document(self, document_id: str, owner_id: str) -> bool:
         return await self._write_conn().call(
             lambda conn: _write(conn, lambda c: _create_document(c, document_id, owner_id))
+        )
+
+    async def create_documents(self, documents: Sequence[tuple[str, str]]) -> set[str]:
+        if not documents:
+            return set()
+        # In the thread: the commit waits for fsync (1-5 ms here), and the
+        # joins that arrive meanwhile go into the next call instead of
+        # waiting behind a blocked event loop.
+        return await self._write_conn().call(
+            lambda conn: _write(
+                conn,
+                lambda c: {d for d, owner in documents if _create_document(c, d, owner)},
+            ),
+            inline=False,
         )
 
     async def document_exists(self, document_id: str) -> bool:

@@ -46,7 +46,9 @@ from cowrite.backends.store import (
     Role,
     StoredOp,
     StoreError,
+    UnknownDocument,
 )
+from cowrite.core.batch import Coalescer
 from cowrite.core.committer import Committed, Committer, Failed
 from cowrite.core.gateway import ClientGateway
 from cowrite.core.opcodec import (
@@ -82,6 +84,9 @@ MAX_PAGE_ATTACHMENTS = 10
 
 class Verifier(Protocol):
     def verify(self, token: object) -> Identity: ...
+
+
+_ROLE_OF: dict[str, Role] = {role.value: role for role in Role}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +143,7 @@ class Member:
         "next_seq",
         "pending",
         "presence_dirty",
+        "presence_joined",
         "presence_state",
         "role",
         "role_checked_at",
@@ -158,6 +164,8 @@ class Member:
         self.pending: list[tuple[int, object | None]] | None = []
         self.presence_state: Any = None
         self.presence_dirty = False
+        # The presence join under way (it may wait in a batch): a leave waits for it.
+        self.presence_joined: asyncio.Future[tuple[bool, list[PresenceEntry]]] | None = None
 
 
 class Conn:
@@ -317,6 +325,17 @@ class CollabService:
         # edit never waits for a role query (see ``_refresh_roles_loop``).
         self._recent_editors: set[Member] = set()
         self._known_docs: set[str] = set()
+        # Joins that arrive together share their round trips (core/batch.py):
+        # one ``create_documents`` commit for claim-granted documents, one
+        # ``read_pages`` statement, one presence pipeline.
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        self._creates: Coalescer[tuple[str, str], None] = Coalescer(self._create_documents)
+        self._page_reads: Coalescer[tuple[str, int, int], tuple[list[StoredOp], int]] = Coalescer(
+            self._read_pages
+        )
+        self._presence_joins: Coalescer[
+            tuple[str, str, str, str], tuple[bool, list[PresenceEntry]]
+        ] = Coalescer(self.presence.join_and_roster_many)
         self._shutting_down = False
         self._publish_queue: list[BrokerMessage] = []
         self._publish_ready = asyncio.Event()
@@ -378,15 +397,18 @@ class CollabService:
             await asyncio.sleep(0.01)
         if self._records is not None:
             await self._records.stop()
-        for task in (
+        tasks = (
             self._presence_task,
             self._reaper,
             self._publisher,
             self._role_refresher,
             self._refresher,
-        ):
+        )
+        for task in tasks:
             if task is not None:
                 task.cancel()
+        for coalescer in (self._creates, self._page_reads, self._presence_joins):
+            coalescer.cancel()
         for room in self._rooms.values():
             if room.fill_task is not None:
                 room.fill_task.cancel()
@@ -490,10 +512,12 @@ class CollabService:
                 conn.docs[doc_id] = member
                 room.members[sid] = member
                 # Awaited before anything else: a disconnect that runs later
-                # finds the connection in the presence store to remove.
-                first, roster = await self.presence.join_and_roster(
-                    doc_id, conn.identity.user_id, conn.identity.name, conn.presence_id
+                # finds the connection in the presence store to remove (its
+                # leave waits for this join: ``_remove_member``).
+                member.presence_joined = self._presence_joins.submit(
+                    (doc_id, conn.identity.user_id, conn.identity.name, conn.presence_id)
                 )
+                first, roster = await asyncio.shield(member.presence_joined)
                 ops, head, more = await self._read_page(doc_id, since, self.settings.page_size)
         except StoreError as exc:
             log.warning("join %s failed: %s", doc_id, exc)
@@ -558,6 +582,9 @@ class CollabService:
             # its connections at once and reports who left; no per-member trips.
             return
         try:
+            joined = member.presence_joined
+            if joined is not None and not joined.done():
+                await asyncio.wait([joined])  # its failure is the join's to report
             last = await self.presence.leave(doc_id, conn.identity.user_id, conn.presence_id)
         except Exception:
             log.exception("presence leave failed")
@@ -1077,7 +1104,7 @@ class CollabService:
     async def _read_page(
         self, doc_id: str, since: int, limit: int
     ) -> tuple[list[StoredOp], int, bool]:
-        page, head = await self.store.read_page(doc_id, since, limit + 1)
+        page, head = await self._page_reads.submit((doc_id, since, limit + 1))
         ops = page
         more = len(ops) > limit
         if more:
@@ -1242,9 +1269,10 @@ class CollabService:
                 self._close_room(room)
             return
         room.members[conn.sid] = member
-        first = await self.presence.join(
-            doc_id, conn.identity.user_id, conn.identity.name, conn.presence_id
+        member.presence_joined = self._presence_joins.submit(
+            (doc_id, conn.identity.user_id, conn.identity.name, conn.presence_id)
         )
+        first, _roster = await asyncio.shield(member.presence_joined)
         if first:
             self._user_arrived(conn, doc_id)
         position = member.next_seq - 1
@@ -1400,19 +1428,15 @@ class CollabService:
     def _claim_role(self, identity: Identity, doc_id: str) -> Role | None:
         if not self.settings.docs_claim:
             return None
-        claimed = identity.docs.get(doc_id)
-        return Role(claimed) if claimed in tuple(Role) else None
+        return _ROLE_OF.get(identity.docs.get(doc_id))  # type: ignore[arg-type]
 
     async def _resolve_role(self, identity: Identity, doc_id: str, *, create: bool) -> Role | None:
         claimed = self._claim_role(identity, doc_id)
         if claimed is not None:
             # Documents are never deleted: once seen to exist, skip the query.
             if create and doc_id not in self._known_docs:
-                # Creating is idempotent (False when it exists): one round trip.
-                await self.store.create_document(doc_id, identity.user_id)
-                if len(self._known_docs) >= 100_000:
-                    self._known_docs.clear()
-                self._known_docs.add(doc_id)
+                # Creating is idempotent (nothing happens when it exists).
+                await asyncio.shield(self._create_document(doc_id, identity.user_id))
             return claimed
         role = await self.store.get_role(doc_id, identity.user_id)
         if role is not None:
@@ -1422,6 +1446,35 @@ class CollabService:
                 return Role.OWNER
             return await self.store.get_role(doc_id, identity.user_id)
         return None
+
+    def _create_document(self, doc_id: str, owner_id: str) -> asyncio.Future[None]:
+        """Done when ``doc_id`` exists (created with ``owner_id`` as its owner
+        if it did not); concurrent joins of one document share one future."""
+        future = self._creating.get(doc_id)
+        if future is None:
+            future = self._creating[doc_id] = self._creates.submit((doc_id, owner_id))
+            future.add_done_callback(lambda f: self._created(doc_id, f))
+        return future
+
+    def _created(self, doc_id: str, future: asyncio.Future[None]) -> None:
+        del self._creating[doc_id]
+        if not future.cancelled() and future.exception() is None:
+            if len(self._known_docs) >= 100_000:
+                self._known_docs.clear()
+            self._known_docs.add(doc_id)
+
+    async def _create_documents(self, documents: list[tuple[str, str]]) -> list[None]:
+        await self.store.create_documents(documents)
+        return [None] * len(documents)
+
+    async def _read_pages(
+        self, pages: list[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | BaseException]:
+        answers = await self.store.read_pages(pages)
+        return [
+            UnknownDocument(doc_id) if answer is None else answer
+            for (doc_id, _, _), answer in zip(pages, answers, strict=True)
+        ]
 
     async def _refresh_roles_loop(self) -> None:
         """Re-read, a document at a time, the stored roles of members who edit,

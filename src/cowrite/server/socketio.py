@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -52,6 +51,7 @@ from cowrite.protocol.socketio import (
 from cowrite.server.connection import ws_frame
 from cowrite.server.engine import EngineServerCore, SessionHandle
 from cowrite.server.http import HttpServer, wait_for_signal
+from cowrite.server.ids import new_id
 
 log = logging.getLogger("cowrite.socketio")
 
@@ -560,16 +560,16 @@ class SocketServer:
             # The connection's first socket is named by the connection's log
             # id, so that one id follows it through every log line.
             if state.named:
-                sid = secrets.token_urlsafe(15)
+                sid = new_id()
             else:
                 state.named = True
-                sid = handle.log_id or secrets.token_urlsafe(15)
+                sid = handle.log_id or new_id()
         sock = Socket(sid, nsp, handle)
         if pid is not None:
             sock.pid = pid
             sock.recovered = True
         elif self._restore is not None:
-            sock.pid = secrets.token_urlsafe(18)
+            sock.pid = new_id()  # a secret of the client: never logged
         # Registered before the connect handler runs so it can join rooms.
         state.sockets[nsp] = sock
         self._sockets[sock.sid] = sock
