@@ -35,7 +35,7 @@ log = logging.getLogger("cowrite.app")
 DRAIN_JITTER_MS = 500
 # Seconds between the drain notice and the close of the sessions (once per
 # drain).  0.1 s let 2 of 8 python-socketio WebSocket clients miss the notice
-# on a loaded machine (load 5–9, three runs in a row of the scale-out drain
+# on a loaded machine (load 5 to 9, three runs in a row of the scale-out drain
 # test): their handlers run as background tasks, after the close if it comes
 # first.  The clients are told to wait up to DRAIN_JITTER_MS anyway.
 DRAIN_NOTICE_PAUSE = 0.5

@@ -63,6 +63,32 @@ async def gone_from(server: Server, sid: str) -> None:
             await asyncio.sleep(0.01)
 
 
+async def two_instances(
+    servers: list[Server], tmp_path: Path, spec: StoreSpec
+) -> tuple[Server, Server]:
+    """Instances "one" and "two" sharing Redis under a fresh prefix (and the store)."""
+    prefix = f"cowrite-test:{uuid.uuid4().hex}:"
+    shared = {"COWRITE_REDIS_URL": REDIS_URL, "COWRITE_REDIS_PREFIX": prefix}
+    one = await start(servers, tmp_path, spec, COWRITE_INSTANCE_ID="one", **shared)
+    two = await start(servers, tmp_path, spec, COWRITE_INSTANCE_ID="two", **shared)
+    return one, two
+
+
+async def alice_on_one_bob_on_two(
+    one: Server, two: Server, alice: NodeClient, bob: NodeClient
+) -> tuple[str, str]:
+    """Alice (resumable, on one) owns a new document that bob (on two) edits
+    too; both joined.  Returns the document and alice's sid."""
+    doc = unique_doc()
+    sid = await connect_resumable(alice, one.url, "alice")
+    await connect_resumable(bob, two.url, "bob")
+    assert (await alice.call("join-document", {"documentId": doc}))["ok"]
+    shared_doc = {"documentId": doc, "userId": "bob", "role": "editor"}
+    assert (await alice.call("share-document", shared_doc))["ok"]
+    assert (await bob.call("join-document", {"documentId": doc}))["ok"]
+    return doc, sid
+
+
 def edits(client: NodeClient, start: int = 0) -> list[tuple[str, int, Any]]:
     """(document, seq, offset) of every ``remote-edit`` from ``client.events[start:]``."""
     return [
@@ -205,19 +231,10 @@ async def test_not_resumed_after_a_deliberate_disconnect_or_with_another_token(
 async def test_resume_on_another_instance(
     servers: list[Server], tmp_path: Path, sqlite_spec: StoreSpec
 ) -> None:
-    prefix = f"cowrite-test:{uuid.uuid4().hex}:"
-    shared = {"COWRITE_REDIS_URL": REDIS_URL, "COWRITE_REDIS_PREFIX": prefix}
-    one = await start(servers, tmp_path, sqlite_spec, COWRITE_INSTANCE_ID="one", **shared)
-    two = await start(servers, tmp_path, sqlite_spec, COWRITE_INSTANCE_ID="two", **shared)
+    one, two = await two_instances(servers, tmp_path, sqlite_spec)
     alice, bob = await node("alice"), await node("bob")
     try:
-        doc = unique_doc()
-        sid = await connect_resumable(alice, one.url, "alice")
-        await connect_resumable(bob, two.url, "bob")
-        assert (await alice.call("join-document", {"documentId": doc}))["ok"]
-        shared_doc = {"documentId": doc, "userId": "bob", "role": "editor"}
-        assert (await alice.call("share-document", shared_doc))["ok"]
-        assert (await bob.call("join-document", {"documentId": doc}))["ok"]
+        doc, sid = await alice_on_one_bob_on_two(one, two, alice, bob)
         await edit_times(bob, doc, 2)
         await alice.wait_until(lambda: len(edits(alice)) == 2, WAIT, "live edits")
 
@@ -244,19 +261,10 @@ async def test_resume_after_a_drain_skips_own_edits(
     """A drained instance saves its sockets' exact positions on the way out:
     the edits alice made after the last remote-edit she received are not sent
     back to her (after a crash, the offset alone cannot know them)."""
-    prefix = f"cowrite-test:{uuid.uuid4().hex}:"
-    shared = {"COWRITE_REDIS_URL": REDIS_URL, "COWRITE_REDIS_PREFIX": prefix}
-    one = await start(servers, tmp_path, sqlite_spec, COWRITE_INSTANCE_ID="one", **shared)
-    two = await start(servers, tmp_path, sqlite_spec, COWRITE_INSTANCE_ID="two", **shared)
+    one, two = await two_instances(servers, tmp_path, sqlite_spec)
     alice, bob = await node("alice"), await node("bob")
     try:
-        doc = unique_doc()
-        sid = await connect_resumable(alice, one.url, "alice")
-        await connect_resumable(bob, two.url, "bob")
-        assert (await alice.call("join-document", {"documentId": doc}))["ok"]
-        shared_doc = {"documentId": doc, "userId": "bob", "role": "editor"}
-        assert (await alice.call("share-document", shared_doc))["ok"]
-        assert (await bob.call("join-document", {"documentId": doc}))["ok"]
+        doc, sid = await alice_on_one_bob_on_two(one, two, alice, bob)
         await edit_times(bob, doc, 1)
         await alice.wait_until(lambda: len(edits(alice)) == 1, WAIT, "a live edit")
         assert await edit_times(alice, doc, 2) == [2, 3]  # after her last offset ({doc: 1})

@@ -230,6 +230,12 @@ def check_snapshot_seq(seq: int, head: int, latest: int) -> None:
 IdempotencyKey = tuple[str, str, str]
 
 
+def check_limit(limit: int) -> None:
+    """``read_ops``/``read_page``'s rule for ``limit``, for every implementation."""
+    if limit < 0:
+        raise ValueError(f"limit must not be negative: {limit}")
+
+
 def idempotency_key(request: AppendRequest) -> IdempotencyKey | None:
     """The key a request is deduplicated by; ``None`` when it has no client op id."""
     if request.client_op_id is None:

@@ -63,6 +63,7 @@ from cowrite.backends.store import (
     StoreNotOpen,
     StoreUnavailable,
     UnknownDocument,
+    check_limit,
     check_snapshot_seq,
     compaction_cutoff,
 )
@@ -489,8 +490,7 @@ class PostgresStore:
         return [result for result in results if result is not None]
 
     async def read_ops(self, document_id: str, since: int, limit: int) -> list[StoredOp]:
-        if limit < 0:
-            raise ValueError(f"limit must not be negative: {limit}")
+        check_limit(limit)
         pool = self._open_pool()
         with _translated():
             rows = await pool.fetch(_SELECT_OPS, document_id, since, limit)
@@ -501,8 +501,7 @@ class PostgresStore:
     async def read_page(
         self, document_id: str, since: int, limit: int
     ) -> tuple[list[StoredOp], int]:
-        if limit < 0:
-            raise ValueError(f"limit must not be negative: {limit}")
+        check_limit(limit)
         pool = self._open_pool()
         with _translated():
             rows = await pool.fetch(_READ_PAGE, document_id, since, limit)
@@ -527,8 +526,7 @@ class PostgresStore:
         self, pages: Sequence[tuple[str, int, int]]
     ) -> list[tuple[list[StoredOp], int] | None]:
         for _, _, limit in pages:
-            if limit < 0:
-                raise ValueError(f"limit must not be negative: {limit}")
+            check_limit(limit)
         if not pages:
             return []
         pool = self._open_pool()

@@ -72,6 +72,7 @@ from cowrite.backends.store import (
     StoreNotOpen,
     StoreUnavailable,
     UnknownDocument,
+    check_limit,
     check_snapshot_seq,
     compaction_cutoff,
     idempotency_key,
@@ -708,15 +709,13 @@ class SqliteStore:
         return await writer.call(lambda conn: _append_batch(conn, batch, self._heads))
 
     async def read_ops(self, document_id: str, since: int, limit: int) -> list[StoredOp]:
-        if limit < 0:
-            raise ValueError(f"limit must not be negative: {limit}")
+        check_limit(limit)
         return await self._read_conn().call(lambda conn: _read_ops(conn, document_id, since, limit))
 
     async def read_page(
         self, document_id: str, since: int, limit: int
     ) -> tuple[list[StoredOp], int]:
-        if limit < 0:
-            raise ValueError(f"limit must not be negative: {limit}")
+        check_limit(limit)
         return await self._read_conn().call(
             lambda conn: _read_page(conn, document_id, since, limit)
         )
@@ -725,8 +724,7 @@ class SqliteStore:
         self, pages: Sequence[tuple[str, int, int]]
     ) -> list[tuple[list[StoredOp], int] | None]:
         for _, _, limit in pages:
-            if limit < 0:
-                raise ValueError(f"limit must not be negative: {limit}")
+            check_limit(limit)
         return await self._read_conn().call(lambda conn: _read_pages(conn, pages))
 
     async def head(self, document_id: str) -> int:
