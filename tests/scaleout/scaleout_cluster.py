@@ -111,15 +111,17 @@ def _sub(pattern: str, repl: str, text: str, expected: int = 1) -> str:
 
 
 def render_nginx_conf(
-    source: str, *, prefix: Path, listen_port: int, upstream_ports: list[int]
+    source: str, *, prefix: Path, listen_port: int, upstream_ports: list[int], workers: int = 4
 ) -> str:
     """``deploy/nginx.conf`` for a test: same proxy directives, test ports, every
-    path under ``prefix``, in the foreground, as the current user."""
+    path under ``prefix``, in the foreground, as the current user, ``workers``
+    worker processes.  Upstream ``n`` (from 1) is instance ``i<n>``: its line in
+    the pool, its line in the ``$arg_sid`` map and its own upstream block."""
     conf = source
     conf = _sub(r"^user\s+[^;]+;", f"user {getpass.getuser()};", conf)
     conf = _sub(r"^pid\s+[^;]+;", f"pid {prefix}/nginx.pid;\ndaemon off;", conf)
     conf = _sub(r"^error_log\s+[^;]+;", f"error_log {prefix}/error.log info;", conf)
-    conf = _sub(r"^worker_processes\s+[^;]+;", "worker_processes 1;", conf)
+    conf = _sub(r"^worker_processes\s+[^;]+;", f"worker_processes {workers};", conf)
     # Not above this process's hard limit (nginx would log an alert).
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     wanted = int(re.search(r"^worker_rlimit_nofile\s+(\d+);", conf, re.MULTILINE)[1])  # type: ignore[index]
@@ -136,6 +138,8 @@ def render_nginx_conf(
         conf,
     )
     conf = _sub(r"^(\s*)listen\s+80;", f"        listen 127.0.0.1:{listen_port};", conf)
+    ids = [f"i{n}" for n in range(1, len(upstream_ports) + 1)]
+    # The pool: one server line per instance, with the options of the first.
     servers = re.findall(r"^\s*server\s+127\.0\.0\.1:\d+(\s[^;]*)?;", conf, flags=re.MULTILINE)
     if not servers:
         raise AssertionError("deploy/nginx.conf: no upstream server lines found")
@@ -143,6 +147,23 @@ def render_nginx_conf(
     lines = "\n".join(f"        server 127.0.0.1:{p}{options};" for p in upstream_ports)
     conf = _sub(
         r"^\s*server\s+127\.0\.0\.1:\d+[^;]*;\n(?:\s*server\s+127\.0\.0\.1:\d+[^;]*;\n)*",
+        lines + "\n",
+        conf,
+    )
+    # The map from a sid's instance prefix to that instance's own upstream.
+    entry = re.search(r'^(\s*)"~\^(i1)\\\.([^"]*)"(\s+)cowrite_i1;$', conf, flags=re.MULTILINE)
+    if entry is None:
+        raise AssertionError("deploy/nginx.conf: no $arg_sid map line for i1")
+    indent, _, rest, gap = entry.groups()
+    lines = "\n".join(f'{indent}"~^{i}\\.{rest}"{gap}cowrite_{i};' for i in ids)
+    conf = _sub(r'^\s*"~\^i\d+\\\.[^"]*"\s+cowrite_i\d+;\n(?:\s*"~\^i\d+\\\.[^"]*"\s+cowrite_i\d+;\n)*', lines + "\n", conf)
+    # Each instance's own upstream (one line each).
+    lines = "\n".join(
+        f"    upstream cowrite_{i} {{ server 127.0.0.1:{p}; }}"
+        for i, p in zip(ids, upstream_ports, strict=True)
+    )
+    conf = _sub(
+        r"^\s*upstream cowrite_i\d+ \{ server [^;]+; \}\n(?:\s*upstream cowrite_i\d+ \{ server [^;]+; \}\n)*",
         lines + "\n",
         conf,
     )

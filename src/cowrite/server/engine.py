@@ -555,9 +555,11 @@ class EngineServerCore:
     def _new_session(
         self, transport: Transport, origin: str | None, conn: Connection, req: Request
     ) -> SessionHandle:
-        sid = secrets.token_urlsafe(15)
+        # The prefix names this instance (deploy/nginx.conf routes on it).
+        prefix = self.settings.sid_prefix
+        sid = prefix + secrets.token_urlsafe(15)
         while sid in self.sessions:
-            sid = secrets.token_urlsafe(15)
+            sid = prefix + secrets.token_urlsafe(15)
         handle = SessionHandle(self, EngineSession(sid, transport, self.config))
         handle.log_id = secrets.token_urlsafe(15)
         handle.origin = origin
