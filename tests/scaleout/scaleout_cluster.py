@@ -156,7 +156,11 @@ def render_nginx_conf(
         raise AssertionError("deploy/nginx.conf: no $arg_sid map line for i1")
     indent, _, rest, gap = entry.groups()
     lines = "\n".join(f'{indent}"~^{i}\\.{rest}"{gap}cowrite_{i};' for i in ids)
-    conf = _sub(r'^\s*"~\^i\d+\\\.[^"]*"\s+cowrite_i\d+;\n(?:\s*"~\^i\d+\\\.[^"]*"\s+cowrite_i\d+;\n)*', lines + "\n", conf)
+    conf = _sub(
+        r'^\s*"~\^i\d+\\\.[^"]*"\s+cowrite_i\d+;\n(?:\s*"~\^i\d+\\\.[^"]*"\s+cowrite_i\d+;\n)*',
+        lines + "\n",
+        conf,
+    )
     # Each instance's own upstream (one line each).
     lines = "\n".join(
         f"    upstream cowrite_{i} {{ server 127.0.0.1:{p}; }}"
@@ -217,18 +221,23 @@ class Nginx:
             await proc.wait()
 
     def log_lines(self) -> list[dict[str, str]]:
-        """The access log, parsed: remote, request, status, upstreams (all tried)."""
+        """The access log, parsed: remote, request, status, upstreams (all tried),
+        the Engine.IO sid in the request's query ("" for none), the worker's pid."""
         pattern = re.compile(
             r'^(?P<remote>\S+) \[[^\]]*\] "(?P<request>[^"]*)" (?P<status>\d+) \d+ '
-            r"upstream=(?P<upstream>.*?) upstream_status="
+            r"upstream=(?P<upstream>.*?) upstream_status=.* worker=(?P<worker>\d+)$"
         )
+        sid = re.compile(r"[?&]sid=([^&\s]+)")
         rows = []
         if not self.access_log.exists():
             return rows
         for line in self.access_log.read_text().splitlines():
             m = pattern.match(line)
             if m:
-                rows.append(m.groupdict())
+                row = m.groupdict()
+                found = sid.search(row["request"])
+                row["sid"] = found.group(1) if found else ""
+                rows.append(row)
         return rows
 
 
@@ -323,28 +332,9 @@ class Cluster:
             await admin.execute(f'CREATE SCHEMA "{self.schema}"')
         finally:
             await admin.close()
-        env = {
-            **os.environ,
-            "COWRITE_AUTH_SECRET": SECRET,
-            "COWRITE_REDIS_PREFIX": self.redis_prefix,
-            "COWRITE_AUTH_DOCS_CLAIM": "true",
-            # Production mode wants an allow-list; the test clients send no Origin.
-            "COWRITE_CORS_ORIGINS": "https://cowrite.test",
-        }
         for n in range(1, self.size + 1):
             inst = Instance(f"i{n}", free_port(), self.workdir / f"i{n}.log")
-            out = open(inst.log_path, "wb")  # noqa: SIM115 - the child keeps its own copy
-            inst.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cowrite", "serve",
-                "--host", "127.0.0.1", "--port", str(inst.port),
-                "--store", self.store, "--redis", REDIS_URL,
-                "--instance-id", inst.instance_id,
-                "--trusted-proxy", "127.0.0.0/8",
-                "--data-dir", str(self.workdir / f"data-{n}"),
-                "--log-level", "info",
-                env=env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            out.close()
+            await self._spawn(inst)
             self.instances.append(inst)
         await asyncio.gather(
             *(
@@ -356,6 +346,42 @@ class Cluster:
             self.workdir / "nginx", free_port(), [i.port for i in self.instances]
         ).start()
         return self
+
+    async def _spawn(self, inst: Instance) -> None:
+        env = {
+            **os.environ,
+            "COWRITE_AUTH_SECRET": SECRET,
+            "COWRITE_REDIS_PREFIX": self.redis_prefix,
+            "COWRITE_AUTH_DOCS_CLAIM": "true",
+            # Production mode wants an allow-list; the test clients send no Origin.
+            "COWRITE_CORS_ORIGINS": "https://cowrite.test",
+        }
+        out = open(inst.log_path, "ab")  # noqa: SIM115 - the child keeps its own copy
+        inst.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cowrite", "serve",
+            "--host", "127.0.0.1", "--port", str(inst.port),
+            "--store", self.store, "--redis", REDIS_URL,
+            "--instance-id", inst.instance_id,
+            "--trusted-proxy", "127.0.0.0/8",
+            "--data-dir", str(self.workdir / f"data-{inst.instance_id}"),
+            "--log-level", "info",
+            env=env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out.close()
+
+    async def kill(self, inst: Instance) -> None:
+        """SIGKILL: the instance dies with its sessions, saying nothing."""
+        assert inst.proc is not None
+        inst.proc.kill()
+        await asyncio.wait_for(inst.proc.wait(), WAIT)
+
+    async def restart(self, inst: Instance) -> None:
+        """Start a stopped instance again (same id and port) and wait until ready."""
+        assert inst.proc is not None and inst.proc.returncode is not None
+        await self._spawn(inst)
+        await wait_http(
+            f"{inst.url}/readyz", 200, what=f"cowrite {inst.instance_id}", proc=inst.proc
+        )
 
     async def terminate(self, inst: Instance, timeout: float = 15.0) -> int:
         """SIGTERM: the instance drains and exits; its exit status."""
@@ -426,6 +452,17 @@ class Cluster:
             port = int(served.rsplit(":", 1)[1])
             seen.setdefault(row["remote"], set()).add(self.by_port(port).instance_id)
         return seen
+
+
+def served_by(cluster: Cluster, row: dict[str, str]) -> list[str]:
+    """Ids of the instances an access-log row's request was passed to, in order
+    (more than one when nginx tried the next upstream)."""
+    out = []
+    for addr in row["upstream"].split(","):
+        addr = addr.strip()
+        if ":" in addr:
+            out.append(cluster.by_port(int(addr.rsplit(":", 1)[1])).instance_id)
+    return out
 
 
 async def addresses_by_instance(cluster: Cluster, subnets: int = 24) -> dict[str, list[str]]:

@@ -8,6 +8,15 @@ An editor joins one document, sends numbered operations (clientOpId
 server gives it (join and sync pages, ``remote-edit``) and its own acks, and
 after losing its connection reconnects, rejoins with ``since`` (its gap-free
 prefix) and resends what was not acknowledged, with the same clientOpId.
+
+Both check the catch-up boundary where packets arrive, in arrival order: from
+the ``join-document`` emit until the acknowledgement of the last catch-up page,
+a ``remote-edit`` on that connection is recorded as a violation (the server
+holds live operations for a member still catching up).  The flag is cleared in
+the ack callback itself: python-socketio handles each received packet in its
+own task, started in arrival order, so an ack callback and an event handler
+run in the order their packets came; the coroutine awaiting ``call`` resumes
+only later.
 """
 
 from __future__ import annotations
@@ -72,6 +81,10 @@ class PyEditor:
         self.drains: list[Any] = []
         self.resends = 0
         self.sessions = 0
+        self.catching_up = False
+        self.join_since = 0
+        self.boundary_violations: list[Any] = []
+        self.rejoins: list[Any] = []
         self.joined = False
         self.closing = False
         self.disconnected_at: float | None = None
@@ -145,11 +158,45 @@ class PyEditor:
         self._last_remote = 0
         await self._rejoin(sio)
 
+    async def _call(
+        self, sio: socketio.AsyncClient, event: str, payload: Any, *, last_page_clears: bool
+    ) -> Any:
+        """``sio.call``, but the ack is seen in packet order (see the module
+        docstring): with ``last_page_clears``, an ack without ``more`` ends
+        the catch-up right there."""
+        session = self.sessions
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_ack(ack: Any) -> None:
+            if (
+                last_page_clears
+                and session == self.sessions
+                and isinstance(ack, dict)
+                and ack.get("ok")
+                and not ack.get("more")
+            ):
+                self.catching_up = False
+            if not future.done():
+                future.set_result(ack)
+
+        await sio.emit(event, payload, callback=on_ack)
+        return await asyncio.wait_for(future, 8)
+
     async def _rejoin(self, sio: socketio.AsyncClient) -> None:
         since = self.head()
-        ack = await sio.call("join-document", {"documentId": self.doc, "since": since}, timeout=8)
+        self.join_since = since
+        self.catching_up = True
+        ack = await self._call(
+            sio,
+            "join-document",
+            {"documentId": self.doc, "since": since},
+            last_page_clears=True,
+        )
         if not ack.get("ok"):
             raise AssertionError(f"{self!r}: join refused: {ack}")
+        self.rejoins.append(
+            {"session": self.sessions, "since": since, "ops": len(ack["ops"]), "more": ack["more"]}
+        )
         for op in ack["ops"]:
             self.delivered("join", op["seq"], op["clientOpId"], op["operation"])
         if ack["more"]:
@@ -168,8 +215,11 @@ class PyEditor:
     async def _catch_up(self, sio: socketio.AsyncClient, since: int, source: str) -> None:
         last = since
         for _ in range(1000):
-            page = await sio.call(
-                "sync", {"documentId": self.doc, "since": last, "limit": 100}, timeout=8
+            page = await self._call(
+                sio,
+                "sync",
+                {"documentId": self.doc, "since": last, "limit": 100},
+                last_page_clears=source == "join",
             )
             if not page.get("ok"):
                 raise AssertionError(f"{self!r}: sync refused: {page}")
@@ -184,6 +234,10 @@ class PyEditor:
     async def _on_remote_edit(self, e: dict[str, Any]) -> None:
         if e.get("documentId") != self.doc:
             return
+        if self.catching_up:
+            self.boundary_violations.append(
+                {"seq": e["seq"], "since": self.join_since, "session": self.sessions}
+            )
         if e["seq"] <= self._last_remote:
             self.order_violations.append({"after": self._last_remote, "got": e["seq"]})
         self._last_remote = e["seq"]
@@ -200,6 +254,7 @@ class PyEditor:
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self.joined = False
+        self.catching_up = False
         self.disconnected_at = time.monotonic()
         self.disconnects.append(str(reason))
         if not self.closing and (self._reconnector is None or self._reconnector.done()):
@@ -324,6 +379,8 @@ class PyEditor:
                 "drains": self.drains,
                 "resends": self.resends,
                 "sessions": self.sessions,
+                "boundaryViolations": self.boundary_violations,
+                "rejoins": self.rejoins,
                 "finalLog": final,
             }
         )
@@ -410,7 +467,15 @@ class NodeEditors:
     async def connect(self) -> None:
         await self.command("connect", WAIT + 2, ms=int(WAIT * 1000))
 
-    async def edit(self, count: int, interval: float, window: int, timeout: float) -> None:
+    async def edit(
+        self,
+        count: int,
+        interval: float,
+        window: int,
+        timeout: float,
+        labels: list[str] | None = None,
+    ) -> None:
+        """Every editor (or those in ``labels``) sends ``count`` operations."""
         await self.command(
             "edit",
             timeout + 2,
@@ -418,7 +483,24 @@ class NodeEditors:
             intervalMs=int(interval * 1000),
             window=window,
             ms=int(timeout * 1000),
+            labels=labels,
         )
+
+    async def hops(
+        self, labels: list[str], addresses: list[str], rounds: int, lag_max: int, timeout: float
+    ) -> int:
+        """Each of ``labels`` leaves its connection and rejoins ``rounds`` times,
+        from the next of ``addresses`` each time; the number of rejoins done."""
+        result: dict[str, int] = await self.command(
+            "hops",
+            timeout + 2,
+            labels=labels,
+            addresses=addresses,
+            rounds=rounds,
+            lagMax=lag_max,
+            ms=int(timeout * 1000),
+        )
+        return result["rounds"]
 
     async def wait_head(self, head: int, timeout: float) -> None:
         await self.command("waitHead", timeout + 2, head=head, ms=int(timeout * 1000))
@@ -474,6 +556,9 @@ def check_reports(
     for r in reports:
         who = f"{r['kind']} {r['label']} ({'+'.join(r['transports'])})"
         assert r["finalLog"] == log, f"{who}: final sync differs from {reports[0]['label']}'s"
+        assert not r["boundaryViolations"], (
+            f"{who}: remote-edit before its catch-up ended: {r['boundaryViolations'][:5]}"
+        )
         assert not r["conflicts"], f"{who}: conflicting entries: {r['conflicts'][:5]}"
         assert not r["sessionDuplicates"], f"{who}: delivered twice: {r['sessionDuplicates'][:5]}"
         assert not r["orderViolations"], f"{who}: out of order: {r['orderViolations'][:5]}"

@@ -40,3 +40,10 @@ def test_environment_and_overrides() -> None:
     assert s.path == "/socket.io/"
     with pytest.raises(ConfigError):
         settings_from_env({"COWRITE_PORT": "x"})
+
+
+def test_sid_prefix_is_url_safe_and_ends_with_a_dot() -> None:
+    assert ServerSettings(sid_prefix="i1.").sid_prefix == "i1."
+    for bad in ("i1", "i.1.", ".", "a b.", "x" * 65 + "."):
+        with pytest.raises(ConfigError, match="sid_prefix"):
+            ServerSettings(sid_prefix=bad)
