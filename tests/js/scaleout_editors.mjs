@@ -104,6 +104,12 @@ class Editor {
     this.lag = 0; // rejoin with since = head - lag (a hop's catch-up)
     this.hopping = false;
     this.boundaryViolations = [];
+    // What a check placed after `await` (in the promise continuation) would
+    // call early: remote-edits dispatched between the join's ack callback and
+    // the continuation of the awaiting code.  Not violations; counted to show
+    // the difference (issue 14's once-seen report looks like one of these).
+    this.awaitingJoin = false;
+    this.seenBeforeContinuation = 0;
     this.rejoins = [];
     this.openSocket(spec.sourceIp);
   }
@@ -185,9 +191,11 @@ class Editor {
     this.lag = 0;
     this.joinSince = since;
     this.catchingUp = true;
+    this.awaitingJoin = true;
     const ack = await this.call("join-document", { documentId: this.doc, since }, (a) => {
       if (session === this.sessions && a && a.ok && !a.more) this.catchingUp = false;
     });
+    this.awaitingJoin = false;
     if (session !== this.sessions) return;
     if (!ack.ok) throw new Error(`join refused: ${JSON.stringify(ack)}`);
     this.rejoins.push({
@@ -237,6 +245,7 @@ class Editor {
     this.joined = false;
     this.joining = false;
     this.catchingUp = false;
+    this.awaitingJoin = false;
     this.disconnectedAt = performance.now();
     this.disconnects.push(reason);
     if (this.hopping) return; // our own hop: it connects again at once
@@ -248,6 +257,7 @@ class Editor {
 
   onRemoteEdit(e) {
     if (e.documentId !== this.doc) return;
+    if (this.awaitingJoin) this.seenBeforeContinuation += 1;
     if (this.catchingUp) {
       this.boundaryViolations.push({
         seq: e.seq,
@@ -363,6 +373,7 @@ class Editor {
       sessions: this.sessions,
       transportUsed: this.transportUsed,
       boundaryViolations: this.boundaryViolations,
+      seenBeforeContinuation: this.seenBeforeContinuation,
       rejoins: this.rejoins,
       finalLog,
     };

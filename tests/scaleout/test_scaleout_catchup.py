@@ -89,11 +89,15 @@ async def test_rejoin_on_another_instance_never_sees_live_edits_before_catch_up(
     instances = {j["sid"].split(".", 1)[0] for j in joins}
     paged = sum(1 for j in joins if j["more"])
     while_editing = sum(rounds)
+    # Released right after a join ack, in the same polling payload: dispatched
+    # before the code awaiting the ack resumes (not a violation; see the Node script).
+    early_for_await = sum(r["seenBeforeContinuation"] for r in reports)
     print(
         f"\n{while_editing} rejoins with since on {sorted(instances)} "
         f"(polling {by_transport['polling']}, websocket {by_transport['websocket']}; "
         f"{paged} needed a second page) while {len(writers)} writers edited "
-        f"{WRITER_OPS} operations each; log 1..{len(expected)}"
+        f"{WRITER_OPS} operations each; log 1..{len(expected)}; {early_for_await} "
+        "remote-edits would look early to a check placed after `await`"
     )
     assert while_editing == HOP_ROUNDS * len(hoppers)
     assert by_transport["polling"] > 0 and by_transport["websocket"] > 0
