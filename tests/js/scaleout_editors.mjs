@@ -87,6 +87,9 @@ class Editor {
     this.ackErrors = [];
     this.disconnects = [];
     this.reconnectSeconds = [];
+    this.reconnectParts = []; // [backoff, connect, join] seconds of each reconnection
+    this.attemptAt = null;
+    this.connectedAt = null;
     this.drainToRejoinSeconds = [];
     this.drains = [];
     this.resends = 0;
@@ -133,6 +136,9 @@ class Editor {
       autoConnect: false,
     });
     this.socket.on("connect", () => this.onConnect());
+    this.socket.io.on("reconnect_attempt", () => {
+      this.attemptAt = performance.now();
+    });
     this.socket.on("disconnect", (reason) => this.onDisconnect(reason));
     this.socket.on("remote-edit", (e) => this.onRemoteEdit(e));
     this.socket.on("server-draining", (d) => {
@@ -177,6 +183,7 @@ class Editor {
   // -- connection life -------------------------------------------------------------
 
   onConnect() {
+    this.connectedAt = performance.now();
     this.sessions += 1;
     this.sessionSeen = new Set();
     this.lastRemote = 0;
@@ -212,12 +219,20 @@ class Editor {
     this.joined = true;
     this.joining = false;
     if (this.disconnectedAt !== null) {
-      this.reconnectSeconds.push((performance.now() - this.disconnectedAt) / 1000);
+      const now = performance.now();
+      this.reconnectSeconds.push((now - this.disconnectedAt) / 1000);
+      const attempt = this.attemptAt ?? this.disconnectedAt;
+      this.reconnectParts.push([
+        (attempt - this.disconnectedAt) / 1000,
+        (this.connectedAt - attempt) / 1000,
+        (now - this.connectedAt) / 1000,
+      ]);
       if (this.drainedAt !== null) {
         this.drainToRejoinSeconds.push((performance.now() - this.drainedAt) / 1000);
       }
       this.disconnectedAt = null;
       this.drainedAt = null;
+      this.attemptAt = null;
     }
     for (const [clientOpId, operation] of this.unacked) {
       this.resends += 1;
@@ -367,6 +382,7 @@ class Editor {
       ackErrors: this.ackErrors,
       disconnects: this.disconnects,
       reconnectSeconds: this.reconnectSeconds,
+      reconnectParts: this.reconnectParts,
       drainToRejoinSeconds: this.drainToRejoinSeconds,
       drains: this.drains,
       resends: this.resends,

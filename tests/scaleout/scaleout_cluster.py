@@ -2,8 +2,11 @@
 PostgreSQL schema and one Redis prefix, and a real nginx in front of them
 rendered from ``deploy/nginx.conf``.
 
-nginx's ``ip_hash`` keys on the first three octets of an IPv4 client address,
-so editors bound to 127.0.X.Y with different X land on different instances.
+A session's requests reach the instance named in its sid (cowrite's sids
+start with ``<instance-id>.``; ``deploy/nginx.conf`` maps ``$arg_sid``);
+handshakes go by nginx's ``ip_hash``, which keys on the first three octets of
+an IPv4 client address, so editors bound to 127.0.X.Y with different X land on
+different instances.
 Which X goes where is not guessed: ``Cluster.probe_routes`` sends one
 ``/healthz`` through nginx from each candidate address and reads the instance
 that answered from nginx's access log.

@@ -77,6 +77,10 @@ class PyEditor:
         self.ack_errors: list[Any] = []
         self.disconnects: list[str] = []
         self.reconnect_seconds: list[float] = []
+        # [backoff, connect, join] seconds of each reconnection
+        self.reconnect_parts: list[list[float]] = []
+        self.attempt_at: float | None = None
+        self.connected_at = 0.0
         self.drain_to_rejoin_seconds: list[float] = []
         self.drains: list[Any] = []
         self.resends = 0
@@ -153,6 +157,7 @@ class PyEditor:
             ),
             8.0,
         )
+        self.connected_at = time.monotonic()
         self.sessions += 1
         self._session_seen = set()
         self._last_remote = 0
@@ -205,6 +210,15 @@ class PyEditor:
         if self.disconnected_at is not None:
             now = time.monotonic()
             self.reconnect_seconds.append(now - self.disconnected_at)
+            attempt = self.attempt_at if self.attempt_at is not None else self.disconnected_at
+            self.reconnect_parts.append(
+                [
+                    attempt - self.disconnected_at,
+                    self.connected_at - attempt,
+                    now - self.connected_at,
+                ]
+            )
+            self.attempt_at = None
             if self.drained_at is not None:
                 self.drain_to_rejoin_seconds.append(now - self.drained_at)
             self.disconnected_at = self.drained_at = None
@@ -271,6 +285,7 @@ class PyEditor:
             delay = None
             if self.closing:
                 return
+            self.attempt_at = time.monotonic()
             old, self.sio = self.sio, None
             if old is not None:
                 with contextlib.suppress(Exception):
@@ -375,6 +390,7 @@ class PyEditor:
                 "ackErrors": self.ack_errors,
                 "disconnects": self.disconnects,
                 "reconnectSeconds": self.reconnect_seconds,
+                "reconnectParts": self.reconnect_parts,
                 "drainToRejoinSeconds": self.drain_to_rejoin_seconds,
                 "drains": self.drains,
                 "resends": self.resends,
