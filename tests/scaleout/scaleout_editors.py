@@ -548,6 +548,37 @@ class NodeEditors:
                 self.stderr = await asyncio.wait_for(proc.stderr.read(), 1.0)
 
 
+def around_one_instance(
+    subnets: dict[str, list[str]],
+    target: str,
+    prefix: str,
+    *,
+    node: int,
+    python: int,
+    others: tuple[list[str], list[str]],
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, list[str]]]]:
+    """Editor specs for a test about one instance: on ``target``'s first /24,
+    ``node`` Node editors (``<prefix>n<k>``) and ``python`` Python editors
+    (``<prefix>p<k>``), WebSocket and long-polling in turn; on every other
+    instance that has addresses, one Node (``<instance>n``) and one Python
+    (``<instance>p``) editor with the transports in ``others``.  Returns
+    (Node specs, Python (label, address, transports))."""
+    net = subnets[target][0]
+    turn = (["websocket"], ["polling"])
+    node_specs: list[dict[str, Any]] = [
+        {"label": f"{prefix}n{k}", "sourceIp": f"{net}.{10 + k}", "transports": turn[k % 2]}
+        for k in range(node)
+    ]
+    py_specs = [(f"{prefix}p{k}", f"{net}.{40 + k}", turn[k % 2]) for k in range(python)]
+    for inst, nets in subnets.items():
+        if inst != target and nets:
+            node_specs.append(
+                {"label": f"{inst}n", "sourceIp": f"{nets[0]}.10", "transports": others[0]}
+            )
+            py_specs.append((f"{inst}p", f"{nets[0]}.20", others[1]))
+    return node_specs, py_specs
+
+
 # -- checks -------------------------------------------------------------------------
 
 

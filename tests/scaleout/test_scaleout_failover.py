@@ -24,12 +24,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import aiohttp
 import pytest
 from scaleout_cluster import Cluster, addresses_by_instance, served_by
-from scaleout_editors import NodeEditors, PyEditor, check_reports, percentile
+from scaleout_editors import (
+    NodeEditors,
+    PyEditor,
+    around_one_instance,
+    check_reports,
+    percentile,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(110)]
 
@@ -69,20 +74,16 @@ async def test_kill_and_restart_one_instance_under_load(cluster: Cluster) -> Non
     assert others, f"ip_hash uses only {KILLED}: {subnets}"
     doc = "doc-failover"
     net = subnets[KILLED][0]
-    # On the instance to kill: 6 Node + 2 Python editors, half of each long-polling.
+    # On the instance to kill: 6 Node + 2 Python editors, half long-polling.
     # On each other instance: one Node long-polling and one Python WebSocket editor.
-    transport = ["polling", "websocket"]
-    node_specs: list[dict[str, Any]] = [
-        {"label": f"kn{k}", "sourceIp": f"{net}.{10 + k}", "transports": [transport[k % 2]]}
-        for k in range(MOVED_NODE)
-    ]
-    py_specs = [(f"kp{k}", f"{net}.{40 + k}", [transport[k % 2]]) for k in range(MOVED_PYTHON)]
-    for inst in others:
-        other_net = subnets[inst][0]
-        node_specs.append(
-            {"label": f"{inst}n", "sourceIp": f"{other_net}.10", "transports": ["polling"]}
-        )
-        py_specs.append((f"{inst}p", f"{other_net}.20", ["websocket"]))
+    node_specs, py_specs = around_one_instance(
+        subnets,
+        KILLED,
+        "k",
+        node=MOVED_NODE,
+        python=MOVED_PYTHON,
+        others=(["polling"], ["websocket"]),
+    )
     node = NodeEditors(cluster.url, doc, node_specs)
     pys = [PyEditor(label, cluster.url, ip, t, doc) for label, ip, t in py_specs]
     labels = [s["label"] for s in node_specs] + [p.label for p in pys]
