@@ -41,6 +41,8 @@ class Counting(FakeTransport):
     def __init__(self) -> None:
         super().__init__()
         self.acks = 0
+        # --join-in-flight: done at the next CONNECT answer or ack.
+        self.waiter: asyncio.Future[None] | None = None
 
     def write(self, data: Any) -> None:
         # One server frame per chunk (unmasked): count Socket.IO ACK packets.
@@ -50,10 +52,49 @@ class Counting(FakeTransport):
         offset = 2 if n < 126 else 4 if n == 126 else 10
         if data[offset : offset + 2] == b"43":
             self.acks += 1
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+        elif (
+            data[offset : offset + 2] == b"40"
+            and self.waiter is not None
+            and not self.waiter.done()
+        ):
+            self.waiter.set_result(None)
 
     def writelines(self, chunks: Any) -> None:
         for c in chunks:
             self.write(c)
+
+
+async def join_trickled(
+    engine: Any,
+    tokens: dict[tuple[int, int], str],
+    members: list[tuple[Connection, Counting, str]],
+    args: argparse.Namespace,
+) -> None:
+    """Clients in order (a room's members one after another), at most
+    ``--join-in-flight`` at once, each: handshake, CONNECT with its token,
+    wait for the answer, join, wait for the ack (the generator's shape)."""
+    gate = asyncio.Semaphore(args.join_in_flight)
+    loop = asyncio.get_running_loop()
+
+    async def one(r: int, m: int) -> None:
+        async with gate:
+            doc = f"doc-{os.getpid()}-{r}"
+            transport = Counting()
+            conn = Connection(engine, 1 << 20, 1 << 20)
+            transport.waiter = loop.create_future()
+            conn.connection_made(transport)
+            conn.data_received(handshake_request())
+            conn.data_received(frame("40" + orjson.dumps({"token": tokens[(r, m)]}).decode()))
+            await transport.waiter
+            transport.waiter = loop.create_future()
+            conn.data_received(frame(f'421["join-document",{orjson.dumps(doc).decode()}]'))
+            await transport.waiter
+            transport.waiter = None
+            members.append((conn, transport, doc))
+
+    await asyncio.gather(*(one(r, m) for r in range(args.rooms) for m in range(args.room)))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -64,6 +105,9 @@ async def main(args: argparse.Namespace) -> None:
         "COWRITE_COMMIT_INTERVAL": str(args.commit_interval),
         "COWRITE_AUTH_DOCS_CLAIM": "1",
     }
+    if args.redis:
+        env["COWRITE_REDIS_URL"] = args.redis
+        env["COWRITE_REDIS_PREFIX"] = f"collabpath-{os.getpid()}:"
     store = args.store or f"sqlite:///{tmp}/cowrite.db"
     settings = load_app_settings(
         environ=env, store=store, data_dir=tmp, server_overrides={"port": 0}
@@ -86,7 +130,9 @@ async def main(args: argparse.Namespace) -> None:
     if join_profiler:
         join_profiler.enable()
     j0 = time.process_time()
-    for r in range(args.rooms):
+    if args.join_in_flight:
+        await join_trickled(engine, tokens, members, args)
+    for r in range(args.rooms if not args.join_in_flight else 0):
         doc = f"doc-{os.getpid()}-{r}"
         for m in range(args.room):
             token = tokens[(r, m)]
@@ -96,11 +142,11 @@ async def main(args: argparse.Namespace) -> None:
             conn.data_received(handshake_request())
             conn.data_received(frame("40" + orjson.dumps({"token": token}).decode()))
             members.append((conn, transport, doc))
-    for _ in range(50):
+    for _ in range(50 if not args.join_in_flight else 0):
         await asyncio.sleep(0.01)
-    for conn, _, doc in members:
+    for conn, _, doc in members if not args.join_in_flight else ():
         conn.data_received(frame(f'421["join-document",{orjson.dumps(doc).decode()}]'))
-    for _ in range(200):
+    for _ in range(6000):
         await asyncio.sleep(0.01)
         if sum(t.acks for _, t, _ in members) >= len(members):
             break
@@ -109,9 +155,14 @@ async def main(args: argparse.Namespace) -> None:
     if join_profiler:
         join_profiler.disable()
         join_profiler.dump_stats(args.profile_join)
+    shape = (
+        f"{args.join_in_flight} in flight"
+        if args.join_in_flight
+        else "all connect, then all join; includes 2.5 s of idle loop waiting"
+    )
     print(
         f"{len(members)} connect + auth + join: {join_cpu / len(members) * 1e6:.0f} us CPU each "
-        "(includes 2.5 s of idle loop waiting)"
+        f"({shape})"
     )
     pad = "x" * 60
     # Every edit has its own clientOpId (a resend would be a duplicate: no broadcast).
@@ -166,8 +217,15 @@ if __name__ == "__main__":
     p.add_argument("--per-turn", type=int, default=2)
     p.add_argument("--turn-sleep", type=float, default=0.001, help="seconds between turns")
     p.add_argument("--store", default="")
+    p.add_argument("--redis", default="", help="redis://...: broker and presence through Redis")
     p.add_argument("--commit-interval", type=float, default=0.002)
     p.add_argument("--profile", default="")
+    p.add_argument(
+        "--join-in-flight",
+        type=int,
+        default=0,
+        help="connect and join client by client, this many at once (0: all connect, then all join)",
+    )
     p.add_argument("--profile-join", default="", help="cProfile (CPU time) the connect+join phase")
     a = p.parse_args()
     import uvloop

@@ -17,11 +17,13 @@ from cowrite.backends.presence import PresenceStore
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store import OperationStore
 from cowrite.config import AppSettings
+from cowrite.core.api import ServerApi
 from cowrite.core.collab import CollabService, error, refusal
 from cowrite.errors import CloseReason, ConfigError, ConnectionRefused
 from cowrite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cowrite.metrics import Metrics
 from cowrite.server import SocketServer
+from cowrite.server.api import HttpApi
 from cowrite.server.connection import Connection, Request
 from cowrite.web import STATIC_DIR, install_web_routes
 
@@ -31,6 +33,8 @@ log = logging.getLogger("cowrite.app")
 DRAIN_JITTER_MS = 500
 # Seconds between the drain notice and the close of the sessions.
 DRAIN_NOTICE_PAUSE = 0.1
+# Bytes of a server API body besides its operation.
+API_BODY_OVERHEAD = 16 * 1024
 
 EVENTS = (
     "join-document",
@@ -39,6 +43,7 @@ EVENTS = (
     "sync",
     "presence-update",
     "share-document",
+    "store-snapshot",
 )
 
 
@@ -80,6 +85,8 @@ class App:
     service: CollabService
     store: OperationStore
     presence: PresenceStore
+    api: ServerApi
+    http_api: HttpApi | None = None
 
     @property
     def port(self) -> int:
@@ -180,6 +187,9 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     )
 
     metrics = Metrics(server, service)
+    # Every instance answers the others' API messages (disconnect, info),
+    # whether or not it serves the HTTP API itself.
+    api = ServerApi(service, timeout=settings.api_timeout)
 
     def connect(sid: str, auth: Any) -> None:
         address = server.client_address(sid)
@@ -218,6 +228,7 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     server.on("sync", one_argument(service.sync))
     server.on("presence-update", one_argument(service.presence_update))
     server.on("share-document", one_argument(service.share))
+    server.on("store-snapshot", one_argument(service.store_snapshot))
 
     def healthz(conn: Connection, req: Request) -> None:
         conn.respond(200, b"ok")
@@ -250,7 +261,20 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     server.add_route("/metrics", metrics_route)
     server.add_route("/healthz", healthz)
     server.add_route("/readyz", readyz)
-    return App(server=server, service=service, store=the_store, presence=presence)
+    http_api = None
+    if settings.api_key:
+        # Room for the largest operation core accepts, JSON-escaped, plus the envelope.
+        max_body = 2 * settings.collab.max_operation_bytes + API_BODY_OVERHEAD
+        http_api = HttpApi(api, key=settings.api_key, max_body=max_body)
+        http_api.install(server.add_prefix_route)
+    return App(
+        server=server,
+        service=service,
+        store=the_store,
+        presence=presence,
+        api=api,
+        http_api=http_api,
+    )
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -11,7 +11,13 @@ from typing import Any, TypeVar
 import click
 
 from cowrite import logs, runtime
-from cowrite.config import AppSettings, load_app_settings, load_auth_settings, load_store_url
+from cowrite.config import (
+    AppSettings,
+    load_app_settings,
+    load_auth_settings,
+    load_retention,
+    load_store_url,
+)
 from cowrite.errors import CowriteError
 
 T = TypeVar("T")
@@ -148,6 +154,18 @@ def main() -> None:
     default=None,
     help="This instance's id [hostname-random; env COWRITE_INSTANCE_ID].",
 )
+@click.option(
+    "--api/--no-api",
+    default=None,
+    help="Serve the HTTP API at /api/ (key: env COWRITE_API_KEY; --dev generates one "
+    "in the data directory) [on with a key or --dev; env COWRITE_API].",
+)
+@click.option(
+    "--compact-interval",
+    type=float,
+    default=None,
+    help="Seconds between background log compactions, 0 = off [0; env COWRITE_COMPACT_INTERVAL].",
+)
 @store_option
 @data_dir_option
 @dev_option
@@ -173,6 +191,8 @@ def serve(
     auto_create: bool | None,
     redis_url: str | None,
     instance_id: str | None,
+    api: bool | None,
+    compact_interval: float | None,
     store: str | None,
     data_dir: str | None,
     dev_mode: bool | None,
@@ -201,7 +221,9 @@ def serve(
         auto_create=auto_create,
         redis_url=redis_url,
         instance_id=instance_id,
+        api=api,
         config_file=config_file,
+        retention_overrides={"interval": compact_interval},
     )
     from cowrite.app import build_app
 
@@ -226,6 +248,8 @@ def serve(
             f"cowrite listening on http://{settings.server.host}:{app.port} "
             f"({mode} mode, store {settings.store.split('@')[-1]})"
         )
+        if settings.api_key:
+            click.echo(f"server API at http://{settings.server.host}:{app.port}/api/")
         try:
             await app.server.wait_for_signal()
         finally:
@@ -374,6 +398,63 @@ def migrate(
 
     _run_store(url, act)
     click.echo("migrations applied")
+
+
+@main.command()
+@click.argument("document_ids", nargs=-1)
+@click.option(
+    "--keep-ops",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Operations kept below the newest snapshot [10000; env COWRITE_COMPACT_KEEP_OPS].",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Days of operations kept before the newest snapshot [7; env COWRITE_COMPACT_KEEP_DAYS].",
+)
+@store_option
+@data_dir_option
+@dev_option
+@config_option
+def compact(
+    document_ids: tuple[str, ...],
+    keep_ops: int | None,
+    keep_days: float | None,
+    store: str | None,
+    data_dir: str | None,
+    dev_mode: bool | None,
+    config_file: str | None,
+) -> None:
+    """Delete operations the newest snapshot of each document makes unnecessary:
+    those more than --keep-ops operations AND --keep-days days older than it.
+    DOCUMENT_IDS default to every document with a snapshot.  Running servers
+    answer a client whose catch-up falls in the deleted range with the snapshot."""
+    from cowrite.core.compaction import compact_documents
+
+    url = _store_url(store=store, data_dir=data_dir, config_file=config_file)
+    try:
+        retention = load_retention(
+            config_file=config_file, overrides={"keep_ops": keep_ops, "keep_days": keep_days}
+        )
+    except CowriteError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    done = _run_store(url, lambda s: compact_documents(s, retention, list(document_ids) or None))
+    for c in done:
+        click.echo(
+            f"{c.document_id}: deleted {c.deleted_ops} operations and "
+            f"{c.deleted_snapshots} older snapshots; the log starts at seq {c.kept_from}"
+        )
+    missing = sorted(set(document_ids) - {c.document_id for c in done})
+    for document_id in missing:
+        click.echo(f"error: no document {document_id!r}", err=True)
+    click.echo(
+        f"compacted {len(done)} documents, {sum(c.deleted_ops for c in done)} operations deleted"
+    )
+    if missing:
+        sys.exit(1)
 
 
 @main.command("check-config")

@@ -205,6 +205,13 @@ class AppSettings:
     redis_prefix: str = "cowrite:"
     instance_id: str = ""
     presence_ttl: float = 30.0
+    # The server API (POST /api/<method>): on when this holds its key.
+    api_key: str | None = None
+    api_timeout: float = 1.0  # how long ``info`` waits for the other instances
+
+
+#: Shortest API key accepted in production.
+MIN_API_KEY = 16
 
 
 def _env_float(
@@ -239,7 +246,9 @@ def load_app_settings(
     auto_create: bool | None = None,
     redis_url: str | None = None,
     instance_id: str | None = None,
+    api: bool | None = None,
     config_file: str | None = None,
+    retention_overrides: dict[str, Any] | None = None,
 ) -> AppSettings:
     """Defaults < TOML file < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
     from cowrite.core.collab import CollabSettings
@@ -266,6 +275,10 @@ def load_app_settings(
         max_operation_bytes=max_op,
         commit_interval=_env_float(env, "COWRITE_COMMIT_INTERVAL", 0.002, minimum=0.0, maximum=1.0),
         commit_enough=int(_env_float(env, "COWRITE_COMMIT_ENOUGH", 8, minimum=1, maximum=10_000)),
+        max_snapshot_bytes=int(
+            _env_float(env, "COWRITE_MAX_SNAPSHOT_BYTES", 900 * 1024, minimum=1024, maximum=1 << 30)
+        ),
+        retention=_retention(env, retention_overrides or {}),
     )
     try:
         presence_ttl = float(env.get("COWRITE_PRESENCE_TTL", 30.0))
@@ -285,6 +298,8 @@ def load_app_settings(
     import uuid
 
     return AppSettings(
+        api_key=_api_key(env, api, dev, directory),
+        api_timeout=_env_float(env, "COWRITE_API_TIMEOUT", 1.0, minimum=0.01, maximum=30.0),
         server=server,
         auth=auth,
         collab=dataclasses.replace(collab, presence_reap_interval=presence_ttl / 3),
@@ -298,6 +313,65 @@ def load_app_settings(
         or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         presence_ttl=presence_ttl,
     )
+
+
+def _api_key(env: dict[str, str], api: bool | None, dev: bool, directory: str) -> str | None:
+    """The server API's key, or ``None`` when the API is off.
+
+    The API is on when asked for (``--api``, ``COWRITE_API=1``) or, unless
+    turned off (``--no-api``, ``COWRITE_API=0``), when a key is set
+    (``COWRITE_API_KEY``) or in development mode.  In production it needs a
+    key of at least ``MIN_API_KEY`` characters, as the JWT key rule wants a
+    secret; in development a missing one is generated and kept in the data
+    directory (``dev-api-key``), like the JWT secret."""
+    key = env.get("COWRITE_API_KEY") or None
+    enabled = api if api is not None else _env_bool(env, "COWRITE_API", key is not None or dev)
+    if not enabled:
+        return None
+    if key is None:
+        if not dev:
+            raise ConfigError(
+                "the server API is enabled but has no key: set COWRITE_API_KEY "
+                f"(at least {MIN_API_KEY} characters), or turn it off (--no-api, COWRITE_API=0)"
+            )
+        return dev_secret(directory, "dev-api-key")
+    if len(key) < MIN_API_KEY and not dev:
+        raise ConfigError(f"COWRITE_API_KEY must be at least {MIN_API_KEY} characters")
+    return key
+
+
+def _retention(env: dict[str, str], overrides: dict[str, Any]) -> Any:
+    """``RetentionSettings``: defaults < file < ``COWRITE_COMPACT_*`` < flags."""
+    from cowrite.core.compaction import RetentionSettings
+
+    base = RetentionSettings()
+    keep_ops = _env_float(env, "COWRITE_COMPACT_KEEP_OPS", base.keep_ops, minimum=0, maximum=2**53)
+    if keep_ops != int(keep_ops):
+        raise ConfigError("COWRITE_COMPACT_KEEP_OPS: expected a whole number of operations")
+    values: dict[str, Any] = {
+        "keep_ops": int(keep_ops),
+        "keep_days": _env_float(
+            env, "COWRITE_COMPACT_KEEP_DAYS", base.keep_days, minimum=0, maximum=100_000
+        ),
+        "interval": _env_float(
+            env, "COWRITE_COMPACT_INTERVAL", base.interval, minimum=0, maximum=365 * 86_400
+        ),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RetentionSettings(**values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load_retention(
+    *,
+    environ: dict[str, str] | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """Only the retention settings (``cowrite compact``): no key, no CORS list."""
+    return _retention(_merged_env(environ, config_file), overrides or {})
 
 
 def _auth_settings(env: dict[str, str], dev: bool, directory: str) -> Any:
@@ -372,6 +446,13 @@ _APP_KEYS: Final = frozenset(
         "presence_ttl",
         "commit_interval",
         "commit_enough",
+        "api",
+        "api_key",
+        "api_timeout",
+        "max_snapshot_bytes",
+        "compact_keep_ops",
+        "compact_keep_days",
+        "compact_interval",
     }
 )
 _AUTH_KEYS: Final = frozenset(
@@ -464,6 +545,8 @@ def effective_settings(settings: AppSettings) -> dict[str, Any]:
             value = getattr(obj, f.name)
             if f.name in {"secret"} and value:
                 value = "***"
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = table(value)
             values[f.name] = list(value) if isinstance(value, tuple) else value
         return values
 
@@ -478,18 +561,22 @@ def effective_settings(settings: AppSettings) -> dict[str, Any]:
         "redis_url": settings.redis_url,
         "instance_id": settings.instance_id,
         "presence_ttl": settings.presence_ttl,
+        "api": "on" if settings.api_key else "off",
+        "api_key": "***" if settings.api_key else None,
+        "api_timeout": settings.api_timeout,
         "server": table(settings.server),
         "auth": table(settings.auth),
         "collab": table(settings.collab),
     }
 
 
-def dev_secret(data_dir: str) -> str:
-    """The development-mode HS256 secret: generated once, kept in ``data_dir``."""
+def dev_secret(data_dir: str, name: str = "dev-jwt-secret") -> str:
+    """A development-mode secret (the HS256 one, the API key): generated once,
+    kept in ``data_dir``."""
     import secrets
     from pathlib import Path
 
-    path = Path(data_dir) / "dev-jwt-secret"
+    path = Path(data_dir) / name
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ never with the token (``event``, ``sid``, ``user``, ``address``, ``reason``,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -49,6 +50,62 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines logged during one event-loop
+    iteration with one ``write`` and one ``flush``, at the end of it.
+
+    A join storm logs a line per connect and per disconnect: one write system
+    call each with ``StreamHandler``.  Records logged outside a running loop
+    (start-up, other threads, shutdown) and records of WARNING and above are
+    written at once, with what was waiting before them, so order is kept."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        # The loop whose end-of-iteration flush is scheduled (a loop that
+        # closed before running it is simply replaced by the next one).
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        if record.levelno < logging.WARNING:
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                if self._scheduled is not loop:
+                    self._scheduled = loop
+                    loop.call_soon(self._flush_pending)
+                return
+        self._write_pending()
+
+    def _flush_pending(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._scheduled = None
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        text, self._pending = "".join(self._pending), []
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # a closed or broken stderr must not stop the server
+            pass
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+            super().flush()
+
+
 def configure(level: str = "info", *, json: bool | None = None) -> None:
     """Log to stderr; ``json=None`` picks JSON unless stderr is a terminal."""
     use_json = not sys.stderr.isatty() if json is None else json
@@ -59,7 +116,7 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LoopBatchedHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

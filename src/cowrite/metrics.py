@@ -188,6 +188,17 @@ class _StateCollector(Collector):
             "Reads of the log to fill a gap in broker delivery.",
             svc.gaps_filled,
         )
+        yield _counter("cowrite_snapshots_stored", "Snapshots stored.", svc.snapshots_stored)
+        yield _counter(
+            "cowrite_snapshots_sent",
+            "Snapshots sent in join/sync acks (resync included).",
+            svc.snapshots_sent,
+        )
+        yield _counter(
+            "cowrite_snapshot_resyncs",
+            "Clients whose since was older than the kept log, answered with a snapshot.",
+            svc.snapshot_resyncs,
+        )
         yield _counter(
             "cowrite_slow_consumer_disconnects",
             "Connections dropped because they did not read fast enough.",

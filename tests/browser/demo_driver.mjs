@@ -22,6 +22,15 @@
 import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
+import {
+  STEP_MS,
+  editorText,
+  need,
+  openPage,
+  pageStatus,
+  screenshot,
+  waitFor,
+} from "./driver_lib.mjs";
 
 const base = need("COWRITE_BASE_URL");
 const outDir = need("COWRITE_OUT_DIR");
@@ -29,7 +38,6 @@ const webDir = need("COWRITE_WEB_DIR");
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const { chromium } = createRequire(join(webDir, "package.json"))("playwright-core");
 
-const STEP_MS = 10_000; // bound of any single wait
 const DOC = `doc-${Date.now().toString(36)}`;
 const ARGS = [
   "--headless",
@@ -42,15 +50,6 @@ const ARGS = [
   "--disable-sync",
 ];
 
-function need(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
-
 const report = { document: DOC, steps: [], screenshots: [], pageErrors: [], consoleErrors: [] };
 
 function step(name, detail = {}) {
@@ -60,44 +59,17 @@ function step(name, detail = {}) {
 const opened = [];
 
 async function open(browser, name, user) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 620 } });
-  const page = await context.newPage();
-  page.on("pageerror", (err) => report.pageErrors.push(`${name}: ${err.message}`));
-  page.on("console", (msg) => {
-    if (msg.type() === "error") report.consoleErrors.push(`${name}: ${msg.text()}`);
-  });
   const url = `${base}/?doc=${encodeURIComponent(DOC)}&name=${encodeURIComponent(name)}&user=${user}`;
-  const who = { name, user, context, page };
+  const who = { name, user, ...(await openPage(browser, report, name, url)) };
   opened.push(who);
-  await page.goto(url, { timeout: STEP_MS });
   return who;
 }
 
-async function shot(who, label) {
-  const path = join(outDir, `${String(report.screenshots.length + 1).padStart(2, "0")}-${label}-${who.name}.png`);
-  await who.page.screenshot({ path, timeout: STEP_MS });
-  report.screenshots.push(path);
-}
+const shot = (who, label) => screenshot(report, outDir, who, label);
 
-const text = (who) => who.page.$eval("#editor", (el) => el.value);
-const status = (who) =>
-  who.page.$eval("#status", (el) => ({
-    state: el.dataset.state,
-    pending: Number(el.dataset.pending),
-    label: el.textContent.trim(),
-  }));
+const text = editorText;
+const status = pageStatus;
 const roster = (who) => who.page.$$eval("#roster li .name", (els) => els.map((el) => el.textContent).sort());
-
-async function waitFor(what, check, timeout = STEP_MS) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await check();
-    if (last.ok) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const waitState = (who, state, extra = () => true) =>
   waitFor(`${who.name} ${state}`, async () => {

@@ -18,6 +18,7 @@
 
 import { createRequire } from "node:module";
 import { join } from "node:path";
+import { STEP_MS, need, waitFor } from "./driver_lib.mjs";
 
 const base = need("COWRITE_BASE_URL");
 const outDir = need("COWRITE_OUT_DIR");
@@ -25,7 +26,6 @@ const webDir = need("COWRITE_WEB_DIR");
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const { chromium } = createRequire(join(webDir, "package.json"))("playwright-core");
 
-const STEP_MS = 10_000;
 const VIEWPORTS = [
   { name: "desktop", width: 1280, height: 800 },
   { name: "phone", width: 390, height: 844 },
@@ -42,28 +42,8 @@ const ARGS = [
   "--font-render-hinting=none",
 ];
 
-function need(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
-
 const report = { viewports: {}, screenshots: [], pageErrors: [], consoleErrors: [] };
 const pages = [];
-
-async function waitFor(what, check, timeout = STEP_MS) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await check();
-    if (last.ok) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function watch(page, name) {
   pages.push({ page, name });

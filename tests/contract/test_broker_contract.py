@@ -43,6 +43,10 @@ from redis.exceptions import RedisError
 from cowrite.backends.broker import (
     Broker,
     BrokerMessage,
+    DisconnectMessage,
+    InfoReply,
+    InfoRequest,
+    InstanceMessage,
     MessageEncodingError,
     OperationMessage,
     PresenceMessage,
@@ -68,11 +72,16 @@ class Recorder:
 
     def __init__(self) -> None:
         self.messages: list[BrokerMessage] = []
+        self.instance_messages: list[InstanceMessage] = []
         self.availability: list[bool] = []
         self._changed = asyncio.Event()
 
     def on_message(self, message: BrokerMessage) -> None:
         self.messages.append(message)
+        self._changed.set()
+
+    def on_instance_message(self, message: InstanceMessage) -> None:
+        self.instance_messages.append(message)
         self._changed.set()
 
     def on_availability(self, available: bool) -> None:
@@ -460,7 +469,56 @@ async def test_publish_before_start_returns_false(cluster: Cluster) -> None:
     assert not await broker.publish(
         RoleMessage("d", broker.instance_id, "u", "viewer"),
     )
+    assert await broker.publish_instances(InfoRequest(broker.instance_id, "q")) == 0
     await broker.stop()
+
+
+# --- instance messages -------------------------------------------------------------
+
+
+async def test_instance_messages_reach_every_other_instance_without_subscribing(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await cluster.node(), await cluster.node(), await cluster.node()
+    origin = a.broker.instance_id
+    sent: list[InstanceMessage] = [
+        DisconnectMessage(origin, "bob ünï", "banned", "Bye: you were banned ✓"),
+        InfoRequest(origin, "q-1"),
+    ]
+    for message in sent:
+        assert await a.broker.publish_instances(message) == 2  # b and c, not a
+    for heard in (b.heard, c.heard):
+        await heard.wait_for("instance messages", lambda h=heard: len(h.instance_messages) >= 2)
+    for node in (b, c):
+        assert node.heard.instance_messages == sent
+        assert node.heard.messages == []
+    # a hears nothing of its own: b's answer to it is the first thing it gets.
+    reply = InfoReply(b.broker.instance_id, origin, "q-1", 3, 2, {"d 1": 2, "文档": 1})
+    assert await b.broker.publish_instances(reply) == 1
+    await a.heard.wait_for("the reply", lambda: bool(a.heard.instance_messages))
+    assert a.heard.instance_messages == [reply]
+
+
+async def test_an_info_reply_reaches_its_target_only(cluster: Cluster) -> None:
+    a, b, c = await cluster.node(), await cluster.node(), await cluster.node()
+    reply = InfoReply(b.broker.instance_id, a.broker.instance_id, "q", 0, 0, {})
+    assert await b.broker.publish_instances(reply) == 1
+    await a.heard.wait_for("the reply", lambda: bool(a.heard.instance_messages))
+    # A fence for c: a later message to every instance arrives after the reply would have.
+    marker = DisconnectMessage(b.broker.instance_id, "fence", "x", "")
+    assert await b.broker.publish_instances(marker) == 2
+    await c.heard.wait_for("the fence", lambda: bool(c.heard.instance_messages))
+    assert c.heard.instance_messages == [marker]
+    assert (
+        await b.broker.publish_instances(InfoReply(b.broker.instance_id, "nobody", "q", 0, 0, {}))
+        == 0
+    )
+
+
+async def test_instance_messages_refuse_a_foreign_origin(cluster: Cluster) -> None:
+    a, b = await cluster.node(), await cluster.node()
+    with pytest.raises(LocalError):
+        await a.broker.publish_instances(InfoRequest(b.broker.instance_id, "q"))
 
 
 # --- failures --------------------------------------------------------------------

@@ -187,6 +187,33 @@ async def test_join_and_roster_is_join_then_roster(presence: PresenceStore) -> N
     assert await presence.leave("d", "bob", "c2")
 
 
+async def test_join_and_roster_many_answers_each_join_in_order(presence: PresenceStore) -> None:
+    assert await presence.join_and_roster_many([]) == []
+    await presence.set_state("d", "nobody", {"x": 1})  # no-op: not present
+    assert await presence.join_and_roster_many([("d", "bob", "Bob", "c1")]) == [
+        (True, [PresenceEntry("bob", "Bob")])
+    ]
+    answers = await presence.join_and_roster_many(
+        [
+            ("d", "alice", "Alice", "c2"),
+            ("e", "bob", "Bob", "c3"),
+            ("d", "bob", "Bob", "c4"),  # bob's second connection to d
+            ("d", "carol", "Carol", "c5"),
+        ]
+    )
+    assert [first for first, _ in answers] == [True, True, False, True]
+    assert [[e.user_id for e in roster] for _, roster in answers] == [
+        ["alice", "bob"],
+        ["bob"],
+        ["alice", "bob"],
+        ["alice", "bob", "carol"],
+    ]
+    assert answers[-1][1] == await presence.roster("d")
+    assert not await presence.leave("d", "bob", "c1")
+    assert await presence.leave("d", "bob", "c4")
+    assert await presence.leave("e", "bob", "c3")
+
+
 async def test_several_users_are_counted_separately(presence: PresenceStore) -> None:
     assert await presence.join("doc", "alice", "Alice", "c1")
     assert await presence.join("doc", "bob", "Bob", "c2")

@@ -34,6 +34,7 @@ from cowrite.backends.store import (
     AppendResult,
     OperationStore,
     Role,
+    SnapshotRefused,
     StoreNotOpen,
     StoreUnavailable,
     UnknownDocument,
@@ -218,6 +219,34 @@ async def test_concurrent_creates_of_one_document_have_one_winner(backend: Backe
     assert await a.list_roles("doc") == {winner: Role.OWNER}
 
 
+async def test_create_documents_creates_in_one_call_and_skips_existing(
+    store: OperationStore,
+) -> None:
+    assert await store.create_documents([]) == set()
+    assert await store.create_document("old", "zoe")
+    created = await store.create_documents(
+        [("a", "alice"), ("old", "bob"), ("b", "bob"), ("a", "carol")]
+    )
+    assert created == {"a", "b"}
+    assert await store.list_roles("a") == {"alice": Role.OWNER}  # the first pair wins
+    assert await store.list_roles("b") == {"bob": Role.OWNER}
+    assert await store.list_roles("old") == {"zoe": Role.OWNER}
+    assert await store.head("a") == 0
+    assert await store.create_documents([("a", "dave"), ("b", "dave")]) == set()
+    assert not await store.create_document("b", "dave")
+
+
+async def test_concurrent_create_documents_have_one_winner_each(backend: Backend) -> None:
+    a, b = await backend.open(), await backend.open()
+    results = await asyncio.gather(
+        *(s.create_documents([("x", f"u{i}"), ("y", f"u{i}")]) for i, s in enumerate([a, b] * 3))
+    )
+    assert sorted(d for r in results for d in r) == ["x", "y"]
+    for doc in ("x", "y"):
+        winner = next(f"u{i}" for i, r in enumerate(results) if doc in r)
+        assert await b.list_roles(doc) == {winner: Role.OWNER}
+
+
 async def test_roles_set_replace_revoke_list(store: OperationStore) -> None:
     await store.create_document("doc", "alice")
     assert await store.get_role("doc", "bob") is None
@@ -391,6 +420,37 @@ async def test_read_page_gives_the_page_and_the_head_together(store: OperationSt
         await store.read_page("d", 0, -1)
 
 
+async def test_read_pages_answers_each_triple_like_read_page(store: OperationStore) -> None:
+    assert await store.read_pages([]) == []
+    await store.create_document("d", "alice")
+    await store.create_document("e", "alice")
+    await store.create_document("empty", "alice")
+    await store.append_batch([req("d", op=f"c{i}") for i in range(1, 8)])
+    await store.append_batch([req("e", op=f"c{i}", payload=bytes([i])) for i in range(1, 4)])
+    triples = [
+        ("d", 2, 3),
+        ("nope", 0, 10),
+        ("e", 0, 10),
+        ("d", 0, 2),
+        ("empty", 0, 5),
+        ("d", 50, 10),
+        ("e", 1, 0),
+    ]
+    answers = await store.read_pages(triples)
+    assert len(answers) == len(triples)
+    assert answers[1] is None
+    for triple, answer in zip(triples, answers, strict=True):
+        if triple[0] != "nope":
+            assert answer == await store.read_page(*triple)
+    assert answers[2] is not None and [op.payload for op in answers[2][0]] == [
+        b"\x01",
+        b"\x02",
+        b"\x03",
+    ]
+    with pytest.raises(ValueError):
+        await store.read_pages([("d", 0, -1)])
+
+
 async def test_read_ops_pages_with_since_and_limit(store: OperationStore) -> None:
     await store.create_document("d", "alice")
     await store.create_document("other", "alice")
@@ -442,6 +502,134 @@ async def test_binary_payloads_round_trip_byte_for_byte(store: OperationStore) -
     stored = [op.payload for op in await store.read_ops("d", 0, 100)]
     assert stored == payloads
     assert all(type(p) is bytes for p in stored)
+
+
+# --- snapshots and compaction ------------------------------------------------------
+
+
+async def test_store_snapshot_checks_seq_against_head_and_newest(store: OperationStore) -> None:
+    with pytest.raises(UnknownDocument):
+        await store.store_snapshot("nope", 1, "alice", b"s")
+    await store.create_document("d", "alice")
+    assert await store.latest_snapshot("d") is None
+    assert await store.latest_snapshot("nope") is None
+    with pytest.raises(SnapshotRefused) as refused:
+        await store.store_snapshot("d", 1, "alice", b"s")  # head is 0
+    assert refused.value.code == "invalid_seq"
+    await store.append_batch([req("d") for _ in range(5)])
+    for bad in (0, -1, 6):
+        with pytest.raises(SnapshotRefused) as refused:
+            await store.store_snapshot("d", bad, "alice", b"s")
+        assert refused.value.code == "invalid_seq"
+    before = time.time()
+    stored = await store.store_snapshot("d", 3, "bob", bytes(range(256)))
+    assert (stored.document_id, stored.seq, stored.user_id, stored.data) == (
+        "d",
+        3,
+        "bob",
+        bytes(range(256)),
+    )
+    assert before <= stored.created_at <= time.time()
+    assert await store.latest_snapshot("d") == stored
+    for stale in (3, 2):
+        with pytest.raises(SnapshotRefused) as refused:
+            await store.store_snapshot("d", stale, "alice", b"s")
+        assert (refused.value.code, refused.value.latest) == ("stale_snapshot", 3)
+    newer = await store.store_snapshot("d", 5, "alice", b"\x00" * 100_000)
+    latest = await store.latest_snapshot("d")
+    assert latest == newer
+    assert latest is not None and type(latest.data) is bytes
+    assert await store.snapshot_documents() == ["d"]
+
+
+async def test_compact_deletes_what_the_newest_snapshot_covers(store: OperationStore) -> None:
+    with pytest.raises(UnknownDocument):
+        await store.compact("nope", keep_ops=0, keep_seconds=0)
+    await store.create_document("d", "alice")
+    await store.create_document("other", "alice")
+    await store.append_batch([req("d", op=f"c{i}") for i in range(1, 21)] + [req("other")])
+    # No snapshot: nothing goes.
+    done = await store.compact("d", keep_ops=0, keep_seconds=0)
+    assert (done.deleted_ops, done.deleted_snapshots, done.kept_from) == (0, 0, 1)
+    await store.store_snapshot("d", 8, "alice", b"at 8")
+    await store.store_snapshot("d", 12, "alice", b"at 12")
+    # Ops younger than keep_seconds before the snapshot stay.
+    done = await store.compact("d", keep_ops=0, keep_seconds=3600)
+    assert (done.deleted_ops, done.deleted_snapshots, done.kept_from) == (0, 1, 1)
+    # Keep 5 ops below the newest snapshot (12): 1..7 go.
+    done = await store.compact("d", keep_ops=5, keep_seconds=0)
+    assert (done.deleted_ops, done.deleted_snapshots, done.kept_from) == (7, 0, 8)
+    ops, head = await store.read_page("d", 0, 100)
+    assert ([op.seq for op in ops], head) == (list(range(8, 21)), 20)
+    # A since below the kept log starts at the first kept op: callers see the gap.
+    assert [op.seq for op in await store.read_ops("d", 2, 3)] == [8, 9, 10]
+    assert (await store.latest_snapshot("d")) is not None
+    # Again with keep_ops 0: up to the snapshot's seq.
+    done = await store.compact("d", keep_ops=0, keep_seconds=0)
+    assert (done.deleted_ops, done.kept_from) == (5, 13)
+    assert await store.head("d") == 20
+    assert await store.read_ops("other", 0, 10) != []
+
+
+async def test_compact_keeps_the_newest_op_and_numbering_continues(
+    store: OperationStore,
+) -> None:
+    await store.create_document("d", "alice")
+    await store.append_batch([req("d", op=f"c{i}") for i in range(1, 6)])
+    await store.store_snapshot("d", 5, "alice", b"all")
+    done = await store.compact("d", keep_ops=0, keep_seconds=0)
+    assert (done.deleted_ops, done.kept_from) == (4, 5)
+    assert await store.head("d") == 5
+    assert await store.read_page("d", 5, 10) == ([], 5)
+    assert [op.seq for op in (await store.read_page("d", 0, 10))[0]] == [5]
+    assert fresh(await store.append_batch([req("d"), req("d")])) == [6, 7]
+    # The newest op's idempotency key still answers.
+    assert await store.append_batch([req("d", op="c5")]) == [AppendResult(5, True)]
+    with pytest.raises(ValueError):
+        await store.compact("d", keep_ops=-1, keep_seconds=0)
+    with pytest.raises(ValueError):
+        await store.compact("d", keep_ops=0, keep_seconds=-1)
+
+
+async def test_snapshots_and_compaction_are_durable_and_shared(backend: Backend) -> None:
+    first = await backend.open()
+    second = await backend.open()
+    await first.create_document("d", "alice")
+    await first.append_batch([req("d") for _ in range(10)])
+    stored = await first.store_snapshot("d", 9, "alice", b"nine")
+    assert await second.latest_snapshot("d") == stored
+    with pytest.raises(SnapshotRefused):
+        await second.store_snapshot("d", 9, "bob", b"again")
+    await second.compact("d", keep_ops=2, keep_seconds=0)
+    await first.close()
+    reopened = await backend.open()
+    assert await reopened.latest_snapshot("d") == stored
+    assert [op.seq for op in await reopened.read_ops("d", 0, 100)] == [8, 9, 10]
+    assert fresh(await first_append(reopened)) == [11]
+
+
+async def first_append(store: OperationStore) -> list[AppendResult]:
+    return await store.append_batch([req("d")])
+
+
+async def test_appends_racing_compaction_stay_gapless(backend: Backend) -> None:
+    writer = await backend.open()
+    compactor = await backend.open()
+    await writer.create_document("d", "alice")
+    await writer.append_batch([req("d") for _ in range(50)])
+    await writer.store_snapshot("d", 50, "alice", b"s")
+
+    async def append() -> list[int]:
+        seqs: list[int] = []
+        for _ in range(20):
+            seqs += fresh(await writer.append_batch([req("d"), req("d")]))
+        return seqs
+
+    seqs, _done = await asyncio.gather(append(), compactor.compact("d", keep_ops=0, keep_seconds=0))
+    assert seqs == list(range(51, 91))
+    ops = await writer.read_ops("d", 0, 1000)
+    # 50 stays when compaction ran before the first append (it was the newest).
+    assert [op.seq for op in ops] in (list(range(50, 91)), list(range(51, 91)))
 
 
 # --- durability and concurrency -------------------------------------------------------

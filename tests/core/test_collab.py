@@ -13,7 +13,7 @@ from collab_support import SECRET, RecordingGateway
 from cowrite.auth import AuthSettings, TokenVerifier, mint_token
 from cowrite.backends.broker_memory import MemoryBroker
 from cowrite.backends.presence_memory import MemoryPresence
-from cowrite.backends.store import Role
+from cowrite.backends.store import Role, StoreError
 from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.collab import CollabService, CollabSettings
 
@@ -247,3 +247,65 @@ async def test_stored_roles_of_editors_are_refreshed_in_the_background(tmp_path:
         assert gw.events("b", "access-revoked") == [{"documentId": "d"}]
     finally:
         await close_service(svc, store)
+
+
+class CountingStore(SqliteStore):
+    """The real SQLite store, counting ``create_documents`` calls; it fails
+    the calls while ``failing`` is set."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.create_calls: list[list[tuple[str, str]]] = []
+        self.failing = False
+
+    async def create_documents(self, documents: Any) -> set[str]:
+        self.create_calls.append(list(documents))
+        if self.failing:
+            raise StoreError("the disk is on fire")
+        return await super().create_documents(documents)
+
+
+async def test_claim_joins_that_arrive_together_create_their_documents_in_one_call(
+    tmp_path: Path,
+) -> None:
+    store = CountingStore(tmp_path / "db.sqlite")
+    await store.open()
+    auth = AuthSettings(secret=SECRET, docs_claim=True)
+    svc = CollabService(
+        store=store,
+        presence=MemoryPresence(),
+        gateway=RecordingGateway(),
+        verifier=TokenVerifier(auth),
+        broker=MemoryBroker(),
+        settings=CollabSettings(docs_claim=True),
+    )
+    await svc.start()
+    try:
+        for i in range(12):
+            docs = {f"d{i // 3}": "editor"}  # four documents, three members each
+            svc.connect(f"s{i}", {"token": mint_token(auth, user_id=f"u{i}", docs=docs)})
+        acks = await asyncio.gather(*(svc.join(f"s{i}", f"d{i // 3}") for i in range(12)))
+        assert [a.get("role") for a in acks] == ["editor"] * 12, acks[:2]
+        # The first runs at once; the three that arrive meanwhile share one call.
+        assert [sorted(call) for call in store.create_calls] == [
+            [("d0", "u0")],
+            [("d1", "u3"), ("d2", "u6"), ("d3", "u9")],
+        ]
+        assert await store.list_roles("d2") == {"u6": Role.OWNER}
+        # Known documents are not created again; a failed creation is an
+        # ``unavailable`` ack for each join that waited on it, and the next join retries.
+        store.failing = True
+        svc.connect(
+            "x", {"token": mint_token(auth, user_id="ux", docs={"d0": "editor", "e": "editor"})}
+        )
+        svc.connect("y", {"token": mint_token(auth, user_id="uy", docs={"e": "editor"})})
+        assert (await svc.join("x", "d0"))["ok"]
+        assert len(store.create_calls) == 2
+        failed = await asyncio.gather(svc.join("x", "e"), svc.join("y", "e"))
+        assert [a["error"]["code"] for a in failed] == ["unavailable", "unavailable"]
+        store.failing = False
+        assert (await svc.join("y", "e"))["ok"]
+        assert await store.list_roles("e") == {"uy": Role.OWNER}
+    finally:
+        await svc.stop()
+        await store.close()

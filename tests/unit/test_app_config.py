@@ -77,3 +77,44 @@ def test_instance_id_prefixes_session_ids(tmp_path: Path) -> None:
     for bad in ("i.1", "a b", "x" * 65, "é"):
         with pytest.raises(ConfigError, match="instance id"):
             load_app_settings(environ=env, data_dir=str(tmp_path), instance_id=bad)
+
+
+def test_server_api_key_rules(tmp_path: Path) -> None:
+    base = {"COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "https://a"}
+    d = str(tmp_path)
+    assert load_app_settings(environ=base, data_dir=d).api_key is None  # off without a key
+    key = "k" * 20
+    on = load_app_settings(environ={**base, "COWRITE_API_KEY": key}, data_dir=d)
+    assert on.api_key == key
+    assert effective_settings(on)["api_key"] == "***"
+    # --no-api / COWRITE_API=0 win over a key; asking for it without one fails in production.
+    assert (
+        load_app_settings(environ={**base, "COWRITE_API_KEY": key}, data_dir=d, api=False).api_key
+        is None
+    )
+    assert (
+        load_app_settings(
+            environ={**base, "COWRITE_API_KEY": key, "COWRITE_API": "0"}, data_dir=d
+        ).api_key
+        is None
+    )
+    with pytest.raises(ConfigError, match="API is enabled but has no key"):
+        load_app_settings(environ={**base, "COWRITE_API": "1"}, data_dir=d)
+    with pytest.raises(ConfigError, match="API is enabled but has no key"):
+        load_app_settings(environ=base, data_dir=d, api=True)
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_app_settings(environ={**base, "COWRITE_API_KEY": "short"}, data_dir=d)
+    # Development: a key is generated once and kept in the data directory.
+    dev = load_app_settings(environ={}, data_dir=d, dev_mode=True, api=True)
+    assert dev.api_key and len(dev.api_key) >= 16
+    assert (tmp_path / "dev-api-key").read_text().strip() == dev.api_key
+    assert load_app_settings(environ={}, data_dir=d, dev_mode=True, api=True).api_key == dev.api_key
+    assert load_app_settings(environ={}, data_dir=d, dev_mode=True).api_key == dev.api_key
+    assert load_app_settings(environ={}, data_dir=d, dev_mode=True, api=False).api_key is None
+    # The settings file: below the environment.
+    cfg = tmp_path / "cowrite.toml"
+    cfg.write_text(f'api_key = "{"f" * 16}"\napi_timeout = 0.5\n')
+    from_file = load_app_settings(environ=base, data_dir=d, config_file=str(cfg))
+    assert (from_file.api_key, from_file.api_timeout) == ("f" * 16, 0.5)
+    env_wins = {**base, "COWRITE_API_KEY": key}
+    assert load_app_settings(environ=env_wins, data_dir=d, config_file=str(cfg)).api_key == key

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
 
 from cowrite.auth import (
     MAX_TOKEN_LENGTH,
@@ -642,14 +642,14 @@ def test_an_accepted_token_is_remembered_and_never_outlives_its_exp(
     token = mint_token(AuthSettings(secret=SECRET), user_id="alice", ttl=1)
     first = hs.verify(token)
     calls = 0
-    original = jwt.decode
+    original = hs._decoder.decode
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(jwt, "decode", counting)
+    monkeypatch.setattr(hs._decoder, "decode", counting)
     assert hs.verify(token) == first  # no second signature check
     assert calls == 0
     # Past exp, the remembered identity is dropped and the full check refuses it.
@@ -666,3 +666,33 @@ def test_a_refused_token_is_not_remembered(hs: TokenVerifier) -> None:
     for _ in range(2):
         with pytest.raises(AuthError):
             hs.verify(token)
+
+
+def test_the_hmac_secret_is_prepared_once_and_signatures_are_still_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prepared = 0
+    original = HMACAlgorithm.prepare_key
+
+    def counting(self: HMACAlgorithm, key: Any) -> Any:
+        nonlocal prepared
+        prepared += 1
+        return original(self, key)
+
+    tokens = {user: mint_token(AuthSettings(secret=SECRET), user_id=user) for user in "abc"}
+    monkeypatch.setattr(HMACAlgorithm, "prepare_key", counting)
+    verifier = TokenVerifier(AuthSettings(secret=SECRET))
+    for user, token in tokens.items():
+        assert verifier.verify(token).user_id == user
+    assert prepared == 1
+    forged = mint_token(AuthSettings(secret="another-secret-" + "z" * 32), user_id="mallory")
+    with pytest.raises(AuthError) as refused:
+        verifier.verify(forged)
+    assert refused.value.code == "token_invalid"
+    # An asymmetric key is still refused as an HMAC secret (PyJWT's own check).
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem_bytes = pem.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with pytest.raises(jwt.InvalidKeyError):
+        verifier._decoder._jws.get_algorithm_by_name("HS256").prepare_key(pem_bytes)

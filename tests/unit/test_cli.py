@@ -122,6 +122,44 @@ def test_the_example_settings_file_passes_check_config(tmp_path: Path) -> None:
     assert SECRET not in result.output
 
 
+def test_compact_applies_the_retention_settings(tmp_path: Path) -> None:
+    import asyncio
+
+    from cowrite.backends.store import AppendRequest
+    from cowrite.backends.store_sqlite import SqliteStore
+
+    async def prepare() -> None:
+        store = SqliteStore(tmp_path / "cowrite.db")
+        await store.open()
+        for doc in ("a", "b"):
+            await store.create_document(doc, "alice")
+            await store.append_batch([AppendRequest(doc, "alice", None, b"J1")] * 10)
+        await store.store_snapshot("a", 8, "alice", b"J8")
+        await store.close()
+
+    asyncio.run(prepare())
+    # Ops are younger than the default 7 days: nothing goes.
+    kept = run(["compact"], tmp_path)
+    assert kept.exit_code == 0, kept.output
+    assert kept.output.splitlines() == [
+        "a: deleted 0 operations and 0 older snapshots; the log starts at seq 1",
+        "compacted 1 documents, 0 operations deleted",
+    ]
+    # Flags over the environment over the defaults.
+    done = run(["compact", "--keep-days", "0"], tmp_path, COWRITE_COMPACT_KEEP_OPS="3")
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[0] == (
+        "a: deleted 5 operations and 0 older snapshots; the log starts at seq 6"
+    )
+    named = run(["compact", "a", "b", "nope", "--keep-ops", "0", "--keep-days", "0"], tmp_path)
+    assert named.exit_code == 1
+    assert "a: deleted 3 operations" in named.output
+    assert "b: deleted 0 operations" in named.output  # no snapshot: nothing
+    assert "error: no document 'nope'" in named.output
+    bad = run(["compact"], tmp_path, COWRITE_COMPACT_KEEP_DAYS="soon")
+    assert bad.exit_code == 2 and "COWRITE_COMPACT_KEEP_DAYS" in bad.output
+
+
 def test_serve_help_names_every_options_environment_variable() -> None:
     import click
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cowrite.config import ServerSettings, settings_from_env
@@ -47,3 +49,30 @@ def test_sid_prefix_is_url_safe_and_ends_with_a_dot() -> None:
     for bad in ("i1", "i.1.", ".", "a b.", "x" * 65 + "."):
         with pytest.raises(ConfigError, match="sid_prefix"):
             ServerSettings(sid_prefix=bad)
+
+
+def test_retention_and_snapshot_size_come_from_flags_env_file(tmp_path: Path) -> None:
+    from cowrite.config import load_app_settings, load_retention
+    from cowrite.core.compaction import RetentionSettings
+
+    toml = tmp_path / "cowrite.toml"
+    toml.write_text(
+        "compact_keep_ops = 50\ncompact_keep_days = 2.5\ncompact_interval = 60\n"
+        "max_snapshot_bytes = 4096\n"
+    )
+    env = {"COWRITE_CONFIG": str(toml), "COWRITE_COMPACT_KEEP_DAYS": "1"}
+    assert load_retention(environ=env) == RetentionSettings(keep_ops=50, keep_days=1, interval=60)
+    assert load_retention(environ=env, overrides={"keep_ops": 7, "interval": None}) == (
+        RetentionSettings(keep_ops=7, keep_days=1, interval=60)
+    )
+    settings = load_app_settings(
+        environ={**env, "COWRITE_AUTH_SECRET": "s" * 40, "COWRITE_CORS_ORIGINS": "https://a"},
+        retention_overrides={"interval": 0.0},
+        data_dir=str(tmp_path),
+    )
+    assert settings.collab.retention == RetentionSettings(keep_ops=50, keep_days=1, interval=0)
+    assert settings.collab.max_snapshot_bytes == 4096
+    assert load_retention(environ={}) == RetentionSettings()
+    for bad in ({"COWRITE_COMPACT_KEEP_OPS": "1.5"}, {"COWRITE_COMPACT_INTERVAL": "-1"}):
+        with pytest.raises(ConfigError):
+            load_retention(environ=bad)

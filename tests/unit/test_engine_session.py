@@ -340,3 +340,13 @@ def test_graceful_close_after_a_long_queue() -> None:
     last = s.poll(0.0).body
     assert last is not None and last.endswith(b"\x1e1")
     assert s.closed
+
+
+def test_session_ids_are_distinct_20_char_base64url() -> None:
+    import re
+
+    from cowrite.server.ids import new_id
+
+    ids = [new_id() for _ in range(3000)]  # several refills of the pool
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{20}", i) for i in ids)

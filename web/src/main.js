@@ -2,6 +2,7 @@
 //
 //   /?doc=demo&name=Ada     document id (default "demo"), display name
 //   /#token=<JWT>           use this token instead of /dev/token (production)
+//   &snapshotEvery=N        store a snapshot every N operations (default 300; 0: never)
 
 import * as Y from "yjs";
 import { CursorOverlay } from "./cursors.js";
@@ -35,7 +36,20 @@ $("share-link").textContent = invite.href;
 const doc = new Y.Doc();
 const ytext = doc.getText("text");
 const tokens = new TokenSource({ userId: me.userId, name: me.name, documentId });
-const sync = new DocumentSync({ doc, documentId, userId: me.userId, tokens });
+const snapshotEvery = Number.parseInt(params.get("snapshotEvery") ?? "", 10);
+const sync = new DocumentSync({
+  doc,
+  documentId,
+  userId: me.userId,
+  tokens,
+  ...(Number.isInteger(snapshotEvery) && snapshotEvery >= 0 ? { snapshotEvery } : {}),
+});
+// The newest snapshot this page received or stored, for whoever inspects the
+// page (the browser tests): data-snapshot-seq and data-snapshot-source.
+sync.addEventListener("snapshot", (event) => {
+  statusEl.dataset.snapshotSeq = String(event.detail.seq);
+  statusEl.dataset.snapshotSource = event.detail.received ? "received" : "stored";
+});
 const overlay = new CursorOverlay(textarea);
 
 const binding = bindTextarea(ytext, textarea, {

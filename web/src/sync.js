@@ -20,6 +20,16 @@
 //   the server (duplicate: true) and never lands in the log twice.
 // - Nothing is emitted while disconnected: socket.io-client would buffer it
 //   and send it before join-document, where the server answers not_joined.
+// - Snapshots: we join with snapshot: true, so a new page starts from the
+//   newest snapshot (a Yjs state update, Y.encodeStateAsUpdate) plus the
+//   operations after it instead of the whole log; an ack with resync: true
+//   (our lastSeq is older than the kept log) is handled the same way, since
+//   applying a Yjs state on top of ours merges.  Every `snapshotEvery`
+//   operations (300 by default), an editor whose document holds exactly the
+//   log's prefix 1..lastSeq (nothing pending, nothing seen beyond it) stores
+//   store-snapshot {documentId, seq: lastSeq, data: <state update>}; when
+//   two pages race, the server keeps the first and answers the other
+//   stale_snapshot.
 
 import { io } from "socket.io-client";
 import * as parser from "socket.io-parser";
@@ -46,6 +56,9 @@ class Decoder extends parser.Decoder {
   }
 }
 const PRESENCE_INTERVAL_MS = 100; // the server allows 30 presence updates/s
+const SNAPSHOT_EVERY = 300;
+// A snapshot is stored after this long without local edits (not mid-typing).
+const SNAPSHOT_IDLE_MS = 500;
 
 function asBytes(value) {
   if (value instanceof Uint8Array) return value;
@@ -65,8 +78,12 @@ function newOpId() {
  * (detail: {role}), "error" (detail: {code, message}).
  */
 export class DocumentSync extends EventTarget {
-  constructor({ doc, documentId, userId, tokens }) {
+  constructor({ doc, documentId, userId, tokens, snapshotEvery = SNAPSHOT_EVERY }) {
     super();
+    this.snapshotEvery = snapshotEvery;
+    this.snapshotSeq = 0; // the newest snapshot we know of (received or stored)
+    this._snapshotTimer = null;
+    this._storingSnapshot = false;
     this.doc = doc;
     this.documentId = documentId;
     this.userId = userId;
@@ -225,7 +242,7 @@ export class DocumentSync extends EventTarget {
     try {
       ack = await this.socket
         .timeout(ACK_TIMEOUT_MS)
-        .emitWithAck("join-document", { documentId: this.documentId, since: this.lastSeq });
+        .emitWithAck("join-document", { documentId: this.documentId, since: this.lastSeq, snapshot: true });
     } catch {
       if (gen === this.generation) this._forceReconnect();
       return;
@@ -243,7 +260,7 @@ export class DocumentSync extends EventTarget {
     }
     this._setRole(ack.role);
     this._setRoster(ack.presence || []);
-    this._applyOps(ack.ops);
+    this._applyPage(ack);
     let more = ack.more;
     while (more) {
       let page;
@@ -260,7 +277,7 @@ export class DocumentSync extends EventTarget {
         this._forceReconnect();
         return;
       }
-      this._applyOps(page.ops);
+      this._applyPage(page);
       more = page.more;
     }
     this.joined = true;
@@ -269,8 +286,29 @@ export class DocumentSync extends EventTarget {
     this._setState("connected");
   }
 
-  _applyOps(ops) {
-    for (const op of ops || []) this._applyRemote(op.operation, op.seq);
+  /** A join or sync ack: its snapshot (if any), then its operations. */
+  _applyPage(ack) {
+    const snapshot = ack.snapshot;
+    if (snapshot && typeof snapshot.seq === "number") {
+      const state = asBytes(snapshot.data);
+      if (state) {
+        try {
+          Y.applyUpdate(this.doc, state, REMOTE);
+        } catch (err) {
+          console.error(`cowrite: snapshot ${snapshot.seq} is not a Yjs update`, err);
+        }
+      }
+      // The log continues after the snapshot: what we had is merged into it.
+      this.lastSeq = Math.max(this.lastSeq, snapshot.seq);
+      for (const seq of this._seenAbove) if (seq <= this.lastSeq) this._seenAbove.delete(seq);
+      this._advance();
+      this.snapshotSeq = Math.max(this.snapshotSeq, snapshot.seq);
+      this.dispatchEvent(
+        new CustomEvent("snapshot", { detail: { seq: snapshot.seq, received: true, resync: ack.resync === true } }),
+      );
+    }
+    for (const op of ack.ops || []) this._applyRemote(op.operation, op.seq);
+    this._maybeSnapshot();
   }
 
   _applyRemote(operation, seq) {
@@ -290,11 +328,58 @@ export class DocumentSync extends EventTarget {
   _onRemoteEdit(msg) {
     if (!msg || msg.documentId !== this.documentId) return;
     this._applyRemote(msg.operation, msg.seq);
+    this._maybeSnapshot();
+  }
+
+  // -- snapshots -------------------------------------------------------------
+
+  /** Store a snapshot once `snapshotEvery` operations passed, after a quiet moment. */
+  _maybeSnapshot() {
+    if (this.snapshotEvery <= 0 || this.lastSeq - this.snapshotSeq < this.snapshotEvery) return;
+    if (this.role !== "owner" && this.role !== "editor") return;
+    clearTimeout(this._snapshotTimer);
+    this._snapshotTimer = setTimeout(() => this._storeSnapshot(this.generation), SNAPSHOT_IDLE_MS);
+  }
+
+  async _storeSnapshot(gen) {
+    // Our document must be exactly the log's prefix 1..lastSeq: no local edit
+    // waiting, none in flight, no remote operation beyond a hole.
+    if (!this.joined || this._storingSnapshot || gen !== this.generation) return;
+    if (this.outbox.length > 0 || this.inFlight || this._seenAbove.size > 0) {
+      this._maybeSnapshot(); // try again after the next quiet moment
+      return;
+    }
+    const seq = this.lastSeq;
+    if (seq - this.snapshotSeq < this.snapshotEvery) return;
+    this._storingSnapshot = true;
+    let ack;
+    try {
+      ack = await this.socket
+        .timeout(ACK_TIMEOUT_MS)
+        .emitWithAck("store-snapshot", { documentId: this.documentId, seq, data: Y.encodeStateAsUpdate(this.doc) });
+    } catch {
+      return; // no answer: the next operations try again
+    } finally {
+      this._storingSnapshot = false;
+    }
+    if (ack?.ok) {
+      this.snapshotSeq = Math.max(this.snapshotSeq, seq);
+      this.dispatchEvent(new CustomEvent("snapshot", { detail: { seq, received: false, resync: false } }));
+    } else if (ack?.error?.code === "stale_snapshot") {
+      this.snapshotSeq = Math.max(this.snapshotSeq, ack.error.latest || seq);
+    } else if (ack?.error?.code === "read_only") {
+      this._setRole("viewer");
+    }
   }
 
   _seen(seq) {
     if (typeof seq !== "number" || seq <= this.lastSeq) return;
     this._seenAbove.add(seq);
+    this._advance();
+  }
+
+  /** lastSeq over the contiguous run of operations seen beyond it. */
+  _advance() {
     while (this._seenAbove.has(this.lastSeq + 1)) {
       this._seenAbove.delete(this.lastSeq + 1);
       this.lastSeq += 1;
@@ -349,6 +434,7 @@ export class DocumentSync extends EventTarget {
       this._seen(ack.seq);
       this._emitStatus();
       this._flush();
+      this._maybeSnapshot();
       return;
     }
     const code = ack?.error?.code;

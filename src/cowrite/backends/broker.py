@@ -71,6 +71,18 @@ Callbacks
     time, never from inside ``publish``, ``subscribe`` or ``unsubscribe``.  An
     exception a listener raises is logged and otherwise ignored.
 
+Instance messages
+    ``publish_instances`` sends an ``InstanceMessage`` (no document) to every
+    other started instance, whatever it subscribes, or, for an ``InfoReply``,
+    to its ``target`` instance only.  The same at-most-once delivery, no
+    self-delivery, no order with document messages.  It returns how many
+    instances the transport handed it to (for Redis the count PUBLISH
+    reports, this instance's own subscriber not counted; 0 when it could not
+    publish), so a caller that waits for answers knows how many to expect.
+    They reach ``listener.on_instance_message``.  The server API uses them to
+    act on every instance (``DisconnectMessage``) and to gather what every
+    instance has open (``InfoRequest``/``InfoReply``).
+
 Messages are immutable dataclasses.  Every implementation passes them through
 the wire format below (``encode``/``decode``), even in memory, so that a value
 behaves the same whatever the broker: ``PresenceMessage.state`` must be a JSON
@@ -138,11 +150,57 @@ class RoleMessage:
 BrokerMessage = OperationMessage | PresenceMessage | RoleMessage
 
 
+@dataclass(frozen=True, slots=True)
+class DisconnectMessage:
+    """Disconnect every connection of ``user_id`` (every instance acts on its own).
+
+    ``code`` and ``reason`` are told to the clients before they are cut off."""
+
+    origin: str
+    user_id: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InfoRequest:
+    """Every instance answers ``origin`` with an ``InfoReply`` carrying ``request_id``."""
+
+    origin: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InfoReply:
+    """What instance ``origin`` has open, for the ``InfoRequest`` of ``target``.
+
+    ``documents`` maps a document id to its local members (at most a bounded
+    number of documents; ``document_count`` is the true total)."""
+
+    origin: str
+    target: str
+    request_id: str
+    connections: int
+    document_count: int
+    documents: dict[str, int]
+
+
+InstanceMessage = DisconnectMessage | InfoRequest | InfoReply
+AnyMessage = BrokerMessage | InstanceMessage
+
+
 class BrokerListener(Protocol):
     """What a broker calls back into (core implements it)."""
 
     def on_message(self, message: BrokerMessage) -> None:
         """A message from another instance for a subscribed document.
+
+        Called on the event loop, never concurrently, never re-entrantly.
+        """
+        ...
+
+    def on_instance_message(self, message: InstanceMessage) -> None:
+        """A message from another instance for every instance (or for this one).
 
         Called on the event loop, never concurrently, never re-entrantly.
         """
@@ -222,6 +280,13 @@ class Broker(Protocol):
         the caller may only rely on the count."""
         ...
 
+    async def publish_instances(self, message: InstanceMessage) -> int:
+        """Send ``message`` to every other instance, or to an ``InfoReply``'s
+        ``target``.  Returns how many instances it was handed to (0 when it
+        could not be published).  Never raises for a transport failure;
+        ``LocalError`` for a foreign ``origin``."""
+        ...
+
     async def ping(self) -> bool:
         """Whether the transport answers now.  Never raises, bounded in time."""
         ...
@@ -243,6 +308,9 @@ _PREFIX = struct.Struct(">2sBBI")
 _KIND_OPERATION: Final = ord("O")
 _KIND_PRESENCE: Final = ord("P")
 _KIND_ROLE: Final = ord("R")
+_KIND_DISCONNECT: Final = ord("D")
+_KIND_INFO_REQUEST: Final = ord("Q")
+_KIND_INFO_REPLY: Final = ord("A")
 
 
 class MessageEncodingError(LocalError):
@@ -253,7 +321,7 @@ class MalformedMessage(ValueError):
     """Bytes received from the transport are not a frame this version reads."""
 
 
-def check_origin(message: BrokerMessage, instance_id: str) -> None:
+def check_origin(message: AnyMessage, instance_id: str) -> None:
     """Raise ``LocalError`` unless ``message`` was made by ``instance_id``."""
     if message.origin != instance_id:
         raise LocalError(
@@ -261,7 +329,7 @@ def check_origin(message: BrokerMessage, instance_id: str) -> None:
         )
 
 
-def encode(message: BrokerMessage) -> bytes:
+def encode(message: AnyMessage) -> bytes:
     """The wire frame of ``message``.  Raises ``MessageEncodingError``."""
     payload = b""
     header: dict[str, Any]
@@ -293,6 +361,22 @@ def encode(message: BrokerMessage) -> bytes:
             "u": message.user_id,
             "r": message.role,
         }
+    elif isinstance(message, DisconnectMessage):
+        kind = _KIND_DISCONNECT
+        header = {"o": message.origin, "u": message.user_id, "c": message.code, "m": message.reason}
+    elif isinstance(message, InfoRequest):
+        kind = _KIND_INFO_REQUEST
+        header = {"o": message.origin, "q": message.request_id}
+    elif isinstance(message, InfoReply):
+        kind = _KIND_INFO_REPLY
+        header = {
+            "o": message.origin,
+            "t": message.target,
+            "q": message.request_id,
+            "n": message.connections,
+            "dn": message.document_count,
+            "ds": message.documents,
+        }
     else:
         assert_never(message)
     try:
@@ -302,7 +386,7 @@ def encode(message: BrokerMessage) -> bytes:
     return b"".join((_PREFIX.pack(MAGIC, VERSION, kind, len(head)), head, payload))
 
 
-def decode(frame: bytes) -> BrokerMessage:
+def decode(frame: bytes) -> AnyMessage:
     """The message a frame holds.  Raises ``MalformedMessage``."""
     if len(frame) < _PREFIX.size:
         raise MalformedMessage("frame shorter than its prefix")
@@ -319,6 +403,10 @@ def decode(frame: bytes) -> BrokerMessage:
     if not isinstance(header, dict):
         raise MalformedMessage("header is not a JSON object")
     payload = frame[start + length :]
+    if kind in (_KIND_DISCONNECT, _KIND_INFO_REQUEST, _KIND_INFO_REPLY):
+        if payload:
+            raise MalformedMessage("payload on a message kind that has none")
+        return _decode_instance(kind, header)
     document_id, origin = _str(header, "d"), _str(header, "o")
     if kind == _KIND_OPERATION:
         seq = header.get("s")
@@ -354,6 +442,20 @@ def decode(frame: bytes) -> BrokerMessage:
             role=_optional_str(header, "r"),
         )
     raise MalformedMessage(f"unknown message kind {kind}")
+
+
+def _decode_instance(kind: int, header: dict[str, Any]) -> InstanceMessage:
+    origin = _str(header, "o")
+    if kind == _KIND_DISCONNECT:
+        return DisconnectMessage(origin, _str(header, "u"), _str(header, "c"), _str(header, "m"))
+    if kind == _KIND_INFO_REQUEST:
+        return InfoRequest(origin, _str(header, "q"))
+    connections, count, documents = header.get("n"), header.get("dn"), header.get("ds")
+    if type(connections) is not int or type(count) is not int:
+        raise MalformedMessage("info counts are not integers")
+    if not isinstance(documents, dict) or any(type(v) is not int for v in documents.values()):
+        raise MalformedMessage("info documents is not an object of integers")
+    return InfoReply(origin, _str(header, "t"), _str(header, "q"), connections, count, documents)
 
 
 def _str(header: dict[str, Any], key: str) -> str:

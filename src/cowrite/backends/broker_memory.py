@@ -25,6 +25,11 @@ from itertools import count
 from cowrite.backends.broker import (
     BrokerListener,
     BrokerMessage,
+    InfoReply,
+    InstanceMessage,
+    OperationMessage,
+    PresenceMessage,
+    RoleMessage,
     check_origin,
     decode,
     encode,
@@ -85,6 +90,22 @@ class MemoryHub:
         for broker in recipients:
             broker._schedule(message.document_id, frame)
         return True
+
+    def _publish_instances(self, message: InstanceMessage) -> int:
+        frame = encode(message)
+        if self._down:
+            return 0
+        target = message.target if isinstance(message, InfoReply) else None
+        recipients = [
+            broker
+            for broker in self._brokers.values()
+            if broker.instance_id != message.origin
+            and broker._available
+            and (target is None or broker.instance_id == target)
+        ]
+        for broker in recipients:
+            broker._schedule_instance(frame)
+        return len(recipients)
 
 
 class MemoryBroker:
@@ -165,6 +186,12 @@ class MemoryBroker:
         hub = self._hub
         return sum(hub._publish(message) for message in messages)
 
+    async def publish_instances(self, message: InstanceMessage) -> int:
+        check_origin(message, self._instance_id)
+        if not self._started or self._stopped:
+            return 0
+        return self._hub._publish_instances(message)
+
     async def ping(self) -> bool:
         return not self._hub.down
 
@@ -181,10 +208,27 @@ class MemoryBroker:
         if not self._available or self._documents.get(document_id) != token:
             return  # unsubscribed, stopped or down since it was published
         assert self._listener is not None
+        message = decode(frame)
+        assert isinstance(message, OperationMessage | PresenceMessage | RoleMessage)
         try:
-            self._listener.on_message(decode(frame))
+            self._listener.on_message(message)
         except Exception:
             logger.exception("broker listener failed on a message for %r", document_id)
+
+    def _schedule_instance(self, frame: bytes) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(self._deliver_instance, frame)
+
+    def _deliver_instance(self, frame: bytes) -> None:
+        if not self._available:
+            return  # stopped or down since it was published
+        assert self._listener is not None
+        message = decode(frame)
+        assert not isinstance(message, OperationMessage | PresenceMessage | RoleMessage)
+        try:
+            self._listener.on_instance_message(message)
+        except Exception:
+            logger.exception("broker listener failed on an instance message")
 
     def _set_available(self, available: bool) -> None:
         if not self._started or self._stopped or available == self._available:

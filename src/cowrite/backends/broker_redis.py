@@ -14,8 +14,10 @@ Publisher
 
 Subscriber
     One ``PubSub`` connection read by one reader task, which calls the
-    listener.  It is also subscribed to a control channel of its own, so it
-    stays in subscribe mode with no document.  Every ``heartbeat`` seconds
+    listener.  It is also subscribed to a control channel of its own (it
+    stays in subscribe mode with no document, and ``InfoReply`` messages for
+    this instance arrive there) and to the channel of every instance,
+    ``{channel_prefix}all`` (``publish_instances``).  Every ``heartbeat`` seconds
     without traffic it sends a PING; a connection silent for two heartbeats is
     dead (this catches a lost network, where no RST arrives).  On any failure
     the reader drops the connection, reports the outage, and reconnects with
@@ -64,7 +66,12 @@ from redis.maint_notifications import MaintNotificationsConfig
 from cowrite.backends.broker import (
     BrokerListener,
     BrokerMessage,
+    InfoReply,
+    InstanceMessage,
     MalformedMessage,
+    OperationMessage,
+    PresenceMessage,
+    RoleMessage,
     check_origin,
     decode,
     encode,
@@ -144,7 +151,8 @@ class RedisBroker:
         }
         self._pub = Redis.from_url(url, **options)
         self._sub = Redis.from_url(url, **options)
-        self._control = f"{channel_prefix}ctl:{quote(self._instance_id, safe='')}".encode()
+        self._control = self.instance_channel(self._instance_id)
+        self._all = f"{channel_prefix}all".encode()
 
         self._listener: BrokerListener | None = None
         self._started = False
@@ -182,6 +190,10 @@ class RedisBroker:
     def channel(self, document_id: str) -> bytes:
         """The Redis channel of a document."""
         return f"{self._prefix}doc:{quote(document_id, safe='')}".encode()
+
+    def instance_channel(self, instance_id: str) -> bytes:
+        """The Redis channel of one instance (its control channel)."""
+        return f"{self._prefix}ctl:{quote(instance_id, safe='')}".encode()
 
     async def start(self, listener: BrokerListener) -> None:
         """Start the reader and writer; return after the first connection attempt."""
@@ -303,6 +315,25 @@ class RedisBroker:
         except TimeoutError:
             return 0
 
+    async def publish_instances(self, message: InstanceMessage) -> int:
+        check_origin(message, self._instance_id)
+        if not self._started or self._stopped:
+            return 0
+        frame = encode(message)
+        target = message.target if isinstance(message, InfoReply) else None
+        channel = self._all if target is None else self.instance_channel(target)
+        try:
+            # Not through the writer: no order with document messages is
+            # promised, and PUBLISH's reply (the receivers) is the result.
+            async with asyncio.timeout(self._publish_timeout):
+                receivers = int(await self._pub.publish(channel, frame))
+        except _TRANSPORT_ERRORS as exc:
+            logger.debug("publishing an instance message failed: %r", exc)
+            return 0
+        if target is None and self._available:
+            receivers -= 1  # this instance's own subscriber
+        return max(receivers, 0)
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self._publish_timeout):
@@ -392,7 +423,7 @@ class RedisBroker:
             # From here on subscribe() sends its own SUBSCRIBE, so every document
             # is either in the snapshot below or subscribed by its caller.
             self._pubsub = pubsub
-            await pubsub.subscribe(self._control, *self._documents)
+            await pubsub.subscribe(self._control, self._all, *self._documents)
             ready = self._new_barrier()
             await pubsub.ping(ready)
             await self._read(pubsub, ready)
@@ -439,6 +470,9 @@ class RedisBroker:
         self._barriers.clear()
 
     def _dispatch(self, channel: bytes, frame: bytes) -> None:
+        if channel == self._all or channel == self._control:
+            self._dispatch_instance(channel, frame)
+            return
         document_id = self._documents.get(channel)
         if document_id is None:
             return  # unsubscribed while the message was on its way
@@ -447,6 +481,9 @@ class RedisBroker:
         except MalformedMessage as exc:
             logger.warning("dropped a malformed broker message on %r: %s", channel, exc)
             return
+        if not isinstance(message, OperationMessage | PresenceMessage | RoleMessage):
+            logger.warning("dropped an instance message on the document channel %r", channel)
+            return
         if message.origin == self._instance_id or message.document_id != document_id:
             return
         assert self._listener is not None
@@ -454,6 +491,25 @@ class RedisBroker:
             self._listener.on_message(message)
         except Exception:
             logger.exception("broker listener failed on a message for %r", document_id)
+
+    def _dispatch_instance(self, channel: bytes, frame: bytes) -> None:
+        try:
+            message = decode(frame)
+        except MalformedMessage as exc:
+            logger.warning("dropped a malformed broker message on %r: %s", channel, exc)
+            return
+        if isinstance(message, OperationMessage | PresenceMessage | RoleMessage):
+            logger.warning("dropped a document message on the instance channel %r", channel)
+            return
+        if message.origin == self._instance_id:
+            return
+        if isinstance(message, InfoReply) and message.target != self._instance_id:
+            return
+        assert self._listener is not None
+        try:
+            self._listener.on_instance_message(message)
+        except Exception:
+            logger.exception("broker listener failed on an instance message")
 
     def _announce(self, available: bool) -> None:
         assert self._listener is not None

@@ -26,6 +26,7 @@ Staleness
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +52,15 @@ class PresenceStore(Protocol):
         """``join``, then ``roster`` (which includes the joiner), as one step: one
         round trip where the store is remote, and no change by others between
         the two."""
+        ...
+
+    async def join_and_roster_many(
+        self, joins: Sequence[tuple[str, str, str, str]]
+    ) -> list[tuple[bool, list[PresenceEntry]]]:
+        """``join_and_roster(document_id, user_id, name, connection_id)`` for
+        each tuple, in order, in one round trip where the store is remote: the
+        joins that arrive together.  Each answer is what ``join_and_roster``
+        would have returned at that point of the sequence."""
         ...
 
     async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:

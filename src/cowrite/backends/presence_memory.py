@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from cowrite.backends.presence import PresenceEntry
@@ -40,6 +41,11 @@ class MemoryPresence:
     ) -> tuple[bool, list[PresenceEntry]]:
         first = await self.join(document_id, user_id, name, connection_id)
         return first, await self.roster(document_id)
+
+    async def join_and_roster_many(
+        self, joins: Sequence[tuple[str, str, str, str]]
+    ) -> list[tuple[bool, list[PresenceEntry]]]:
+        return [await self.join_and_roster(*join) for join in joins]
 
     async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:
         users = self._docs.get(document_id)

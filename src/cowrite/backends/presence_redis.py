@@ -83,6 +83,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
@@ -359,6 +360,24 @@ class RedisPresence:
         keys, args = self._join_call(document_id, user_id, name, connection_id)
         first, names, states = await self._connection().join_roster(keys=keys, args=args)
         return bool(first), _entries(_pairs(names), _pairs(states))
+
+    async def join_and_roster_many(
+        self, joins: Sequence[tuple[str, str, str, str]]
+    ) -> list[tuple[bool, list[PresenceEntry]]]:
+        if len(joins) == 1:
+            return [await self.join_and_roster(*joins[0])]
+        redis = self._connection()
+        # One pipeline (one round trip, not a transaction): the scripts run
+        # one after another, in order, as separate calls would.
+        pipe = redis.client.pipeline(transaction=False)
+        for join in joins:
+            keys, args = self._join_call(*join)
+            await redis.join_roster(keys=keys, args=args, client=pipe)
+        replies = await pipe.execute()
+        return [
+            (bool(first), _entries(_pairs(names), _pairs(states)))
+            for first, names, states in replies
+        ]
 
     def _join_call(
         self, document_id: str, user_id: str, name: str, connection_id: str

@@ -21,10 +21,11 @@ Ordering
 Atomicity
     ``append_batch`` is one transaction: either every request of the batch is
     stored (or recognised as a duplicate) or none is.  ``create_document``
-    creates the document and grants its owner role in one transaction.
+    creates the document and grants its owner role in one transaction;
+    ``create_documents`` does so for all its documents in one transaction.
 
 Durability
-    When ``append_batch``, ``create_document``, ``set_role`` or ``revoke``
+    When ``append_batch``, ``create_document(s)``, ``set_role`` or ``revoke``
     returns, its effect has been committed and will be seen by every later call
     on any instance, including after a crash or a restart of the process.  What
     survives a power loss is stated by each implementation (SQLite: yes, with
@@ -48,6 +49,19 @@ Read-your-writes
     A read started after a write returned sees that write, on the same instance
     and on any other instance of the same database.
 
+Snapshots and compaction
+    A snapshot is a client's opaque encoding of a document's state at one
+    ``seq`` (bytes, e.g. a Yjs state update).  ``store_snapshot`` accepts it
+    only for ``1 <= seq <= head`` and above the newest snapshot's ``seq``,
+    checked and written in one transaction with the document's writers, so
+    snapshots of a document have strictly increasing ``seq``.  ``compact``
+    deletes old operations that the newest snapshot covers, and older
+    snapshots; it never deletes the newest operation (so ``head`` stays what
+    it was) nor one after the newest snapshot.  The log then starts after
+    the deleted prefix: ``read_ops``/``read_page`` for a ``since`` below it
+    return operations from the first kept one, which callers detect (the first
+    returned ``seq`` is above ``since + 1``) and answer with the snapshot.
+
 ``plan_append`` states the sequencing and idempotency rules as a pure function;
 implementations read the document heads and the already stored idempotency
 keys under their write lock, call it, and write what it returns.
@@ -65,6 +79,8 @@ Errors
 
     StoreError                 base of every error a store raises on purpose
     ├── UnknownDocument        the document was never created
+    ├── SnapshotRefused        store_snapshot's seq is beyond the head or not
+    │                          above the newest snapshot (``code`` says which)
     ├── StoreNotOpen           used before open() or after close()
     └── StoreUnavailable       the database failed or could not be reached;
                                the outcome of a write is unknown (see above)
@@ -88,6 +104,17 @@ class UnknownDocument(StoreError):
     def __init__(self, document_id: str) -> None:
         super().__init__(f"unknown document: {document_id!r}")
         self.document_id = document_id
+
+
+class SnapshotRefused(StoreError):
+    """``store_snapshot`` refused the ``seq``: ``code`` is ``invalid_seq`` (below
+    1 or beyond the document's head) or ``stale_snapshot`` (not above the
+    newest snapshot's ``seq``, which is ``latest``)."""
+
+    def __init__(self, code: str, message: str, latest: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.latest = latest
 
 
 class StoreNotOpen(StoreError):
@@ -152,6 +179,51 @@ class StoredOp:
     client_op_id: str | None
     payload: bytes
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A document's state at ``seq`` as a client encoded it; ``data`` is stored
+    and returned byte for byte.  ``created_at`` is when it was stored (seconds
+    since the Unix epoch, the storing process's clock)."""
+
+    document_id: str
+    seq: int
+    user_id: str
+    data: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """What one ``compact`` call did: ``deleted_ops`` operations and
+    ``deleted_snapshots`` older snapshots removed; ``kept_from`` is the first
+    ``seq`` the log still holds (1 when nothing was ever deleted)."""
+
+    document_id: str
+    deleted_ops: int
+    deleted_snapshots: int
+    kept_from: int
+
+
+def compaction_cutoff(snapshot_seq: int, head: int, keep_ops: int) -> int:
+    """The highest ``seq`` ``compact`` may delete by count: ``keep_ops``
+    operations are kept below the newest snapshot, and the newest operation
+    (``head``) is always kept.  0 means nothing."""
+    return max(0, min(snapshot_seq - keep_ops, head - 1))
+
+
+def check_snapshot_seq(seq: int, head: int, latest: int) -> None:
+    """``store_snapshot``'s rule: raise ``SnapshotRefused`` unless
+    ``1 <= seq <= head`` and ``seq > latest`` (the newest snapshot's seq)."""
+    if not 1 <= seq <= head:
+        raise SnapshotRefused(
+            "invalid_seq", f"seq {seq} is not between 1 and the head ({head})", latest
+        )
+    if seq <= latest:
+        raise SnapshotRefused(
+            "stale_snapshot", f"seq {seq} is not above the newest snapshot's ({latest})", latest
+        )
 
 
 #: The idempotency key of a request: (document_id, user_id, client_op_id).
@@ -285,6 +357,17 @@ class OperationStore(Protocol):
         """
         ...
 
+    async def read_pages(
+        self, pages: Sequence[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | None]:
+        """``read_page(document_id, since, limit)`` for each triple, in one
+        round trip: one answer per triple, in order, ``None`` for a document
+        that does not exist (where ``read_page`` raises ``UnknownDocument``).
+        Each answer is consistent on its own (its head is at least its last
+        ``seq``); joins that arrive together read their pages with it.
+        """
+        ...
+
     async def head(self, document_id: str) -> int:
         """The highest ``seq`` of the document: 0 before its first operation.
 
@@ -298,6 +381,17 @@ class OperationStore(Protocol):
         Returns ``True`` if this call created it and ``False`` (changing
         nothing) if it already existed.  Of several concurrent calls for one
         document exactly one returns ``True``.
+        """
+        ...
+
+    async def create_documents(self, documents: Sequence[tuple[str, str]]) -> set[str]:
+        """``create_document`` for each ``(document_id, owner_id)`` pair, in one
+        transaction: the ids this call created.
+
+        A document that already exists is left as it is; of several pairs for
+        one document only the first can create it.  All pairs take effect or
+        none does.  Joins that arrive together create their documents with one
+        commit instead of one each.
         """
         ...
 
@@ -329,4 +423,42 @@ class OperationStore(Protocol):
 
         Raises ``UnknownDocument`` for a document that does not exist.
         """
+        ...
+
+    async def store_snapshot(
+        self, document_id: str, seq: int, user_id: str, data: bytes
+    ) -> Snapshot:
+        """Store ``data`` as the document's state at ``seq``, durably.
+
+        In one transaction with the document's appends: raises
+        ``SnapshotRefused`` (``invalid_seq``) unless ``1 <= seq <= head``, and
+        (``stale_snapshot``) unless ``seq`` is above the newest snapshot's.
+        Raises ``UnknownDocument`` for a document that does not exist.
+        """
+        ...
+
+    async def latest_snapshot(self, document_id: str) -> Snapshot | None:
+        """The snapshot with the highest ``seq``, or ``None``.
+
+        ``None`` also for a document that does not exist.
+        """
+        ...
+
+    async def compact(self, document_id: str, *, keep_ops: int, keep_seconds: float) -> Compaction:
+        """Delete what the newest snapshot makes unnecessary, in one transaction.
+
+        An operation is deleted when its ``seq`` is at most
+        ``compaction_cutoff(snapshot.seq, head, keep_ops)`` AND it was stored
+        more than ``keep_seconds`` before the newest snapshot was; snapshots
+        older than the newest are deleted.  Without a snapshot nothing is
+        deleted.  Operations are deleted oldest first with no holes: the log
+        stays one contiguous range ending at ``head``.  Raises
+        ``UnknownDocument`` for a document that does not exist and
+        ``ValueError`` for a negative ``keep_ops`` or ``keep_seconds``.
+        """
+        ...
+
+    async def snapshot_documents(self) -> list[str]:
+        """Every document that has at least one snapshot (what ``compact``
+        can act on), in id order."""
         ...

@@ -55,12 +55,16 @@ import asyncpg
 from cowrite.backends.store import (
     AppendRequest,
     AppendResult,
+    Compaction,
     Role,
+    Snapshot,
     StoredOp,
     StoreError,
     StoreNotOpen,
     StoreUnavailable,
     UnknownDocument,
+    check_snapshot_seq,
+    compaction_cutoff,
 )
 
 #: Schema migrations; ``MIGRATIONS[i]`` brings the schema from version i to i + 1.
@@ -216,6 +220,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "ALTER TABLE documents DROP COLUMN head",
     ),
+    # 3: snapshots (store.Snapshot).  A document's head stays max(ops.seq):
+    # compaction never deletes the newest op (store.compaction_cutoff).
+    (
+        """
+        CREATE TABLE snapshots (
+            document_id text NOT NULL REFERENCES documents (document_id),
+            seq         bigint NOT NULL CHECK (seq > 0),
+            user_id     text NOT NULL,
+            data        bytea NOT NULL,
+            created_at  double precision NOT NULL,
+            PRIMARY KEY (document_id, seq)
+        )
+        """,
+    ),
 )
 
 _MIGRATION_LOCK = (
@@ -243,6 +261,21 @@ _READ_PAGE = """
      WHERE d.document_id = $1
      ORDER BY o.seq
 """
+# _READ_PAGE for several (document, since, limit) triples; ``i`` numbers them
+# from 1.  A triple whose document does not exist has no row.
+_READ_PAGES = """
+    SELECT w.i, h.head, o.seq, o.user_id, o.client_op_id, o.payload, o.created_at
+      FROM unnest($1::text[], $2::bigint[], $3::integer[]) WITH ORDINALITY
+           AS w(document_id, since, lim, i)
+      JOIN documents AS d ON d.document_id = w.document_id
+     CROSS JOIN LATERAL (SELECT coalesce(max(x.seq), 0) AS head FROM ops AS x
+                          WHERE x.document_id = d.document_id) AS h
+      LEFT JOIN LATERAL (SELECT y.seq, y.user_id, y.client_op_id, y.payload, y.created_at
+                           FROM ops AS y
+                          WHERE y.document_id = d.document_id AND y.seq > w.since
+                          ORDER BY y.seq LIMIT w.lim) AS o ON true
+     ORDER BY w.i, o.seq
+"""
 # One statement, so the document and its owner appear together.  ON CONFLICT DO
 # NOTHING waits for a concurrent creator; exactly one caller gets a row back.
 _CREATE_DOCUMENT = """
@@ -255,11 +288,37 @@ _CREATE_DOCUMENT = """
     SELECT document_id, $2, 'owner' FROM doc
     RETURNING document_id
 """
+# Rows are inserted in document_id order: two instances creating overlapping
+# sets lock them in one order and cannot deadlock.
+_CREATE_DOCUMENTS = """
+    WITH wanted AS (
+        SELECT * FROM unnest($1::text[], $2::text[]) AS w(document_id, owner_id)
+    ), doc AS (
+        INSERT INTO documents (document_id, created_at)
+        SELECT document_id, $3 FROM wanted ORDER BY document_id
+        ON CONFLICT (document_id) DO NOTHING
+        RETURNING document_id
+    )
+    INSERT INTO roles (document_id, user_id, role)
+    SELECT doc.document_id, wanted.owner_id, 'owner' FROM doc JOIN wanted USING (document_id)
+    RETURNING document_id
+"""
 # INSERT ... SELECT inserts nothing for an unknown document instead of raising.
 _UPSERT_ROLE = """
     INSERT INTO roles (document_id, user_id, role)
     SELECT document_id, $2, $3 FROM documents WHERE document_id = $1
     ON CONFLICT (document_id, user_id) DO UPDATE SET role = excluded.role
+"""
+
+_SELECT_LATEST_SNAPSHOT = """
+    SELECT document_id, seq, user_id, data, created_at FROM snapshots
+    WHERE document_id = $1 ORDER BY seq DESC LIMIT 1
+"""
+# The document's row lock, as cowrite_append takes it: snapshot writes and
+# compaction serialise with the document's appends.
+_LOCK_DOCUMENT = """
+    SELECT (SELECT coalesce(max(seq), 0) FROM ops WHERE document_id = $1)
+      FROM documents WHERE document_id = $1 FOR NO KEY UPDATE
 """
 
 #: What the driver raises when the server or the network fails.
@@ -464,6 +523,47 @@ class PostgresStore:
         ]
         return ops, max(head, ops[-1].seq if ops else 0)
 
+    async def read_pages(
+        self, pages: Sequence[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | None]:
+        for _, _, limit in pages:
+            if limit < 0:
+                raise ValueError(f"limit must not be negative: {limit}")
+        if not pages:
+            return []
+        pool = self._open_pool()
+        with _translated():
+            rows = await pool.fetch(
+                _READ_PAGES,
+                [p[0] for p in pages],
+                [p[1] for p in pages],
+                [p[2] for p in pages],
+            )
+        answers: list[tuple[list[StoredOp], int] | None] = [None] * len(pages)
+        heads = [0] * len(pages)
+        for r in rows:
+            i = r["i"] - 1
+            answer = answers[i]
+            if answer is None:
+                answer = answers[i] = ([], 0)
+                heads[i] = r["head"]
+            if r["seq"] is not None:
+                answer[0].append(
+                    StoredOp(
+                        pages[i][0],
+                        r["seq"],
+                        r["user_id"],
+                        r["client_op_id"],
+                        r["payload"],
+                        r["created_at"],
+                    )
+                )
+        for i, answer in enumerate(answers):
+            if answer is not None:
+                ops = answer[0]
+                answers[i] = (ops, max(heads[i], ops[-1].seq if ops else 0))
+        return answers
+
     async def head(self, document_id: str) -> int:
         pool = self._open_pool()
         with _translated():
@@ -481,6 +581,19 @@ class PostgresStore:
         with _translated():
             created = await pool.fetchval(_CREATE_DOCUMENT, document_id, owner_id, time.time())
         return created is not None
+
+    async def create_documents(self, documents: Sequence[tuple[str, str]]) -> set[str]:
+        if not documents:
+            return set()
+        first: dict[str, str] = {}
+        for document_id, owner_id in documents:
+            first.setdefault(document_id, owner_id)
+        pool = self._open_pool()
+        with _translated():
+            rows = await pool.fetch(
+                _CREATE_DOCUMENTS, list(first), list(first.values()), time.time()
+            )
+        return {row[0] for row in rows}
 
     @staticmethod
     async def _exists(pool: asyncpg.Pool[asyncpg.Record], document_id: str) -> bool:
@@ -518,6 +631,96 @@ class PostgresStore:
                 "DELETE FROM roles WHERE document_id = $1 AND user_id = $2", document_id, user_id
             )
         return _rowcount(status) > 0
+
+    async def store_snapshot(
+        self, document_id: str, seq: int, user_id: str, data: bytes
+    ) -> Snapshot:
+        pool = self._open_pool()
+        with _translated():
+            async with pool.acquire() as conn, conn.transaction():
+                head = await self._locked_head(conn, document_id)
+                latest: int = await conn.fetchval(
+                    "SELECT coalesce(max(seq), 0) FROM snapshots WHERE document_id = $1",
+                    document_id,
+                )
+                check_snapshot_seq(seq, head, latest)
+                snapshot = Snapshot(document_id, seq, user_id, bytes(data), time.time())
+                await conn.execute(
+                    "INSERT INTO snapshots (document_id, seq, user_id, data, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    document_id,
+                    seq,
+                    user_id,
+                    snapshot.data,
+                    snapshot.created_at,
+                )
+        return snapshot
+
+    @staticmethod
+    async def _locked_head(conn: Any, document_id: str) -> int:
+        head: int | None = await conn.fetchval(_LOCK_DOCUMENT, document_id)
+        if head is None:
+            raise UnknownDocument(document_id)
+        return head
+
+    async def latest_snapshot(self, document_id: str) -> Snapshot | None:
+        pool = self._open_pool()
+        with _translated():
+            row = await pool.fetchrow(_SELECT_LATEST_SNAPSHOT, document_id)
+        return None if row is None else Snapshot(*row)
+
+    async def compact(self, document_id: str, *, keep_ops: int, keep_seconds: float) -> Compaction:
+        if keep_ops < 0 or keep_seconds < 0:
+            raise ValueError("keep_ops and keep_seconds must not be negative")
+        pool = self._open_pool()
+        deleted_ops = deleted_snapshots = 0
+        with _translated():
+            async with pool.acquire() as conn, conn.transaction():
+                head = await self._locked_head(conn, document_id)
+                row = await conn.fetchrow(_SELECT_LATEST_SNAPSHOT, document_id)
+                if row is not None:
+                    snapshot = Snapshot(*row)
+                    cutoff = compaction_cutoff(snapshot.seq, head, keep_ops)
+                    # The first op too young to go bounds the deletion (no hole
+                    # when the writers' clocks disagree).
+                    young: int | None = await conn.fetchval(
+                        "SELECT min(seq) FROM ops WHERE document_id = $1 AND seq <= $2"
+                        " AND created_at >= $3",
+                        document_id,
+                        cutoff,
+                        snapshot.created_at - keep_seconds,
+                    )
+                    if young is not None:
+                        cutoff = young - 1
+                    if cutoff > 0:
+                        deleted_ops = _rowcount(
+                            await conn.execute(
+                                "DELETE FROM ops WHERE document_id = $1 AND seq <= $2",
+                                document_id,
+                                cutoff,
+                            )
+                        )
+                    deleted_snapshots = _rowcount(
+                        await conn.execute(
+                            "DELETE FROM snapshots WHERE document_id = $1 AND seq < $2",
+                            document_id,
+                            snapshot.seq,
+                        )
+                    )
+                first: int | None = await conn.fetchval(
+                    "SELECT min(seq) FROM ops WHERE document_id = $1", document_id
+                )
+        return Compaction(
+            document_id, deleted_ops, deleted_snapshots, head + 1 if first is None else first
+        )
+
+    async def snapshot_documents(self) -> list[str]:
+        pool = self._open_pool()
+        with _translated():
+            rows = await pool.fetch(
+                "SELECT DISTINCT document_id FROM snapshots ORDER BY document_id"
+            )
+        return [row["document_id"] for row in rows]
 
     async def list_roles(self, document_id: str) -> dict[str, Role]:
         pool = self._open_pool()

@@ -63,13 +63,17 @@ from cowrite.backends.store import (
     AppendPlan,
     AppendRequest,
     AppendResult,
+    Compaction,
     IdempotencyKey,
     Role,
+    Snapshot,
     StoredOp,
     StoreError,
     StoreNotOpen,
     StoreUnavailable,
     UnknownDocument,
+    check_snapshot_seq,
+    compaction_cutoff,
     idempotency_key,
     plan_append,
 )
@@ -110,6 +114,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             user_id     TEXT NOT NULL,
             role        TEXT NOT NULL CHECK (role IN ('owner', 'editor', 'viewer')),
             PRIMARY KEY (document_id, user_id)
+        ) WITHOUT ROWID
+        """,
+    ),
+    # 2: snapshots (store.Snapshot); the newest of a document is the one with
+    # the highest seq, the last row of its primary-key range.
+    (
+        """
+        CREATE TABLE snapshots (
+            document_id TEXT NOT NULL REFERENCES documents (document_id),
+            seq         INTEGER NOT NULL CHECK (seq > 0),
+            user_id     TEXT NOT NULL,
+            data        BLOB NOT NULL,
+            created_at  REAL NOT NULL,
+            PRIMARY KEY (document_id, seq)
         ) WITHOUT ROWID
         """,
     ),
@@ -478,6 +496,18 @@ def _read_page(
     return ops, max(head, ops[-1].seq if ops else 0)
 
 
+def _read_pages(
+    conn: sqlite3.Connection, pages: Sequence[tuple[str, int, int]]
+) -> list[tuple[list[StoredOp], int] | None]:
+    answers: list[tuple[list[StoredOp], int] | None] = []
+    for document_id, since, limit in pages:
+        try:
+            answers.append(_read_page(conn, document_id, since, limit))
+        except UnknownDocument:
+            answers.append(None)
+    return answers
+
+
 def _exists(conn: sqlite3.Connection, document_id: str) -> bool:
     return (
         conn.execute("SELECT 1 FROM documents WHERE document_id = ?", (document_id,)).fetchone()
@@ -522,6 +552,61 @@ def _list_roles(conn: sqlite3.Connection, document_id: str) -> dict[str, Role]:
     if not rows and not _exists(conn, document_id):
         raise UnknownDocument(document_id)
     return {user_id: Role(role) for user_id, role in rows}
+
+
+_SELECT_LATEST_SNAPSHOT = """
+    SELECT document_id, seq, user_id, data, created_at FROM snapshots
+    WHERE document_id = ? ORDER BY seq DESC LIMIT 1
+"""
+
+
+def _store_snapshot(
+    conn: sqlite3.Connection, document_id: str, seq: int, user_id: str, data: bytes
+) -> Snapshot:
+    head = _head(conn, document_id)
+    (latest,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM snapshots WHERE document_id = ?", (document_id,)
+    ).fetchone()
+    check_snapshot_seq(seq, head, latest)
+    snapshot = Snapshot(document_id, seq, user_id, data, time.time())
+    conn.execute(
+        "INSERT INTO snapshots (document_id, seq, user_id, data, created_at) VALUES (?, ?, ?, ?, ?)",
+        (document_id, seq, user_id, data, snapshot.created_at),
+    )
+    return snapshot
+
+
+def _compact(
+    conn: sqlite3.Connection, document_id: str, keep_ops: int, keep_seconds: float
+) -> Compaction:
+    head = _head(conn, document_id)
+    row = conn.execute(_SELECT_LATEST_SNAPSHOT, (document_id,)).fetchone()
+    deleted_ops = deleted_snapshots = 0
+    if row is not None:
+        snapshot = Snapshot(*row)
+        cutoff = compaction_cutoff(snapshot.seq, head, keep_ops)
+        before = snapshot.created_at - keep_seconds
+        # The first op too young to go bounds the deletion, so no hole opens
+        # when clocks of several writers disagree.
+        (young,) = conn.execute(
+            "SELECT min(seq) FROM ops WHERE document_id = ? AND seq <= ? AND created_at >= ?",
+            (document_id, cutoff, before),
+        ).fetchone()
+        if young is not None:
+            cutoff = young - 1
+        if cutoff > 0:
+            deleted_ops = conn.execute(
+                "DELETE FROM ops WHERE document_id = ? AND seq <= ?", (document_id, cutoff)
+            ).rowcount
+        deleted_snapshots = conn.execute(
+            "DELETE FROM snapshots WHERE document_id = ? AND seq < ?", (document_id, snapshot.seq)
+        ).rowcount
+    (first,) = conn.execute(
+        "SELECT min(seq) FROM ops WHERE document_id = ?", (document_id,)
+    ).fetchone()
+    return Compaction(
+        document_id, deleted_ops, deleted_snapshots, head + 1 if first is None else first
+    )
 
 
 class SqliteStore:
@@ -636,12 +721,34 @@ class SqliteStore:
             lambda conn: _read_page(conn, document_id, since, limit)
         )
 
+    async def read_pages(
+        self, pages: Sequence[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | None]:
+        for _, _, limit in pages:
+            if limit < 0:
+                raise ValueError(f"limit must not be negative: {limit}")
+        return await self._read_conn().call(lambda conn: _read_pages(conn, pages))
+
     async def head(self, document_id: str) -> int:
         return await self._read_conn().call(lambda conn: _head(conn, document_id))
 
     async def create_document(self, document_id: str, owner_id: str) -> bool:
         return await self._write_conn().call(
             lambda conn: _write(conn, lambda c: _create_document(c, document_id, owner_id))
+        )
+
+    async def create_documents(self, documents: Sequence[tuple[str, str]]) -> set[str]:
+        if not documents:
+            return set()
+        # In the thread: the commit waits for fsync (1-5 ms here), and the
+        # joins that arrive meanwhile go into the next call instead of
+        # waiting behind a blocked event loop.
+        return await self._write_conn().call(
+            lambda conn: _write(
+                conn,
+                lambda c: {d for d, owner in documents if _create_document(c, d, owner)},
+            ),
+            inline=False,
         )
 
     async def document_exists(self, document_id: str) -> bool:
@@ -678,3 +785,33 @@ class SqliteStore:
 
     async def list_roles(self, document_id: str) -> dict[str, Role]:
         return await self._read_conn().call(lambda conn: _list_roles(conn, document_id))
+
+    async def store_snapshot(
+        self, document_id: str, seq: int, user_id: str, data: bytes
+    ) -> Snapshot:
+        return await self._write_conn().call(
+            lambda conn: _write(conn, lambda c: _store_snapshot(c, document_id, seq, user_id, data))
+        )
+
+    async def latest_snapshot(self, document_id: str) -> Snapshot | None:
+        row = await self._read_conn().call(
+            lambda conn: conn.execute(_SELECT_LATEST_SNAPSHOT, (document_id,)).fetchone()
+        )
+        return None if row is None else Snapshot(*row)
+
+    async def compact(self, document_id: str, *, keep_ops: int, keep_seconds: float) -> Compaction:
+        if keep_ops < 0 or keep_seconds < 0:
+            raise ValueError("keep_ops and keep_seconds must not be negative")
+        # In the thread: deleting a long prefix may take a while.
+        return await self._write_conn().call(
+            lambda conn: _write(conn, lambda c: _compact(c, document_id, keep_ops, keep_seconds)),
+            inline=False,
+        )
+
+    async def snapshot_documents(self) -> list[str]:
+        rows = await self._read_conn().call(
+            lambda conn: conn.execute(
+                "SELECT DISTINCT document_id FROM snapshots ORDER BY document_id"
+            ).fetchall()
+        )
+        return [row[0] for row in rows]

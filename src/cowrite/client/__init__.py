@@ -9,6 +9,7 @@ submissions, over the server's Socket.IO v5 protocol.
     doc.on_operation(apply)                 # or: async for op in doc.operations(): ...
     seq = await doc.submit({"insert": "x"}) # stored exactly once, even across reconnects
     await doc.set_presence({"cursor": 3}); doc.presence
+    await doc.store_snapshot(seq, state)    # joiners with open(..., snapshot=True) start there
     await doc.close(); await client.close()
 
 Modules: ``protocol`` (sans-I/O client side of Engine.IO v4 / Socket.IO v5, on
@@ -55,7 +56,13 @@ from cowrite.client.errors import (
     ConnectTimeout,
     OperationRejected,
 )
-from cowrite.client.session import DocumentSession, Operation, Presence, PresenceChange
+from cowrite.client.session import (
+    DocumentSession,
+    DocumentSnapshot,
+    Operation,
+    Presence,
+    PresenceChange,
+)
 from cowrite.client.settings import ClientSettings
 from cowrite.client.timing import backoff_delay, reconnect_delay
 
@@ -70,6 +77,7 @@ __all__ = [
     "ConnectionRejected",
     "CowriteClient",
     "DocumentSession",
+    "DocumentSnapshot",
     "Operation",
     "OperationRejected",
     "Presence",

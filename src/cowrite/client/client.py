@@ -54,7 +54,7 @@ from cowrite.client.errors import (
     OperationRejected,
 )
 from cowrite.client.protocol import check_encodable
-from cowrite.client.session import DocumentSession, Operation, Submission
+from cowrite.client.session import DocumentSession, DocumentSnapshot, Operation, Submission
 from cowrite.client.settings import ClientSettings
 from cowrite.client.timing import Pacer, backoff_delay, reconnect_delay
 from cowrite.errors import LocalError
@@ -200,15 +200,24 @@ class CowriteClient:
         *,
         since: int = 0,
         on_operation: Callable[[Operation], None] | None = None,
+        snapshot: bool = False,
+        on_snapshot: Callable[[DocumentSnapshot], None] | None = None,
     ) -> DocumentSession:
-        """Join ``document_id`` and catch up from ``since`` (all pages).  Raises
-        ``AccessDenied``, ``ClientError`` for another refusal, ``ClientClosed``."""
+        """Join ``document_id`` and catch up from ``since`` (all pages).  With
+        ``snapshot`` the catch-up may start from the document's newest snapshot
+        (``session.snapshot``, ``on_snapshot``); without it, a document whose
+        log was compacted past ``since`` fails with ``ClientError``
+        (``history_compacted``).  Raises ``AccessDenied``, ``ClientError`` for
+        another refusal, ``ClientClosed``."""
         self._check_usable()
         if document_id in self._sessions:
             raise LocalError(f"document {document_id!r} is already open")
         session = DocumentSession(self, document_id, since)
         if on_operation is not None:
             session.on_operation(on_operation)
+        if on_snapshot is not None:
+            session.on_snapshot(on_snapshot)
+        session.state.snapshots = snapshot
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         session.state.ready = ready
         self._sessions[document_id] = session
@@ -517,9 +526,10 @@ class CowriteClient:
         doc = session.document_id
         try:
             if join:
-                ack = await self._call(
-                    conn, session, "join-document", {"documentId": doc, "since": session.last_seq}
-                )
+                request: dict[str, Any] = {"documentId": doc, "since": session.last_seq}
+                if st.snapshots:
+                    request["snapshot"] = True
+                ack = await self._call(conn, session, "join-document", request)
                 role = ack.get("role")
                 session.role = role if isinstance(role, str) else None
                 session._set_roster(ack.get("presence"))
@@ -553,7 +563,23 @@ class CowriteClient:
             self._spawn(self._send_presence(session, conn))
 
     def _page(self, session: DocumentSession, ack: dict[str, Any], cursor: int) -> int:
-        """Take one page of operations; returns the new paging cursor."""
+        """Take one page of operations (after its snapshot, if it has one);
+        returns the new paging cursor."""
+        snap = ack.get("snapshot")
+        if isinstance(snap, dict):
+            seq = snap.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0:
+                user = snap.get("userId")
+                session._take_snapshot(
+                    DocumentSnapshot(
+                        session.document_id,
+                        seq,
+                        user if isinstance(user, str) else "",
+                        snap.get("data"),
+                        ack.get("resync") is True,
+                    )
+                )
+                cursor = seq
         ops = ack.get("ops")
         for op in ops if isinstance(ops, list) else ():
             if isinstance(op, dict):
@@ -714,13 +740,23 @@ class CowriteClient:
     # -- sharing ---------------------------------------------------------------------------
 
     async def _share(self, session: DocumentSession, user_id: str, role: str | None) -> None:
+        # AccessDenied here (not an owner) does not end the session.
+        payload = {"documentId": session.document_id, "userId": user_id, "role": role}
+        await self._request(session, "share-document", payload, "share")
+
+    async def _store_snapshot(self, session: DocumentSession, seq: int, data: Any) -> None:
+        check_encodable(data)
+        payload = {"documentId": session.document_id, "seq": seq, "data": data}
+        await self._request(session, "store-snapshot", payload, "store_snapshot")
+
+    async def _request(self, session: DocumentSession, event: str, payload: Any, what: str) -> None:
+        """One request on the current connection, retried like ``_call``;
+        ``ClientError`` (``not_connected``) without a connection or when it is lost."""
         conn = self._conn
         if conn is None or not conn.open:
-            raise ClientError("not_connected", "share needs a connection")
-        payload = {"documentId": session.document_id, "userId": user_id, "role": role}
+            raise ClientError("not_connected", f"{what} needs a connection")
         try:
-            # AccessDenied here (not an owner) does not end the session.
-            await self._call(conn, session, "share-document", payload)
+            await self._call(conn, session, event, payload)
         except ConnectionLost:
             raise ClientError("not_connected", "the connection was lost; retry") from None
 

@@ -14,6 +14,15 @@ submissions (and whose ``userId`` is the token's subject) is recognised as
 ours: the submission is resolved with its ``seq`` instead of being delivered,
 which is what happens when the ack was lost with the connection.
 
+Snapshots
+---------
+A session opened with ``snapshot=True`` may start from the document's newest
+snapshot instead of its whole log: ``session.snapshot`` is then set and every
+``on_snapshot`` callback called before the operations after it are delivered.
+The server also sends one, with ``resync`` true, when the operations after
+``last_seq`` were compacted away: the application must rebuild its state from
+the snapshot (for a CRDT such as Yjs, applying it on top is enough).
+
 Consumers
 ---------
 Operations delivered before the first consumer attaches (``on_operation`` or
@@ -69,6 +78,18 @@ class PresenceChange:
     state: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentSnapshot:
+    """A document's state at ``seq`` as a client stored it (``store_snapshot``).
+    ``resync`` is true when it replaces a state the session already had."""
+
+    document_id: str
+    seq: int
+    user_id: str
+    data: Any
+    resync: bool = False
+
+
 @dataclass(slots=True, eq=False)
 class Submission:
     client_op_id: str
@@ -100,6 +121,7 @@ class SessionState:
     ready: asyncio.Future[None] | None = None
     my_presence: Any = None
     has_presence: bool = False
+    snapshots: bool = False
 
 
 class DocumentSession:
@@ -117,6 +139,9 @@ class DocumentSession:
         self._presence: dict[str, Presence] = {}
         self._consumers: list[_Consumer] = []
         self._presence_callbacks: list[Callable[[PresenceChange], None]] = []
+        self._snapshot_callbacks: list[Callable[[DocumentSnapshot], None]] = []
+        #: The last snapshot the server gave this session (``snapshot=True``).
+        self.snapshot: DocumentSnapshot | None = None
         self._backlog: list[Operation] | None = []
         self._failure: BaseException | None = None
         self._closed = False
@@ -169,6 +194,20 @@ class DocumentSession:
     def on_presence(self, callback: Callable[[PresenceChange], None]) -> Callable[[], None]:
         self._presence_callbacks.append(callback)
         return lambda: self._presence_callbacks.remove(callback)
+
+    def on_snapshot(self, callback: Callable[[DocumentSnapshot], None]) -> Callable[[], None]:
+        """Call ``callback`` with each snapshot the server gives this session,
+        before the operations after it.  Returns a function that unregisters it."""
+        self._snapshot_callbacks.append(callback)
+        return lambda: self._snapshot_callbacks.remove(callback)
+
+    async def store_snapshot(self, seq: int, data: Any) -> None:
+        """Store ``data`` (any JSON value, bytes allowed) as the document's state
+        at ``seq``; joiners then start from it.  Needs the editor or owner role.
+        Raises ``ClientError`` (``stale_snapshot``: a snapshot at or after
+        ``seq`` exists; ``invalid_seq``; ``payload_too_large``; ``read_only``)."""
+        self._check_open()
+        await self._client._store_snapshot(self, seq, data)
 
     async def submit(self, operation: Any) -> int:
         """Submit an operation; returns its ``seq`` once the server stored it.
@@ -248,6 +287,21 @@ class DocumentSession:
                 self.last_seq = nxt
             else:
                 return delivered
+
+    def _take_snapshot(self, snapshot: DocumentSnapshot) -> None:
+        """The session's state is now ``snapshot``: the log continues after its seq."""
+        st = self.state
+        self.last_seq = snapshot.seq
+        for seq in [seq for seq in st.buffer if seq <= snapshot.seq]:
+            del st.buffer[seq]
+        st.own = {seq for seq in st.own if seq > snapshot.seq}
+        self.snapshot = snapshot
+        self._note_head(snapshot.seq)
+        for callback in list(self._snapshot_callbacks):
+            try:
+                callback(snapshot)
+            except Exception:
+                log.exception("snapshot callback failed")
 
     def _note_head(self, head: Any) -> None:
         if isinstance(head, int) and head > self.head:

@@ -2,7 +2,8 @@
 
 The events are ADR-003's (``join-document``, ``edit-operation``,
 ``remote-edit``, ``user-joined``, ``user-left``, ``error``), extended with
-``sync``, ``presence-update``/``presence`` and ``share-document``.  Every
+``sync``, ``presence-update``/``presence``, ``share-document`` and
+``store-snapshot``.  Every
 handler returns the acknowledgement: ``{"ok": True, ...}`` or
 ``{"ok": False, "error": {"code": ..., "message": ...}}``.
 
@@ -17,6 +18,16 @@ has (``s < next_seq``) is skipped.  While a member is catching up (between
 brings it up to date.  So the boundary between catch-up (``ops``) and live
 ``remote-edit`` events has neither gaps nor duplicates.  The sender of an
 operation gets its ``seq`` in the ack, not a ``remote-edit``.
+
+Snapshots
+---------
+A client that joins with ``snapshot: true`` and ``since`` 0 gets the newest
+snapshot (``{seq, data, userId}``) and the operations after it instead of the
+whole log.  One whose ``since`` is older than the kept log (compaction deleted
+operations after it) gets the snapshot with ``resync: true``, from
+``join-document`` or ``sync``: its state must be rebuilt from the snapshot.
+A client that did not ask for snapshots gets the old shape, and the error
+``history_compacted`` instead of a page with a hole.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -34,6 +45,7 @@ from cowrite.auth import AuthError, Identity
 from cowrite.backends.broker import (
     Broker,
     BrokerMessage,
+    InstanceMessage,
     OperationMessage,
     PresenceMessage,
     RoleMessage,
@@ -43,10 +55,15 @@ from cowrite.backends.store import (
     AppendRequest,
     OperationStore,
     Role,
+    Snapshot,
+    SnapshotRefused,
     StoredOp,
     StoreError,
+    UnknownDocument,
 )
+from cowrite.core.batch import Coalescer
 from cowrite.core.committer import Committed, Committer, Failed
+from cowrite.core.compaction import RetentionSettings, compaction_loop
 from cowrite.core.gateway import ClientGateway
 from cowrite.core.opcodec import (
     attachment_count,
@@ -75,11 +92,20 @@ class Verifier(Protocol):
     def verify(self, token: object) -> Identity: ...
 
 
+_ROLE_OF: dict[str, Role] = {role.value: role for role in Role}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CollabSettings:
     auto_create: bool = True
     docs_claim: bool = False
     max_operation_bytes: int = 64 * 1024
+    # A stored snapshot's size (its JSON plus binary parts); it travels in one
+    # Socket.IO message, so keep it under the server's max_payload.
+    max_snapshot_bytes: int = 900 * 1024
+    # What compaction keeps below the newest snapshot, and how often this
+    # instance runs it (core/compaction.py).
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     page_size: int = 100
     max_page_size: int = 1000
     presence_interval: float = 0.05  # at most ~20 presence updates per second per user
@@ -125,11 +151,13 @@ class Member:
         "next_seq",
         "pending",
         "presence_dirty",
+        "presence_joining",
         "presence_state",
         "role",
         "role_checked_at",
         "role_from_store",
         "sid",
+        "snapshots",
     )
 
     def __init__(self, conn: Conn, document_id: str, role: Role, since: int, now: float) -> None:
@@ -145,6 +173,18 @@ class Member:
         self.pending: list[tuple[int, object | None]] | None = []
         self.presence_state: Any = None
         self.presence_dirty = False
+        # The client understands snapshots (joined with ``snapshot: true``).
+        self.snapshots = False
+        # While the presence join is under way (it may wait for a batch): a
+        # leave waits for it on a future made only then.
+        self.presence_joining: bool | asyncio.Future[None] = False
+
+
+def _presence_joined(member: Member) -> None:
+    """The member's presence join is over: release a leave waiting for it."""
+    waiting, member.presence_joining = member.presence_joining, False
+    if isinstance(waiting, asyncio.Future) and not waiting.done():
+        waiting.set_result(None)
 
 
 class Conn:
@@ -233,6 +273,30 @@ def _op_dict(op: StoredOp) -> dict[str, Any]:
     )
 
 
+class HistoryCompacted(Exception):
+    """The log no longer holds the operations after the ``since`` asked for."""
+
+    def __init__(self, kept_from: int) -> None:
+        super().__init__(kept_from)
+        self.kept_from = kept_from
+
+
+def _compacted(kept_from: int) -> Ack:
+    return error(
+        "history_compacted",
+        f"Operations before seq {kept_from} were compacted: "
+        "join with snapshot: true to get the document's snapshot",
+    )
+
+
+def _snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "seq": snapshot.seq,
+        "userId": snapshot.user_id,
+        "data": decode_operation(snapshot.data),
+    }
+
+
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task failed", exc_info=task.exception())
@@ -275,11 +339,23 @@ class CollabService:
         self._presence_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._role_refresher: asyncio.Task[None] | None = None
+        self._compactor: asyncio.Task[None] | None = None
         # Members whose role comes from the store and who edited lately: their
         # roles are re-read in the background before they go stale, so an
         # edit never waits for a role query (see ``_refresh_roles_loop``).
         self._recent_editors: set[Member] = set()
         self._known_docs: set[str] = set()
+        # Joins that arrive together share their round trips (core/batch.py):
+        # one ``create_documents`` commit for claim-granted documents, one
+        # ``read_pages`` statement, one presence pipeline.
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        self._creates: Coalescer[tuple[str, str], None] = Coalescer(self._create_documents)
+        self._page_reads: Coalescer[tuple[str, int, int], tuple[list[StoredOp], int]] = Coalescer(
+            self._read_pages
+        )
+        self._presence_joins: Coalescer[
+            tuple[str, str, str, str], tuple[bool, list[PresenceEntry]]
+        ] = Coalescer(self.presence.join_and_roster_many)
         self._shutting_down = False
         self._publish_queue: list[BrokerMessage] = []
         self._publish_ready = asyncio.Event()
@@ -298,9 +374,14 @@ class CollabService:
         self.broker_received = 0
         self.broker_published = 0
         self.recoveries: dict[str, int] = {}
+        self.snapshots_stored = 0
+        self.snapshots_sent = 0
+        self.snapshot_resyncs = 0
         # Called with seconds from receiving an operation to queueing it for
         # its last local recipient.
         self.observe_delivery: Callable[[float], None] | None = None
+        # Who handles messages for every instance (the server API, core/api.py).
+        self.instance_handler: Callable[[InstanceMessage], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -311,6 +392,10 @@ class CollabService:
         self._publisher = loop.create_task(self._publish_loop(), name="broker-publisher")
         self._reaper = loop.create_task(self._reap_loop(), name="presence-reaper")
         self._role_refresher = loop.create_task(self._refresh_roles_loop(), name="role-refresher")
+        if self.settings.retention.interval > 0:
+            self._compactor = loop.create_task(
+                compaction_loop(self.store, self.settings.retention), name="compaction"
+            )
 
     def begin_shutdown(self) -> None:
         """From now on members leave locally only (see ``_remove_member``)."""
@@ -336,9 +421,18 @@ class CollabService:
             if not self._publish_queue:
                 break
             await asyncio.sleep(0.01)
-        for task in (self._presence_task, self._reaper, self._publisher, self._role_refresher):
+        tasks = (
+            self._presence_task,
+            self._reaper,
+            self._publisher,
+            self._role_refresher,
+            self._compactor,
+        )
+        for task in tasks:
             if task is not None:
                 task.cancel()
+        for coalescer in (self._creates, self._page_reads, self._presence_joins):
+            coalescer.cancel()
         for room in self._rooms.values():
             if room.fill_task is not None:
                 room.fill_task.cancel()
@@ -385,9 +479,11 @@ class CollabService:
         conn = self._conns.get(sid)
         if conn is None:
             return error("not_connected", "Not authenticated")
+        wants_snapshot = False
         if isinstance(payload, dict):
             doc_id = _document_id(payload.get("documentId"))
             since = _seq(payload.get("since"))
+            wants_snapshot = payload.get("snapshot") is True
         else:
             doc_id = _document_id(payload)
             since = 0
@@ -409,10 +505,11 @@ class CollabService:
                 existing.role = role
                 existing.next_seq = since + 1
                 existing.pending = []
+                existing.snapshots = wants_snapshot
                 member = existing
                 first = False
-                (ops, head, more), roster = await asyncio.gather(
-                    self._read_page(doc_id, since, self.settings.page_size),
+                (snapshot, ops, head, more), roster = await asyncio.gather(
+                    self._read_from(doc_id, since, self.settings.page_size, wants_snapshot, True),
                     self.presence.roster(doc_id),
                 )
             else:
@@ -423,24 +520,39 @@ class CollabService:
                     return error("not_connected", "Disconnected")
                 member = Member(conn, doc_id, role, since, self.clock())
                 member.role_from_store = self._claim_role(conn.identity, doc_id) is None
+                member.snapshots = wants_snapshot
                 conn.docs[doc_id] = member
                 room.members[sid] = member
                 # Awaited before anything else: a disconnect that runs later
-                # finds the connection in the presence store to remove.
-                first, roster = await self.presence.join_and_roster(
-                    doc_id, conn.identity.user_id, conn.identity.name, sid
+                # finds the connection in the presence store to remove (its
+                # leave waits for this join: ``_remove_member``).
+                member.presence_joining = True
+                try:
+                    first, roster = await self._presence_joins.run(
+                        (doc_id, conn.identity.user_id, conn.identity.name, sid)
+                    )
+                finally:
+                    _presence_joined(member)
+                snapshot, ops, head, more = await self._read_from(
+                    doc_id, since, self.settings.page_size, wants_snapshot, True
                 )
-                ops, head, more = await self._read_page(doc_id, since, self.settings.page_size)
+        except HistoryCompacted as exc:
+            if conn.docs.get(doc_id) is member:
+                await self._remove_member(member)
+            return _compacted(exc.kept_from)
         except StoreError as exc:
             log.warning("join %s failed: %s", doc_id, exc)
             return error("unavailable", "The document store is unavailable")
         if conn.docs.get(doc_id) is not member:
             return error("not_joined", "Left the document while joining")
         self.ops_replayed += len(ops)
+        start = snapshot.seq if snapshot is not None else since
         if since > 0:
             outcome = "paged" if more else "complete"
+            if snapshot is not None:
+                outcome = "snapshot"
             self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
-        self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
+        self._caught_up_to(member, ops[-1].seq if ops else start, final=not more)
         if first:
             self._announce_joined(doc_id, conn.identity.user_id, conn.identity.name, exclude=sid)
             self._publish(
@@ -453,7 +565,7 @@ class CollabService:
                     None,
                 )
             )
-        return {
+        ack: Ack = {
             "ok": True,
             "documentId": doc_id,
             "role": role.value,
@@ -462,6 +574,17 @@ class CollabService:
             "more": more,
             "presence": _roster(roster),
         }
+        if snapshot is not None:
+            self._add_snapshot(ack, snapshot, since)
+        return ack
+
+    def _add_snapshot(self, ack: Ack, snapshot: Snapshot, since: int) -> None:
+        ack["snapshot"] = _snapshot_dict(snapshot)
+        if since > 0:
+            # The client's state at ``since`` cannot be brought forward: rebuild it.
+            ack["resync"] = True
+            self.snapshot_resyncs += 1
+        self.snapshots_sent += 1
 
     async def leave(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -490,6 +613,10 @@ class CollabService:
             # its connections at once and reports who left; no per-member trips.
             return
         try:
+            if member.presence_joining is True:
+                member.presence_joining = asyncio.get_running_loop().create_future()
+            if isinstance(member.presence_joining, asyncio.Future):
+                await member.presence_joining
             last = await self.presence.leave(doc_id, conn.identity.user_id, member.sid)
         except Exception:
             log.exception("presence leave failed")
@@ -592,25 +719,9 @@ class CollabService:
     ) -> None:
         """Encode the operation (one pass: JSON, size, depth) and queue it; the
         future gets the ack from ``_deliver_committed`` or ``_commit_failed``."""
-        try:
-            encoded = encode_operation(operation)
-        except ProtocolError:
-            future.set_result(error("invalid_payload", "operation must be a JSON value"))
-            return
-        if not depth_within(encoded, MAX_OPERATION_DEPTH):
-            future.set_result(
-                error(
-                    "invalid_payload", f"operation nested deeper than {MAX_OPERATION_DEPTH} levels"
-                )
-            )
-            return
-        if operation_size(encoded) > self.settings.max_operation_bytes:
-            future.set_result(
-                error(
-                    "payload_too_large",
-                    f"operation exceeds {self.settings.max_operation_bytes} bytes",
-                )
-            )
+        encoded = self._encode(operation)
+        if isinstance(encoded, dict):
+            future.set_result(encoded)
             return
         request = AppendRequest(doc_id, member.conn.identity.user_id, client_op_id, encoded)
         self.ops_received += 1
@@ -618,6 +729,40 @@ class CollabService:
             future.set_result(_NOT_STORED)
             return
         member.conn.inflight += 1
+
+    def _encode(self, operation: Any) -> bytes | Ack:
+        """The operation as stored, or the error ack that refuses it."""
+        try:
+            encoded = encode_operation(operation)
+        except ProtocolError:
+            return error("invalid_payload", "operation must be a JSON value")
+        if not depth_within(encoded, MAX_OPERATION_DEPTH):
+            return error(
+                "invalid_payload", f"operation nested deeper than {MAX_OPERATION_DEPTH} levels"
+            )
+        if operation_size(encoded) > self.settings.max_operation_bytes:
+            return error(
+                "payload_too_large", f"operation exceeds {self.settings.max_operation_bytes} bytes"
+            )
+        return encoded
+
+    def publish(
+        self, doc_id: str, user_id: str, client_op_id: str | None, operation: Any
+    ) -> asyncio.Future[Ack]:
+        """An operation from no connection (the server API) on behalf of
+        ``user_id``: the same checks, log, order and fan-out as ``edit``
+        (every member gets it, none is its sender).  The document must exist:
+        the store refuses a whole batch that names an unknown one."""
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        encoded = self._encode(operation)
+        if isinstance(encoded, dict):
+            future.set_result(encoded)
+            return future
+        request = AppendRequest(doc_id, user_id, client_op_id, encoded)
+        self.ops_received += 1
+        if not self.committer.submit(request, ("", operation, time.perf_counter(), future)):
+            future.set_result(_NOT_STORED)
+        return future
 
     def _commit_failed(self, failed: Failed, exc: StoreError) -> None:
         for _request, context in failed:
@@ -771,10 +916,27 @@ class CollabService:
                 await asyncio.sleep(max(self.settings.gap_fill_delay, 0.2))
                 continue
             self.gaps_filled += 1
+            if ops and ops[0].seq > room.next_seq:
+                self._skip_compacted(room, ops[0].seq)
             for op in ops:
                 self._accept(room, op.seq, self._stored_edit(op), None)
             if not ops:
                 await asyncio.sleep(self.settings.gap_fill_delay)
+
+    def _skip_compacted(self, room: Room, kept_from: int) -> None:
+        """The log no longer holds ``room.next_seq`` .. ``kept_from - 1``
+        (compacted while they were on their way): the room moves on, and each
+        member that lacks them is told to ``resync`` (its ``sync`` then gets the
+        snapshot), never left with a silent hole."""
+        for member in room.members.values():
+            if member.next_seq < kept_from and member.pending is None:
+                member.pending = []
+                self.gateway.send(
+                    member.sid,
+                    "resync",
+                    {"documentId": room.document_id, "since": member.next_seq - 1},
+                )
+        room.next_seq = kept_from
 
     def _schedule_tail_check(self, room: Room) -> None:
         """The last message of a burst may be the one the broker lost: once
@@ -845,6 +1007,11 @@ class CollabService:
                 self.apply_role_change(message.document_id, message.user_id, role)
             )
             task.add_done_callback(_log_failure)
+
+    def on_instance_message(self, message: InstanceMessage) -> None:
+        """A message for every instance (see ``core/api.py``)."""
+        if self.instance_handler is not None:
+            self.instance_handler(message)
 
     def on_availability(self, available: bool) -> None:
         """The broker's subscriber came back: whatever was published meanwhile
@@ -980,24 +1147,99 @@ class CollabService:
         try:
             if not await self._check_role(member, tuple(Role)):
                 return error("access_denied", "Access denied")
-            ops, head, more = await self._read_page(doc_id, since, limit)
+            snapshot, ops, head, more = await self._read_from(
+                doc_id, since, limit, member.snapshots, False
+            )
+        except HistoryCompacted as exc:
+            return _compacted(exc.kept_from)
         except StoreError:
             return error("unavailable", "The document store is unavailable")
+        start = snapshot.seq if snapshot is not None else since
         if member.pending is not None:
-            self._caught_up_to(member, ops[-1].seq if ops else since, final=not more)
+            self._caught_up_to(member, ops[-1].seq if ops else start, final=not more)
         self.ops_replayed += len(ops)
-        return {
+        ack: Ack = {
             "ok": True,
             "documentId": doc_id,
             "ops": [_op_dict(op) for op in ops],
             "head": max(head, ops[-1].seq if ops else 0),
             "more": more,
         }
+        if snapshot is not None:
+            self._add_snapshot(ack, snapshot, since)
+        return ack
+
+    async def _read_from(
+        self, doc_id: str, since: int, limit: int, snapshots: bool, at_zero: bool
+    ) -> tuple[Snapshot | None, list[StoredOp], int, bool]:
+        """The first page a client at ``since`` needs: the newest snapshot and
+        the operations after it (when it asked for snapshots and ``since`` is
+        0 with ``at_zero``, or older than the kept log), else the operations
+        after ``since``.  A page that does not start right after where it was
+        asked to is a compacted log: ``HistoryCompacted`` for a client without
+        snapshots (never a page with a hole)."""
+        snapshot = None
+        if snapshots and since == 0 and at_zero:
+            snapshot = await self.store.latest_snapshot(doc_id)
+        for _attempt in range(3):
+            start = snapshot.seq if snapshot is not None else since
+            ops, head, more = await self._read_page(doc_id, start, limit)
+            kept_from = ops[0].seq if ops else head + 1
+            if kept_from <= start + 1:
+                return snapshot, ops, head, more
+            if not snapshots:
+                raise HistoryCompacted(kept_from)
+            # Compacted after ``start``: a newer snapshot covers the hole.
+            snapshot = await self.store.latest_snapshot(doc_id)
+            if snapshot is None:
+                break
+        raise StoreError(f"{doc_id}: the log has a hole no snapshot covers")
+
+    async def store_snapshot(self, sid: str, payload: Any) -> Ack:
+        """``store-snapshot {documentId, seq, data}``: keep ``data`` (any JSON
+        value, binary parts included) as the document's state at ``seq``.
+        Editors and owners only; ``seq`` at most the head and above the newest
+        snapshot's (``invalid_seq``, ``stale_snapshot``)."""
+        conn = self._conns.get(sid)
+        if conn is None or not isinstance(payload, dict) or "data" not in payload:
+            return error("invalid_payload", "Expected {documentId, seq, data}")
+        doc_id = _document_id(payload.get("documentId"))
+        seq = _seq(payload.get("seq"), -1)
+        if doc_id is None or seq is None or seq < 1:
+            return error("invalid_payload", "documentId must be a string and seq a number >= 1")
+        limited = self._rate_limit(conn, "edit")
+        if limited is not None:
+            return limited
+        member = conn.docs.get(doc_id)
+        if member is None:
+            return error("not_joined", "Join the document first")
+        try:
+            encoded = encode_operation(payload["data"])
+        except ProtocolError:
+            return error("invalid_payload", "data must be a JSON value")
+        if not depth_within(encoded, MAX_OPERATION_DEPTH):
+            return error("invalid_payload", f"data nested deeper than {MAX_OPERATION_DEPTH} levels")
+        if operation_size(encoded) > self.settings.max_snapshot_bytes:
+            return error(
+                "payload_too_large", f"snapshot exceeds {self.settings.max_snapshot_bytes} bytes"
+            )
+        try:
+            if not await self._check_role(member, _WRITERS):
+                return error("read_only", "Your role in this document cannot store snapshots")
+            await self.store.store_snapshot(doc_id, seq, conn.identity.user_id, encoded)
+        except SnapshotRefused as exc:
+            ack = error(exc.code, str(exc))
+            ack["error"]["latest"] = exc.latest
+            return ack
+        except StoreError:
+            return error("unavailable", "The document store is unavailable")
+        self.snapshots_stored += 1
+        return {"ok": True, "documentId": doc_id, "seq": seq}
 
     async def _read_page(
         self, doc_id: str, since: int, limit: int
     ) -> tuple[list[StoredOp], int, bool]:
-        page, head = await self.store.read_page(doc_id, since, limit + 1)
+        page, head = await self._page_reads.run((doc_id, since, limit + 1))
         ops = page
         more = len(ops) > limit
         if more:
@@ -1102,22 +1344,27 @@ class CollabService:
             role = await self._resolve_role(conn.identity, doc_id, create=False)
             if role is not Role.OWNER:
                 return error("access_denied", "Only an owner can share this document")
-            if new_role is None:
-                await self.store.revoke(doc_id, target)
-            else:
-                await self.store.set_role(doc_id, target, new_role)
+            await self.change_role(doc_id, target, new_role)
         except StoreError:
             return error("unavailable", "The document store is unavailable")
-        await self.apply_role_change(doc_id, target, new_role)
-        self._publish(
-            RoleMessage(doc_id, self.instance_id, target, new_role.value if new_role else None)
-        )
         return {
             "ok": True,
             "documentId": doc_id,
             "userId": target,
             "role": new_role.value if new_role is not None else None,
         }
+
+    async def change_role(self, doc_id: str, user_id: str, role: Role | None) -> None:
+        """Store the user's new role (``None``: revoke) and enforce it at once
+        here and, through the broker, on every instance that has the document
+        open.  Raises ``StoreError`` (``UnknownDocument`` when granting on a
+        document that does not exist)."""
+        if role is None:
+            await self.store.revoke(doc_id, user_id)
+        else:
+            await self.store.set_role(doc_id, user_id, role)
+        await self.apply_role_change(doc_id, user_id, role)
+        self._publish(RoleMessage(doc_id, self.instance_id, user_id, role.value if role else None))
 
     async def apply_role_change(self, doc_id: str, user_id: str, role: Role | None) -> None:
         """Enforce a new role on the user's open connections at once."""
@@ -1141,19 +1388,15 @@ class CollabService:
     def _claim_role(self, identity: Identity, doc_id: str) -> Role | None:
         if not self.settings.docs_claim:
             return None
-        claimed = identity.docs.get(doc_id)
-        return Role(claimed) if claimed in tuple(Role) else None
+        return _ROLE_OF.get(identity.docs.get(doc_id))  # type: ignore[arg-type]
 
     async def _resolve_role(self, identity: Identity, doc_id: str, *, create: bool) -> Role | None:
         claimed = self._claim_role(identity, doc_id)
         if claimed is not None:
             # Documents are never deleted: once seen to exist, skip the query.
             if create and doc_id not in self._known_docs:
-                # Creating is idempotent (False when it exists): one round trip.
-                await self.store.create_document(doc_id, identity.user_id)
-                if len(self._known_docs) >= 100_000:
-                    self._known_docs.clear()
-                self._known_docs.add(doc_id)
+                # Creating is idempotent (nothing happens when it exists).
+                await asyncio.shield(self._create_document(doc_id, identity.user_id))
             return claimed
         role = await self.store.get_role(doc_id, identity.user_id)
         if role is not None:
@@ -1163,6 +1406,37 @@ class CollabService:
                 return Role.OWNER
             return await self.store.get_role(doc_id, identity.user_id)
         return None
+
+    def _create_document(self, doc_id: str, owner_id: str) -> asyncio.Future[None]:
+        """Done when ``doc_id`` exists (created with ``owner_id`` as its owner
+        if it did not); concurrent joins of one document share one future."""
+        future = self._creating.get(doc_id)
+        if future is None:
+            future = self._creating[doc_id] = asyncio.ensure_future(
+                self._creates.run((doc_id, owner_id))
+            )
+            future.add_done_callback(lambda f: self._created(doc_id, f))
+        return future
+
+    def _created(self, doc_id: str, future: asyncio.Future[None]) -> None:
+        del self._creating[doc_id]
+        if not future.cancelled() and future.exception() is None:
+            if len(self._known_docs) >= 100_000:
+                self._known_docs.clear()
+            self._known_docs.add(doc_id)
+
+    async def _create_documents(self, documents: list[tuple[str, str]]) -> list[None]:
+        await self.store.create_documents(documents)
+        return [None] * len(documents)
+
+    async def _read_pages(
+        self, pages: list[tuple[str, int, int]]
+    ) -> list[tuple[list[StoredOp], int] | BaseException]:
+        answers = await self.store.read_pages(pages)
+        return [
+            UnknownDocument(doc_id) if answer is None else answer
+            for (doc_id, _, _), answer in zip(pages, answers, strict=True)
+        ]
 
     async def _refresh_roles_loop(self) -> None:
         """Re-read, a document at a time, the stored roles of members who edit,
@@ -1251,6 +1525,38 @@ class CollabService:
         ack = error("rate_limited", f"Too many {kind} messages; retry later")
         ack["error"]["retryAfter"] = round(wait, 3)
         return ack
+
+    # -- for the server API (core/api.py) -------------------------------------
+
+    def disconnect_user(self, user_id: str, code: str, reason: str) -> int:
+        """Tell every local connection of ``user_id`` why (``server-disconnect
+        {code, reason}``), then disconnect it; how many there were."""
+        sids = [sid for sid, conn in self._conns.items() if conn.identity.user_id == user_id]
+        for sid in sids:
+            self.gateway.send(sid, "server-disconnect", {"code": code, "reason": reason})
+            self.gateway.disconnect(sid)
+        return len(sids)
+
+    def local_info(self, limit: int) -> tuple[int, int, dict[str, int]]:
+        """(connections, open documents, at most ``limit`` documents -> local members)."""
+        documents: dict[str, int] = {}
+        for doc_id, room in self._rooms.items():
+            if len(documents) >= limit:
+                break
+            documents[doc_id] = len(room.members)
+        return len(self._conns), len(self._rooms), documents
+
+    async def history(
+        self, doc_id: str, since: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """A page of the log after ``since`` as clients see it: (ops, head,
+        more).  Raises ``StoreError`` (``UnknownDocument``)."""
+        ops, head, more = await self._read_page(doc_id, since, limit)
+        return [_op_dict(op) for op in ops], max(head, ops[-1].seq if ops else 0), more
+
+    async def roster(self, doc_id: str) -> list[dict[str, Any]]:
+        """Who is in the document, on every instance."""
+        return _roster(await self.presence.roster(doc_id))
 
     def _to_room(self, doc_id: str, prepared: object, exclude: str | None = None) -> None:
         room = self._rooms.get(doc_id)

@@ -18,7 +18,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-import secrets
 import socket
 from collections.abc import Callable
 from typing import Any, Final, Protocol
@@ -39,6 +38,7 @@ from cowrite.protocol.session import (
 )
 from cowrite.server.connection import Connection, Request, ws_frame
 from cowrite.server.http import BODY_OVERHEAD, HttpServer, RouteHandler
+from cowrite.server.ids import new_id
 from cowrite.server.limits import Admission, Refusal, default_max_connections
 
 log = logging.getLogger("cowrite.engine")
@@ -557,11 +557,11 @@ class EngineServerCore:
     ) -> SessionHandle:
         # The prefix names this instance (deploy/nginx.conf routes on it).
         prefix = self.settings.sid_prefix
-        sid = prefix + secrets.token_urlsafe(15)
+        sid = prefix + new_id()
         while sid in self.sessions:
-            sid = prefix + secrets.token_urlsafe(15)
+            sid = prefix + new_id()
         handle = SessionHandle(self, EngineSession(sid, transport, self.config))
-        handle.log_id = secrets.token_urlsafe(15)
+        handle.log_id = new_id()
         handle.origin = origin
         handle.client_address = self._address(conn, req)
         self.admission.opened(self._limit_key(handle.client_address))

@@ -91,6 +91,7 @@ class HttpServer:
         self.announce = announce
         self.connections: set[Connection] = set()
         self.routes: dict[str, RouteHandler] = {}
+        self.prefix_routes: dict[str, RouteHandler] = {}
         self._mounts: dict[str, Mounted] = {}  # both "/x/" and "/x" -> the app at "/x/"
         self._apps: list[Mounted] = []
         self._max_body = BODY_OVERHEAD + 1_000_000
@@ -129,6 +130,15 @@ class HttpServer:
         if path in self._mounts:
             raise ConfigError(f"an app is mounted at {path!r}")
         self.routes[path] = handler
+
+    def add_prefix_route(self, prefix: str, handler: RouteHandler) -> None:
+        """Serve plain HTTP requests for every path under ``prefix`` (ending in
+        "/") that no app or exact route takes (the server API's ``/api/``)."""
+        if not prefix.startswith("/") or not prefix.endswith("/"):
+            raise ConfigError("a route prefix starts and ends with '/'")
+        if prefix in self._mounts:
+            raise ConfigError(f"an app is mounted at {prefix!r}")
+        self.prefix_routes[prefix] = handler
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -235,6 +245,8 @@ class HttpServer:
             app.engine_request(conn, req)
             return
         route = self.routes.get(path)
+        if route is None and self.prefix_routes:
+            route = next((h for p, h in self.prefix_routes.items() if path.startswith(p)), None)
         if route is not None and not req.upgrade:
             route(conn, req)
             return

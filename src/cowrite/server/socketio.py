@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -52,6 +51,7 @@ from cowrite.protocol.socketio import (
 from cowrite.server.connection import ws_frame
 from cowrite.server.engine import EngineServerCore, SessionHandle
 from cowrite.server.http import HttpServer, wait_for_signal
+from cowrite.server.ids import new_id
 
 log = logging.getLogger("cowrite.socketio")
 
@@ -175,6 +175,10 @@ class SocketServer:
     def add_route(self, path: str, handler: Callable[..., None]) -> None:
         """Serve a plain HTTP path on the same port (health, metrics, pages)."""
         self.engine.http.add_route(path, handler)
+
+    def add_prefix_route(self, prefix: str, handler: Callable[..., None]) -> None:
+        """Serve every plain HTTP path under ``prefix`` on the same port."""
+        self.engine.http.add_prefix_route(prefix, handler)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -447,10 +451,10 @@ class SocketServer:
         # The connection's first socket is named by the connection's log id,
         # so that one id follows it through every log line.
         if state.named:
-            sid = secrets.token_urlsafe(15)
+            sid = new_id()
         else:
             state.named = True
-            sid = handle.log_id or secrets.token_urlsafe(15)
+            sid = handle.log_id or new_id()
         sock = Socket(sid, nsp, handle)
         # Registered before the connect handler runs so it can join rooms.
         state.sockets[nsp] = sock
