@@ -11,6 +11,7 @@ Prints CPU (all threads: the store's too) per edit and per delivered
     .venv/bin/python bench/micro/collabpath.py --edits 20000 --per-turn 4
     .venv/bin/python bench/micro/collabpath.py --store postgresql://127.0.0.1/test --edits 5000
     .venv/bin/python bench/micro/collabpath.py --profile /tmp/collab.prof   # cProfile the edit phase
+    .venv/bin/python bench/micro/collabpath.py --recovery   # offsets on every remote-edit
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ async def main(args: argparse.Namespace) -> None:
         "COWRITE_CORS_ORIGINS": "*",
         "COWRITE_COMMIT_INTERVAL": str(args.commit_interval),
         "COWRITE_AUTH_DOCS_CLAIM": "1",
+        "COWRITE_RECOVERY": "1" if args.recovery else "0",
     }
     if args.redis:
         env["COWRITE_REDIS_URL"] = args.redis
@@ -219,6 +221,7 @@ if __name__ == "__main__":
     p.add_argument("--store", default="")
     p.add_argument("--redis", default="", help="redis://...: broker and presence through Redis")
     p.add_argument("--commit-interval", type=float, default=0.002)
+    p.add_argument("--recovery", action="store_true", help="connection-state recovery on")
     p.add_argument("--profile", default="")
     p.add_argument(
         "--join-in-flight",

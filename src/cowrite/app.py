@@ -15,6 +15,7 @@ from cowrite.backends.broker import Broker
 from cowrite.backends.broker_memory import MemoryBroker
 from cowrite.backends.presence import PresenceStore
 from cowrite.backends.presence_memory import MemoryPresence
+from cowrite.backends.recovery import RecoveryStore
 from cowrite.backends.store import OperationStore
 from cowrite.config import AppSettings
 from cowrite.core.api import ServerApi
@@ -25,6 +26,7 @@ from cowrite.metrics import Metrics
 from cowrite.server import SocketServer
 from cowrite.server.api import HttpApi
 from cowrite.server.connection import Connection, Request
+from cowrite.server.socketio import RECOVERABLE_DISCONNECT_REASONS
 from cowrite.web import STATIC_DIR, install_web_routes
 
 log = logging.getLogger("cowrite.app")
@@ -87,6 +89,7 @@ class App:
     presence: PresenceStore
     api: ServerApi
     http_api: HttpApi | None = None
+    recovery: RecoveryStore | None = None
 
     @property
     def port(self) -> int:
@@ -98,11 +101,15 @@ class App:
         started is stopped again before the error propagates."""
         await self.store.open()
         await self.presence.start()
+        if self.recovery is not None:
+            await self.recovery.start()
         await self.service.start()
         try:
             await self.server.start()
         except BaseException:
             await self.service.stop()
+            if self.recovery is not None:
+                await self.recovery.stop()
             await self.presence.stop()
             await self.store.close()
             raise
@@ -148,7 +155,9 @@ class App:
             self.service.announce_departures(await self.presence.stop())
         except Exception:
             log.exception("presence goodbye failed")
-        await self.service.stop()
+        await self.service.stop()  # saves the drained sockets' recovery records
+        if self.recovery is not None:
+            await self.recovery.stop()
         await self.server.stop()
         await self.store.close()
         log.info("stopped: every session closed, store closed", extra={"event": "stopped"})
@@ -177,6 +186,16 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     else:
         broker = MemoryBroker(instance_id=settings.instance_id or None)
         presence = MemoryPresence()
+    recovery: RecoveryStore | None = None
+    if settings.recovery:
+        if settings.redis_url:
+            from cowrite.backends.recovery_redis import RedisRecovery
+
+            recovery = RedisRecovery(settings.redis_url, prefix=settings.redis_prefix)
+        else:
+            from cowrite.backends.recovery_memory import MemoryRecovery
+
+            recovery = MemoryRecovery()
     service = CollabService(
         store=the_store,
         presence=presence,
@@ -184,7 +203,10 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
         verifier=TokenVerifier(settings.auth),
         broker=broker,
         settings=settings.collab,
+        recovery=recovery,
     )
+    if recovery is not None:
+        server.enable_recovery(service.resume)
 
     metrics = Metrics(server, service)
     # Every instance answers the others' API messages (disconnect, info),
@@ -194,7 +216,7 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
     def connect(sid: str, auth: Any) -> None:
         address = server.client_address(sid)
         try:
-            identity = service.connect(sid, auth)
+            identity = service.connect(sid, auth, pid=server.session_pid(sid))
         except AuthError as exc:
             log.info(
                 "connect refused",
@@ -212,13 +234,19 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
             raise
         log.info(
             "connected",
-            extra={"event": "connect", "sid": sid, "user": identity.user_id, "address": address},
+            extra={
+                "event": "connect",
+                "sid": sid,
+                "user": identity.user_id,
+                "address": address,
+                "recovered": server.recovered(sid),
+            },
         )
 
     async def disconnect(sid: str, reason: str) -> None:
         metrics.disconnects[reason] += 1
         log.info("disconnected", extra={"event": "disconnect", "sid": sid, "reason": reason})
-        await service.disconnect(sid)
+        await service.disconnect(sid, recoverable=reason in RECOVERABLE_DISCONNECT_REASONS)
 
     server.on("connect", connect)
     server.on("disconnect", disconnect)
@@ -274,6 +302,7 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
         presence=presence,
         api=api,
         http_api=http_api,
+        recovery=recovery,
     )
 
 

@@ -166,6 +166,18 @@ def main() -> None:
     default=None,
     help="Seconds between background log compactions, 0 = off [0; env COWRITE_COMPACT_INTERVAL].",
 )
+@click.option(
+    "--recovery/--no-recovery",
+    default=None,
+    help="Socket.IO connection-state recovery: a client that lost its connection "
+    "resumes its socket (rooms, missed remote-edits) [off; env COWRITE_RECOVERY].",
+)
+@click.option(
+    "--recovery-window",
+    type=float,
+    default=None,
+    help="Seconds a lost socket can be resumed [120; env COWRITE_RECOVERY_WINDOW].",
+)
 @store_option
 @data_dir_option
 @dev_option
@@ -193,6 +205,8 @@ def serve(
     instance_id: str | None,
     api: bool | None,
     compact_interval: float | None,
+    recovery: bool | None,
+    recovery_window: float | None,
     store: str | None,
     data_dir: str | None,
     dev_mode: bool | None,
@@ -224,6 +238,8 @@ def serve(
         api=api,
         config_file=config_file,
         retention_overrides={"interval": compact_interval},
+        recovery=recovery,
+        recovery_window=recovery_window,
     )
     from cowrite.app import build_app
 

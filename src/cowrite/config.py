@@ -205,6 +205,10 @@ class AppSettings:
     redis_prefix: str = "cowrite:"
     instance_id: str = ""
     presence_ttl: float = 30.0
+    # Socket.IO connection-state recovery (off by default; the window is
+    # collab.recovery_window).  Records live in Redis with redis_url, else in
+    # this process.
+    recovery: bool = False
     # The server API (POST /api/<method>): on when this holds its key.
     api_key: str | None = None
     api_timeout: float = 1.0  # how long ``info`` waits for the other instances
@@ -249,6 +253,8 @@ def load_app_settings(
     api: bool | None = None,
     config_file: str | None = None,
     retention_overrides: dict[str, Any] | None = None,
+    recovery: bool | None = None,
+    recovery_window: float | None = None,
 ) -> AppSettings:
     """Defaults < TOML file < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
     from cowrite.core.collab import CollabSettings
@@ -279,7 +285,12 @@ def load_app_settings(
             _env_float(env, "COWRITE_MAX_SNAPSHOT_BYTES", 900 * 1024, minimum=1024, maximum=1 << 30)
         ),
         retention=_retention(env, retention_overrides or {}),
+        recovery_window=recovery_window
+        if recovery_window is not None
+        else _env_float(env, "COWRITE_RECOVERY_WINDOW", 120.0, minimum=1.0, maximum=86_400.0),
     )
+    if not 1.0 <= collab.recovery_window <= 86_400.0:
+        raise ConfigError("recovery window must be between 1 and 86400 seconds")
     try:
         presence_ttl = float(env.get("COWRITE_PRESENCE_TTL", 30.0))
     except ValueError:
@@ -312,6 +323,7 @@ def load_app_settings(
         or env.get("COWRITE_INSTANCE_ID")
         or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         presence_ttl=presence_ttl,
+        recovery=recovery if recovery is not None else _env_bool(env, "COWRITE_RECOVERY", False),
     )
 
 
@@ -453,6 +465,8 @@ _APP_KEYS: Final = frozenset(
         "compact_keep_ops",
         "compact_keep_days",
         "compact_interval",
+        "recovery",
+        "recovery_window",
     }
 )
 _AUTH_KEYS: Final = frozenset(
@@ -564,6 +578,7 @@ def effective_settings(settings: AppSettings) -> dict[str, Any]:
         "api": "on" if settings.api_key else "off",
         "api_key": "***" if settings.api_key else None,
         "api_timeout": settings.api_timeout,
+        "recovery": settings.recovery,
         "server": table(settings.server),
         "auth": table(settings.auth),
         "collab": table(settings.collab),

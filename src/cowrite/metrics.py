@@ -165,6 +165,24 @@ class _StateCollector(Collector):
             r.add_metric([outcome], n)
         yield r
         yield _counter(
+            "cowrite_sessions_resumed",
+            "Sockets resumed by connection-state recovery.",
+            svc.resumed,
+        )
+        rf = CounterMetricFamily(
+            "cowrite_resumes_refused",
+            "Resume attempts that became new sockets, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(svc.resume_failed.items()):
+            rf.add_metric([reason], n)
+        yield rf
+        yield _counter(
+            "cowrite_operations_resumed",
+            "Missed operations sent to resumed sockets.",
+            svc.ops_resumed,
+        )
+        yield _counter(
             "cowrite_commits", "Store transactions (group commits).", svc.committer.batches
         )
         yield _counter(

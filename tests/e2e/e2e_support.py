@@ -430,6 +430,19 @@ def unique_doc(prefix: str = "doc") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+async def edit_times(client: Client, doc: str, n: int) -> list[int]:
+    """``n`` acknowledged edits of ``doc``, one after the other; their seqs."""
+    seqs = []
+    for i in range(n):
+        ack = await client.call(
+            "edit-operation",
+            {"documentId": doc, "operation": {"i": i}, "clientOpId": uuid.uuid4().hex},
+        )
+        assert ack["ok"], ack
+        seqs.append(ack["seq"])
+    return seqs
+
+
 # -- operation logs ---------------------------------------------------------------
 
 

@@ -7,6 +7,12 @@
 //             {"id": n, "cmd": "emit", "event", "args"}              no ack
 //             {"id": n, "cmd": "kill"}        abort the transport (no Engine.IO CLOSE)
 //             {"id": n, "cmd": "disconnect"}  a clean client disconnect
+//             {"id": n, "cmd": "reconnect", "url"?, "auth"?}   socket.connect() again
+//                                             (same Socket object: it offers {pid, offset})
+//             {"id": n, "cmd": "state"}       {id, connected, recovered}
+//   "connect" takes "reconnection" (default false) and "reconnectionDelay" (ms);
+//   with "reconnection" every (re)connect is reported as
+//             {"event": "$connect", "args": [{"id", "recovered"}]}
 //             {"id": n, "cmd": "exit"}
 //   stdout -> {"id": n, "ok": true, "result": ...} | {"id": n, "ok": false, "error": "..."}
 //             {"event": name, "args": [...]}   every event the server sends, in order
@@ -14,6 +20,7 @@
 // Commands are handled as they arrive, so calls sent back to back are in flight
 // together (their acks may be reported in any order).  The process exits on
 // "exit", when stdin closes, or at the hard deadline (argv[2] {"hardTimeout": ms}).
+import http from "node:http";
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 import { connection, decode, encode, sleep } from "./lib.mjs";
@@ -49,9 +56,15 @@ const commands = {
     socket = io(msg.url, {
       transports: msg.transports ?? ["websocket"],
       upgrade: msg.upgrade ?? false,
-      reconnection: false,
+      reconnection: msg.reconnection ?? false,
+      reconnectionDelay: msg.reconnectionDelay ?? 1000,
+      randomizationFactor: msg.reconnection ? 0 : 0.5,
       forceNew: true,
       timeout: 5000,
+      // "sourceIp": connect from this local address (nginx's ip_hash routes by it).
+      ...(msg.sourceIp
+        ? { agent: new http.Agent({ localAddress: msg.sourceIp }), localAddress: msg.sourceIp }
+        : {}),
       auth: msg.auth ?? {},
     });
     const current = socket;
@@ -61,6 +74,13 @@ const commands = {
     current.on("disconnect", (reason) => {
       if (current === socket) send({ event: "$disconnect", args: [reason] });
     });
+    if (msg.reconnection) {
+      current.on("connect", () => {
+        if (current === socket) {
+          send({ event: "$connect", args: [{ id: current.id, recovered: current.recovered }] });
+        }
+      });
+    }
     const state = await connection(current, msg.timeout ?? 5000);
     if (state.connected) {
       state.transport = current.io.engine.transport.name;
@@ -87,6 +107,18 @@ const commands = {
       socket.io.engine.close();
     }
     return transport.name;
+  },
+  async reconnect(msg) {
+    // Optionally elsewhere (another instance) or with other credentials; the
+    // Socket object, and so its pid and last offset, stay the same.
+    if (msg.url) socket.io.uri = msg.url;
+    if (msg.auth) socket.auth = msg.auth;
+    socket.connect();
+    const state = await connection(socket, msg.timeout ?? 5000);
+    return { ...state, id: socket.id, recovered: socket.recovered };
+  },
+  async state() {
+    return { id: socket.id ?? null, connected: socket.connected, recovered: socket.recovered };
   },
   async disconnect() {
     if (socket) socket.disconnect();

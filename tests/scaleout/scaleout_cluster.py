@@ -312,6 +312,8 @@ class Cluster:
     redis_prefix: str = field(default_factory=lambda: f"cowrite-scale-{uuid.uuid4().hex[:12]}:")
     instances: list[Instance] = field(default_factory=list)
     nginx: Nginx | None = None
+    #: More ``cowrite serve`` flags for every instance (``["--recovery"]``).
+    serve_args: list[str] = field(default_factory=list)
 
     @property
     def store(self) -> str:
@@ -367,7 +369,7 @@ class Cluster:
             "--instance-id", inst.instance_id,
             "--trusted-proxy", "127.0.0.0/8",
             "--data-dir", str(self.workdir / f"data-{inst.instance_id}"),
-            "--log-level", "info",
+            "--log-level", "info", *self.serve_args,
             env=env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         out.close()

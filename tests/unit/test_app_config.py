@@ -118,3 +118,29 @@ def test_server_api_key_rules(tmp_path: Path) -> None:
     assert (from_file.api_key, from_file.api_timeout) == ("f" * 16, 0.5)
     env_wins = {**base, "COWRITE_API_KEY": key}
     assert load_app_settings(environ=env_wins, data_dir=d, config_file=str(cfg)).api_key == key
+
+
+def test_recovery_settings_precedence(tmp_path: Path) -> None:
+    base = {"COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "https://a"}
+    s = load_app_settings(environ=base, data_dir=str(tmp_path))
+    assert (s.recovery, s.collab.recovery_window) == (False, 120.0)
+    cfg = tmp_path / "cowrite.toml"
+    cfg.write_text("recovery = true\nrecovery_window = 30\n")
+    s = load_app_settings(environ=base, config_file=str(cfg), data_dir=str(tmp_path))
+    assert (s.recovery, s.collab.recovery_window) == (True, 30.0)
+    env = {**base, "COWRITE_RECOVERY": "0", "COWRITE_RECOVERY_WINDOW": "45"}
+    s = load_app_settings(environ=env, config_file=str(cfg), data_dir=str(tmp_path))
+    assert (s.recovery, s.collab.recovery_window) == (False, 45.0)
+    s = load_app_settings(
+        environ=env,
+        config_file=str(cfg),
+        data_dir=str(tmp_path),
+        recovery=True,
+        recovery_window=10.0,
+    )
+    assert (s.recovery, s.collab.recovery_window) == (True, 10.0)
+    assert effective_settings(s)["recovery"] is True
+    with pytest.raises(ConfigError, match="COWRITE_RECOVERY_WINDOW"):
+        load_app_settings(environ={**base, "COWRITE_RECOVERY_WINDOW": "0"}, data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="recovery window"):
+        load_app_settings(environ=base, data_dir=str(tmp_path), recovery_window=-1.0)

@@ -26,6 +26,13 @@ def test_connect_accept_event_ack_disconnect() -> None:
     assert s.namespaces == {}
 
 
+def test_accept_with_a_private_id() -> None:
+    """Connection-state recovery: the CONNECT answer carries the pid."""
+    s = SocketIOSession(0.0, 45.0)
+    s.receive('0{"token":"t","pid":"p1","offset":"o"}')
+    assert s.accept("/", "sock1", "p2") == '0{"sid":"sock1","pid":"p2"}'
+
+
 def test_refuse_packet() -> None:
     s = SocketIOSession(0.0, 45.0)
     s.receive("0/random")

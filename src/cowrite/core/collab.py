@@ -51,6 +51,7 @@ from cowrite.backends.broker import (
     RoleMessage,
 )
 from cowrite.backends.presence import PresenceEntry, PresenceStore
+from cowrite.backends.recovery import RecoveryRecord, RecoveryStore
 from cowrite.backends.store import (
     AppendRequest,
     OperationStore,
@@ -73,6 +74,14 @@ from cowrite.core.opcodec import (
     operation_size,
 )
 from cowrite.core.ratelimit import TokenBucket
+from cowrite.core.recovery import (
+    TICKET_LIFETIME,
+    RecordWriter,
+    RecoverableEdit,
+    ResumeTicket,
+    decode_offset,
+    encode_offset,
+)
 from cowrite.errors import ProtocolError
 
 log = logging.getLogger("cowrite.collab")
@@ -133,6 +142,10 @@ class CollabSettings:
     # disconnected ("rate limit exceeded").
     flood_refusals: int = 100
     flood_window: float = 10.0
+    # Socket.IO connection-state recovery (core/recovery.py): a lost socket
+    # can be resumed for this many seconds (Node's default, 2 minutes).  On
+    # only when the service is given a RecoveryStore.
+    recovery_window: float = 120.0
 
 
 def error(code: str, message: str) -> Ack:
@@ -191,17 +204,31 @@ class Conn:
     __slots__ = (
         "docs",
         "edit_bucket",
+        "epoch",
         "flooded",
         "identity",
         "inflight",
+        "pid",
         "presence_bucket",
+        "presence_id",
         "refusals",
+        "restoring",
         "sid",
     )
 
     def __init__(self, sid: str, identity: Identity) -> None:
         self.sid = sid
         self.identity = identity
+        # Connection-state recovery: the socket's private id, the epoch of its
+        # record, and the documents of a resumed socket not yet replayed
+        # (document -> the position its replay starts from).
+        self.pid: str | None = None
+        self.epoch = 0
+        self.restoring: dict[str, int] | None = None
+        # The connection's id in the shared presence (a resumed socket keeps
+        # its sid but gets a presence id of its own: the old instance may
+        # still remove the old one).
+        self.presence_id = sid
         self.docs: dict[str, Member] = {}
         self.edit_bucket: TokenBucket | None = None
         self.presence_bucket: TokenBucket | None = None
@@ -317,6 +344,7 @@ class CollabService:
         broker: Broker,
         settings: CollabSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recovery: RecoveryStore | None = None,
     ) -> None:
         self.store = store
         self.presence = presence
@@ -335,6 +363,15 @@ class CollabService:
         )
         self._conns: dict[str, Conn] = {}
         self._rooms: dict[str, Room] = {}
+        # Connection-state recovery (None: off, and no cost on the edit path).
+        self._records = (
+            RecordWriter(recovery, self.settings.recovery_window) if recovery is not None else None
+        )
+        self._tickets: dict[str, ResumeTicket] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self.resumed = 0
+        self.resume_failed: dict[str, int] = {}
+        self.ops_resumed = 0
         self._presence_dirty: set[Member] = set()
         self._presence_task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -396,6 +433,9 @@ class CollabService:
             self._compactor = loop.create_task(
                 compaction_loop(self.store, self.settings.retention), name="compaction"
             )
+        if self._records is not None:
+            self._records.start()
+            self._refresher = loop.create_task(self._refresh_records_loop(), name="record-refresh")
 
     def begin_shutdown(self) -> None:
         """From now on members leave locally only (see ``_remove_member``)."""
@@ -421,12 +461,15 @@ class CollabService:
             if not self._publish_queue:
                 break
             await asyncio.sleep(0.01)
+        if self._records is not None:
+            await self._records.stop()
         tasks = (
             self._presence_task,
             self._reaper,
             self._publisher,
             self._role_refresher,
             self._compactor,
+            self._refresher,
         )
         for task in tasks:
             if task is not None:
@@ -454,22 +497,38 @@ class CollabService:
 
     # -- connection ----------------------------------------------------------
 
-    def connect(self, sid: str, auth: Any) -> Identity:
-        """Authenticate a new connection; raises ``AuthError`` to refuse it."""
+    def connect(self, sid: str, auth: Any, *, pid: str | None = None) -> Identity:
+        """Authenticate a new connection; raises ``AuthError`` to refuse it.
+
+        ``pid``: the socket's private id (connection-state recovery); when
+        ``resume`` issued a ticket for ``sid`` with it, the socket is resumed."""
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
             identity = self.verifier.verify(token)
         except AuthError as exc:
             self.auth_failures[exc.code] = self.auth_failures.get(exc.code, 0) + 1
             raise
-        self._conns[sid] = Conn(sid, identity)
+        conn = self._conns[sid] = Conn(sid, identity)
         self.connects_ok += 1
+        if pid is not None and self._records is not None:
+            conn.pid = pid
+            ticket = self._tickets.pop(sid, None)
+            if ticket is not None and ticket.pid == pid and ticket.user_id == identity.user_id:
+                self._resume(conn, ticket)
+            self._records.live(pid, lambda: self._record_of(conn))
         return identity
 
-    async def disconnect(self, sid: str) -> None:
+    async def disconnect(self, sid: str, *, recoverable: bool = False) -> None:
+        """The socket is gone; ``recoverable``: its connection was lost (it may
+        come back and resume), rather than ended on purpose."""
         conn = self._conns.pop(sid, None)
         if conn is None:
             return
+        if conn.pid is not None and self._records is not None:
+            if recoverable:
+                self._records.lost(conn.pid, self._record_of(conn))
+            else:
+                self._records.ended(conn.pid, conn.epoch)
         for member in list(conn.docs.values()):
             await self._remove_member(member)
 
@@ -526,13 +585,7 @@ class CollabService:
                 # Awaited before anything else: a disconnect that runs later
                 # finds the connection in the presence store to remove (its
                 # leave waits for this join: ``_remove_member``).
-                member.presence_joining = True
-                try:
-                    first, roster = await self._presence_joins.run(
-                        (doc_id, conn.identity.user_id, conn.identity.name, sid)
-                    )
-                finally:
-                    _presence_joined(member)
+                first, roster = await self._join_presence(member)
                 snapshot, ops, head, more = await self._read_from(
                     doc_id, since, self.settings.page_size, wants_snapshot, True
                 )
@@ -554,17 +607,7 @@ class CollabService:
             self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
         self._caught_up_to(member, ops[-1].seq if ops else start, final=not more)
         if first:
-            self._announce_joined(doc_id, conn.identity.user_id, conn.identity.name, exclude=sid)
-            self._publish(
-                PresenceMessage(
-                    doc_id,
-                    self.instance_id,
-                    conn.identity.user_id,
-                    conn.identity.name,
-                    "joined",
-                    None,
-                )
-            )
+            self._user_arrived(conn, doc_id)
         ack: Ack = {
             "ok": True,
             "documentId": doc_id,
@@ -578,6 +621,18 @@ class CollabService:
             self._add_snapshot(ack, snapshot, since)
         return ack
 
+    async def _join_presence(self, member: Member) -> tuple[bool, list[PresenceEntry]]:
+        """Join the shared presence (maybe in a batch with other joins); a
+        leave that runs meanwhile waits for it (``_remove_member``)."""
+        identity = member.conn.identity
+        member.presence_joining = True
+        try:
+            return await self._presence_joins.run(
+                (member.document_id, identity.user_id, identity.name, member.conn.presence_id)
+            )
+        finally:
+            _presence_joined(member)
+
     def _add_snapshot(self, ack: Ack, snapshot: Snapshot, since: int) -> None:
         ack["snapshot"] = _snapshot_dict(snapshot)
         if since > 0:
@@ -585,6 +640,17 @@ class CollabService:
             ack["resync"] = True
             self.snapshot_resyncs += 1
         self.snapshots_sent += 1
+
+    def _user_arrived(self, conn: Conn, doc_id: str) -> None:
+        """The connection's user is now in the document (their first connection
+        there): tell the room, here and on the other instances."""
+        identity = conn.identity
+        self._announce_joined(doc_id, identity.user_id, identity.name, exclude=conn.sid)
+        self._publish(
+            PresenceMessage(
+                doc_id, self.instance_id, identity.user_id, identity.name, "joined", None
+            )
+        )
 
     async def leave(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -608,6 +674,9 @@ class CollabService:
             if not room.members:
                 self._close_room(room)
         self._presence_dirty.discard(member)
+        if conn.restoring:
+            conn.restoring.pop(doc_id, None)
+        self._record_changed(conn)  # left or revoked: not resumed there
         if self._shutting_down:
             # The instance is going away: ``presence.stop()`` forgets all of
             # its connections at once and reports who left; no per-member trips.
@@ -617,7 +686,7 @@ class CollabService:
                 member.presence_joining = asyncio.get_running_loop().create_future()
             if isinstance(member.presence_joining, asyncio.Future):
                 await member.presence_joining
-            last = await self.presence.leave(doc_id, conn.identity.user_id, member.sid)
+            last = await self.presence.leave(doc_id, conn.identity.user_id, conn.presence_id)
         except Exception:
             log.exception("presence leave failed")
             return
@@ -811,9 +880,7 @@ class CollabService:
                 # members (what ``_accept`` + ``_drain`` would do, minus the
                 # holding dictionary and the deferred encoding).
                 try:
-                    self._deliver(
-                        room, result.seq, self.gateway.prepare("remote-edit", body), sender_sid
-                    )
+                    self._deliver(room, result.seq, self._prepare_edit(body), sender_sid)
                 except Exception:
                     log.exception("delivery of %s#%d failed", room.document_id, result.seq)
                 room.next_seq = result.seq + 1
@@ -831,10 +898,17 @@ class CollabService:
             self._settled(context[0])
 
     def _remote_edit(self, body: dict[str, Any]) -> Callable[[], object]:
-        return lambda: self.gateway.prepare("remote-edit", body)
+        return lambda: self._prepare_edit(body)
 
     def _stored_edit(self, op: StoredOp) -> Callable[[], object]:
-        return lambda: self.gateway.prepare("remote-edit", _op_dict(op))
+        return lambda: self._prepare_edit(_op_dict(op))
+
+    def _prepare_edit(self, body: dict[str, Any]) -> object:
+        """A ``remote-edit`` for many recipients: encoded once, or with
+        recovery on, a ``RecoverableEdit`` (each recipient's offset)."""
+        if self._records is None:
+            return self.gateway.prepare("remote-edit", body)
+        return RecoverableEdit(body)
 
     # -- the per-document sequencer -----------------------------------------
 
@@ -1080,6 +1154,7 @@ class CollabService:
 
     def _deliver(self, room: Room, seq: int, prepared: object, sender_sid: str | None) -> None:
         send = self.gateway.send_prepared
+        offsets = self._records is not None
         for sid, member in room.members.items():
             own = sid == sender_sid
             pending = member.pending
@@ -1093,7 +1168,10 @@ class CollabService:
             if seq == member.next_seq:
                 member.next_seq = seq + 1
                 if not own:
-                    send(sid, prepared)
+                    if offsets:
+                        self._send_edit(member, seq, prepared)
+                    else:
+                        send(sid, prepared)
                     self.ops_delivered += 1
             elif seq > member.next_seq:
                 # Cannot happen with one instance (commits are delivered in
@@ -1128,8 +1206,11 @@ class CollabService:
                 return
             member.next_seq = seq + 1
             if prepared is not None:
-                self.gateway.send_prepared(member.sid, prepared)
+                self._send_edit(member, seq, prepared)
         member.pending = None
+        self._record_changed(member.conn)
+        if member.conn.restoring is not None:
+            member.conn.restoring.pop(member.document_id, None)
 
     async def sync(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -1254,6 +1335,183 @@ class CollabService:
                 more = True
                 break
         return ops, head, more
+
+    # -- connection-state recovery (core/recovery.py) -----------------------
+
+    def _send_edit(self, member: Member, seq: int, prepared: object) -> None:
+        """Send one ``remote-edit`` to a member, with its offset when recovery is on."""
+        if not isinstance(prepared, RecoverableEdit):
+            self.gateway.send_prepared(member.sid, prepared)
+            return
+        conn = member.conn
+        if len(conn.docs) == 1 and not conn.restoring:
+            shared = prepared.shared
+            if shared is None:
+                offset = encode_offset({member.document_id: seq})
+                shared = prepared.shared = self.gateway.prepare(
+                    "remote-edit", prepared.body, offset
+                )
+            self.gateway.send_prepared(member.sid, shared)
+            return
+        offset = encode_offset(self._positions(conn, member.document_id, seq))
+        self.gateway.send_prepared(
+            member.sid, self.gateway.prepare("remote-edit", prepared.body, offset)
+        )
+
+    def _positions(self, conn: Conn, doc_id: str | None = None, seq: int = 0) -> dict[str, int]:
+        """For each document the connection is caught up in, the last ``seq``
+        its client was sent (``doc_id`` at ``seq``, which is being sent now)."""
+        positions = {d: m.next_seq - 1 for d, m in conn.docs.items() if m.pending is None}
+        if conn.restoring:
+            for d, position in conn.restoring.items():
+                positions.setdefault(d, position)
+        if doc_id is not None:
+            positions[doc_id] = seq
+        return positions
+
+    def _record_of(self, conn: Conn) -> RecoveryRecord:
+        return RecoveryRecord(conn.sid, conn.identity.user_id, conn.epoch, self._positions(conn))
+
+    def _record_changed(self, conn: Conn) -> None:
+        if conn.pid is not None and self._records is not None and self._conns.get(conn.sid) is conn:
+            self._records.live(conn.pid, lambda: self._record_of(conn))
+
+    async def _refresh_records_loop(self) -> None:
+        """Connected sockets' records expire in 1.5 windows unless saved again."""
+        assert self._records is not None
+        while True:
+            await asyncio.sleep(self._records.refresh_interval)
+            for conn in list(self._conns.values()):
+                self._record_changed(conn)
+            now = self.clock()
+            for sid in [s for s, t in self._tickets.items() if now - t.issued_at > TICKET_LIFETIME]:
+                del self._tickets[sid]
+
+    async def resume(self, namespace: str, pid: str, offset: str | None, auth: Any) -> str | None:
+        """The Socket.IO server's ``restore`` hook: claim the record of socket
+        ``pid`` and return its sid, or ``None`` (a new socket, not resumed).
+
+        The token must be valid and name the record's user; each document's
+        role is read again (a revoked one is not resumed: the client gets
+        ``access-revoked`` for it).  The connect handler then calls
+        ``connect(sid, auth, pid=pid)``, which picks up the ticket."""
+        if self._records is None or namespace != "/":
+            return None
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            identity = self.verifier.verify(token)
+        except AuthError:
+            return None  # the connect handler refuses it with the reason
+        try:
+            record = await self._records.store.claim(pid, self._records.connected_ttl)
+        except Exception:
+            log.exception("claiming recovery record failed")
+            return self._resume_failed("unavailable")
+        if record is None:
+            return self._resume_failed("unknown")
+        if record.user_id != identity.user_id:
+            return self._resume_failed("other_user")
+        if record.sid in self._conns:
+            return self._resume_failed("still_connected")
+        positions = dict(record.documents)
+        for doc_id, seq in decode_offset(offset).items():
+            if doc_id in positions and seq > positions[doc_id]:
+                positions[doc_id] = seq
+        documents: dict[str, tuple[int, str]] = {}
+        revoked: list[str] = []
+        try:
+            for doc_id, position in positions.items():
+                role = await self._resolve_role(identity, doc_id, create=False)
+                if role is None:
+                    revoked.append(doc_id)
+                else:
+                    documents[doc_id] = (position, role.value)
+        except StoreError:
+            return self._resume_failed("unavailable")
+        self._tickets[record.sid] = ResumeTicket(
+            pid, record.epoch, identity.user_id, documents, revoked, self.clock()
+        )
+        return record.sid
+
+    def _resume_failed(self, why: str) -> str | None:
+        """Count a refused resume (by reason); ``None``: not resumed."""
+        self.resume_failed[why] = self.resume_failed.get(why, 0) + 1
+        return None
+
+    def _resume(self, conn: Conn, ticket: ResumeTicket) -> None:
+        """Give a resumed socket its documents back: members at once (held
+        like a joiner catching up), then, in a task, each document's room,
+        presence and the operations missed since its position."""
+        self.resumed += 1
+        conn.epoch = ticket.epoch
+        conn.presence_id = f"{conn.sid}.{ticket.epoch}"
+        conn.restoring = {doc: position for doc, (position, _) in ticket.documents.items()}
+        now = self.clock()
+        members = []
+        for doc_id, (position, role) in ticket.documents.items():
+            member = Member(conn, doc_id, Role(role), position, now)
+            member.role_from_store = self._claim_role(conn.identity, doc_id) is None
+            conn.docs[doc_id] = member
+            members.append(member)
+        for doc_id in ticket.revoked:
+            self.access_denied += 1
+            self.gateway.send(conn.sid, "access-revoked", {"documentId": doc_id})
+        task = asyncio.get_running_loop().create_task(self._restore_documents(conn, members))
+        task.add_done_callback(_log_failure)
+
+    async def _restore_documents(self, conn: Conn, members: list[Member]) -> None:
+        for member in members:
+            if self._conns.get(conn.sid) is not conn:
+                return
+            if conn.docs.get(member.document_id) is not member:
+                continue
+            try:
+                await self._restore_document(conn, member)
+            except Exception as exc:  # the store or the broker failed
+                log.warning("resuming %s in %s failed: %s", conn.sid, member.document_id, exc)
+                # Ended from the server's side (its record is discarded): the
+                # application connects again and joins, as after any refusal.
+                self.gateway.disconnect(conn.sid)
+                return
+
+    async def _restore_document(self, conn: Conn, member: Member) -> None:
+        doc_id = member.document_id
+        # A join-document of the application, a leave or a revocation meanwhile
+        # takes over from here (a join makes a new held list).
+        held = member.pending
+        room = await self._room(doc_id)
+        if self._conns.get(conn.sid) is not conn or conn.docs.get(doc_id) is not member:
+            if not room.members:
+                self._close_room(room)
+            return
+        room.members[conn.sid] = member
+        first, _roster = await self._join_presence(member)
+        if first:
+            self._user_arrived(conn, doc_id)
+        position = member.next_seq - 1
+        replayed = 0
+        while conn.docs.get(doc_id) is member and member.pending is held:
+            ops, _head, more = await self._read_page(doc_id, position, self.settings.max_page_size)
+            if conn.docs.get(doc_id) is not member or member.pending is not held:
+                return
+            for op in ops:
+                offset = encode_offset(self._positions(conn, doc_id, op.seq))
+                self.gateway.send_prepared(
+                    conn.sid, self.gateway.prepare("remote-edit", _op_dict(op), offset)
+                )
+            if ops:
+                position = ops[-1].seq
+            replayed += len(ops)
+            self.ops_resumed += len(ops)
+            done = not more or replayed >= self.settings.max_pending
+            self._caught_up_to(member, position, final=not more)
+            if done:
+                if more:
+                    # Too much missed for one go: the client pages the rest
+                    # with ``sync`` (``resync`` is what a held-list overflow
+                    # sends too).
+                    self.gateway.send(conn.sid, "resync", {"documentId": doc_id, "since": position})
+                return
 
     # -- presence ------------------------------------------------------------
 

@@ -120,11 +120,17 @@ class SocketIOSession:
             return NamespaceLeft(nsp)
         raise ProtocolError(f"unexpected {ptype.name} packet from client")
 
-    def accept(self, namespace: str, socket_id: str) -> str:
-        """Mark ``namespace`` connected; returns the CONNECT packet to send."""
+    def accept(self, namespace: str, socket_id: str, pid: str | None = None) -> str:
+        """Mark ``namespace`` connected; returns the CONNECT packet to send.
+
+        With connection-state recovery the payload also carries the socket's
+        private id ``pid``, which the client sends back in the ``auth`` of its
+        next CONNECT (with the ``offset`` of the last event it got) to resume.
+        """
         self.namespaces[namespace] = NsState.CONNECTED
         self.connect_deadline = None
-        text = encode(SioPacket(SioType.CONNECT, namespace, {"sid": socket_id}))[0]
+        payload = {"sid": socket_id} if pid is None else {"sid": socket_id, "pid": pid}
+        text = encode(SioPacket(SioType.CONNECT, namespace, payload))[0]
         assert isinstance(text, str)
         return text
 

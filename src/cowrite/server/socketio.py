@@ -65,14 +65,46 @@ CONNECT_EMIT_GAP = 0.02
 CLIENT_NAMESPACE_DISCONNECT = "client namespace disconnect"
 SERVER_NAMESPACE_DISCONNECT = "server namespace disconnect"
 
+#: Disconnect reasons after which a socket may be resumed (connection-state
+#: recovery): the connection was lost, nobody meant to end the socket.  The
+#: same list as Node's server, plus nothing of ours (a slow consumer, a parse
+#: error, a client or server disconnect are not resumable).
+RECOVERABLE_DISCONNECT_REASONS = frozenset(
+    {
+        CloseReason.TRANSPORT_CLOSE.value,
+        CloseReason.TRANSPORT_ERROR.value,
+        CloseReason.PING_TIMEOUT.value,
+        CloseReason.FORCED_CLOSE.value,
+        CloseReason.SERVER_SHUTDOWN.value,
+    }
+)
+
+#: ``restore(namespace, pid, offset, auth)``: the sid of the socket to resume,
+#: or ``None`` (see ``SocketServer.enable_recovery``).
+Restorer = Callable[[str, str, str | None, dict[str, Any]], Awaitable[str | None]]
+
 
 class Socket:
     """One client connected to one namespace."""
 
-    __slots__ = ("_ack_seq", "acks", "handle", "namespace", "pending", "rooms", "sid")
+    __slots__ = (
+        "_ack_seq",
+        "acks",
+        "handle",
+        "namespace",
+        "pending",
+        "pid",
+        "recovered",
+        "rooms",
+        "sid",
+    )
 
     def __init__(self, sid: str, namespace: str, handle: SessionHandle) -> None:
         self.sid = sid
+        # Connection-state recovery: the private id sent in the CONNECT
+        # answer, and whether this socket resumed an earlier one.
+        self.pid: str | None = None
+        self.recovered = False
         # Packets emitted to the socket while its connect handler runs; sent
         # right after the CONNECT packet (``None`` once connected).
         self.pending: list[list[str | bytes]] | None = []
@@ -142,6 +174,7 @@ class SocketServer:
         self._namespace_sockets: dict[str, dict[str, Socket]] = {"/": {}}
         self._rooms: dict[str, dict[str, set[Socket]]] = {"/": {}}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._restore: Restorer | None = None
         # Called with seconds from Engine.IO open to the CONNECT reply.
         self.observe_handshake: Callable[[float], None] | None = None
 
@@ -167,6 +200,34 @@ class SocketServer:
         if handler is not None:
             register(handler)
         return register
+
+    def enable_recovery(self, restore: Restorer) -> None:
+        """Turn on Socket.IO connection-state recovery (socket.io-client 4.6+).
+
+        Every socket then gets a private id ``pid`` in its CONNECT answer
+        (``{"sid", "pid"}``).  A client that reconnects sends it back in the
+        ``auth`` of its CONNECT with ``offset``, the last argument of the last
+        event it received (when that was a string).  ``restore(namespace, pid,
+        offset, auth)`` (a coroutine function) decides: it returns the sid of
+        the socket to resume, and the new socket takes that sid and that pid
+        (the client sees ``socket.recovered === true``); ``None`` makes it a
+        new socket with a new pid.  Either way the ``connect`` handler runs
+        next (``recovered(sid)`` tells which), and may still refuse.  What the
+        socket missed is the application's to send (from its connect handler
+        or later): this layer keeps no packets.  A sid still connected here is
+        never resumed.
+        """
+        self._restore = restore
+
+    def recovered(self, sid: str) -> bool:
+        """Whether the socket resumed an earlier one (connection-state recovery)."""
+        sock = self._sockets.get(sid)
+        return sock is not None and sock.recovered
+
+    def session_pid(self, sid: str) -> str | None:
+        """The socket's private id (``None`` without connection-state recovery)."""
+        sock = self._sockets.get(sid)
+        return sock.pid if sock is not None else None
 
     @property
     def port(self) -> int:
@@ -448,14 +509,71 @@ class SocketServer:
         if nsp not in self._handlers or self.engine.stopping:
             handle.send_text("4" + state.session.refuse(nsp, "Invalid namespace"))
             return
-        # The connection's first socket is named by the connection's log id,
-        # so that one id follows it through every log line.
-        if state.named:
-            sid = new_id()
-        else:
-            state.named = True
-            sid = handle.log_id or new_id()
+        restore = self._restore
+        if restore is not None and isinstance(req.auth, dict):
+            pid = req.auth.get("pid")
+            if isinstance(pid, str) and 0 < len(pid) <= 64:
+                offset = req.auth.get("offset")
+                self._spawn(
+                    self._connect_resuming(
+                        restore,
+                        handle,
+                        state,
+                        req,
+                        pid,
+                        offset if isinstance(offset, str) else None,
+                    )
+                )
+                return
+        self._open_socket(handle, state, req, None, None)
+
+    async def _connect_resuming(
+        self,
+        restore: Restorer,
+        handle: SessionHandle,
+        state: _SioState,
+        req: ConnectRequested,
+        pid: str,
+        offset: str | None,
+    ) -> None:
+        """A CONNECT that asks to resume socket ``pid``: ask the application."""
+        assert req.auth is not None
+        try:
+            sid = await restore(req.namespace, pid, offset, req.auth)
+        except Exception:
+            log.exception("connection-state recovery failed")
+            sid = None
+        if handle.session.closed:
+            return
+        if sid is not None and sid in self._sockets:
+            sid = None  # still connected here: it is not resumed, a new one is made
+        self._open_socket(handle, state, req, sid, pid if sid is not None else None)
+
+    def _open_socket(
+        self,
+        handle: SessionHandle,
+        state: _SioState,
+        req: ConnectRequested,
+        sid: str | None,
+        pid: str | None,
+    ) -> None:
+        """Make the socket (``sid``/``pid`` given: a resumed one), then run the
+        connect handler."""
+        nsp = req.namespace
+        if sid is None:
+            # The connection's first socket is named by the connection's log
+            # id, so that one id follows it through every log line.
+            if state.named:
+                sid = new_id()
+            else:
+                state.named = True
+                sid = handle.log_id or new_id()
         sock = Socket(sid, nsp, handle)
+        if pid is not None:
+            sock.pid = pid
+            sock.recovered = True
+        elif self._restore is not None:
+            sock.pid = new_id()  # a secret of the client: never logged
         # Registered before the connect handler runs so it can join rooms.
         state.sockets[nsp] = sock
         self._sockets[sock.sid] = sock
@@ -505,7 +623,7 @@ class SocketServer:
         if handle.handshaking and self.observe_handshake is not None:
             self.observe_handshake(self.engine.loop_time() - state.opened_at)
         self.engine.mark_connected(handle)
-        handle.send_text("4" + state.session.accept(sock.namespace, sock.sid))
+        handle.send_text("4" + state.session.accept(sock.namespace, sock.sid, sock.pid))
         if not sock.pending:
             sock.pending = None
             return
