@@ -11,12 +11,16 @@ import dataclasses
 import functools
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cowrite.errors import ConfigError
 
 TRANSPORTS = ("polling", "websocket")
+#: An instance id usable in Engine.IO session ids (URL-safe, no ".").
+INSTANCE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SID_PREFIX: Final = re.compile(r"[A-Za-z0-9_-]{1,64}\.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +56,10 @@ class ServerSettings:
     per_ip_rate: float = 50.0
     per_ip_burst: int = 100
     per_ip_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Scale-out: Engine.IO session ids start with this ("<instance-id>." when
+    # the instance id is given), so that a proxy can route every request of a
+    # session to the instance that holds it (deploy/nginx.conf's map $arg_sid).
+    sid_prefix: str = ""
     # Runtime
     use_uvloop: bool = True
     gc_freeze: bool = True
@@ -88,6 +96,8 @@ class ServerSettings:
             raise ConfigError("connection limits cannot be negative")
         if self.per_ip_rate < 0 or self.per_ip_burst < 0:
             raise ConfigError("per_ip_rate and per_ip_burst cannot be negative")
+        if self.sid_prefix and not _SID_PREFIX.fullmatch(self.sid_prefix):
+            raise ConfigError("sid_prefix: 1-64 of A-Z a-z 0-9 _ - followed by one '.'")
 
     def client_address(self, peer: str, real_ip: str | None, forwarded_for: str | None) -> str:
         """The client's address: the TCP peer, unless the peer is a trusted proxy,
@@ -287,6 +297,14 @@ def load_app_settings(
         raise ConfigError("COWRITE_PRESENCE_TTL: expected a number of seconds") from None
     if presence_ttl <= 0:
         raise ConfigError("COWRITE_PRESENCE_TTL must be positive")
+    explicit_id = instance_id or env.get("COWRITE_INSTANCE_ID")
+    if explicit_id:
+        if not INSTANCE_ID.fullmatch(explicit_id):
+            raise ConfigError(
+                f"instance id {explicit_id!r}: 1-64 of A-Z a-z 0-9 _ - (it starts every "
+                "Engine.IO session id, which nginx routes on: deploy/nginx.conf)"
+            )
+        server = dataclasses.replace(server, sid_prefix=f"{explicit_id}.")
     import socket
     import uuid
 

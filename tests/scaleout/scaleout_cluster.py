@@ -2,8 +2,11 @@
 PostgreSQL schema and one Redis prefix, and a real nginx in front of them
 rendered from ``deploy/nginx.conf``.
 
-nginx's ``ip_hash`` keys on the first three octets of an IPv4 client address,
-so editors bound to 127.0.X.Y with different X land on different instances.
+A session's requests reach the instance named in its sid (cowrite's sids
+start with ``<instance-id>.``; ``deploy/nginx.conf`` maps ``$arg_sid``);
+handshakes go by nginx's ``ip_hash``, which keys on the first three octets of
+an IPv4 client address, so editors bound to 127.0.X.Y with different X land on
+different instances.
 Which X goes where is not guessed: ``Cluster.probe_routes`` sends one
 ``/healthz`` through nginx from each candidate address and reads the instance
 that answered from nginx's access log.
@@ -111,15 +114,17 @@ def _sub(pattern: str, repl: str, text: str, expected: int = 1) -> str:
 
 
 def render_nginx_conf(
-    source: str, *, prefix: Path, listen_port: int, upstream_ports: list[int]
+    source: str, *, prefix: Path, listen_port: int, upstream_ports: list[int], workers: int = 4
 ) -> str:
     """``deploy/nginx.conf`` for a test: same proxy directives, test ports, every
-    path under ``prefix``, in the foreground, as the current user."""
+    path under ``prefix``, in the foreground, as the current user, ``workers``
+    worker processes.  Upstream ``n`` (from 1) is instance ``i<n>``: its line in
+    the pool, its line in the ``$arg_sid`` map and its own upstream block."""
     conf = source
     conf = _sub(r"^user\s+[^;]+;", f"user {getpass.getuser()};", conf)
     conf = _sub(r"^pid\s+[^;]+;", f"pid {prefix}/nginx.pid;\ndaemon off;", conf)
     conf = _sub(r"^error_log\s+[^;]+;", f"error_log {prefix}/error.log info;", conf)
-    conf = _sub(r"^worker_processes\s+[^;]+;", "worker_processes 1;", conf)
+    conf = _sub(r"^worker_processes\s+[^;]+;", f"worker_processes {workers};", conf)
     # Not above this process's hard limit (nginx would log an alert).
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     wanted = int(re.search(r"^worker_rlimit_nofile\s+(\d+);", conf, re.MULTILINE)[1])  # type: ignore[index]
@@ -136,6 +141,8 @@ def render_nginx_conf(
         conf,
     )
     conf = _sub(r"^(\s*)listen\s+80;", f"        listen 127.0.0.1:{listen_port};", conf)
+    ids = [f"i{n}" for n in range(1, len(upstream_ports) + 1)]
+    # The pool: one server line per instance, with the options of the first.
     servers = re.findall(r"^\s*server\s+127\.0\.0\.1:\d+(\s[^;]*)?;", conf, flags=re.MULTILINE)
     if not servers:
         raise AssertionError("deploy/nginx.conf: no upstream server lines found")
@@ -143,6 +150,27 @@ def render_nginx_conf(
     lines = "\n".join(f"        server 127.0.0.1:{p}{options};" for p in upstream_ports)
     conf = _sub(
         r"^\s*server\s+127\.0\.0\.1:\d+[^;]*;\n(?:\s*server\s+127\.0\.0\.1:\d+[^;]*;\n)*",
+        lines + "\n",
+        conf,
+    )
+    # The map from a sid's instance prefix to that instance's own upstream.
+    entry = re.search(r'^(\s*)"~\^(i1)\\\.([^"]*)"(\s+)cowrite_i1;$', conf, flags=re.MULTILINE)
+    if entry is None:
+        raise AssertionError("deploy/nginx.conf: no $arg_sid map line for i1")
+    indent, _, rest, gap = entry.groups()
+    lines = "\n".join(f'{indent}"~^{i}\\.{rest}"{gap}cowrite_{i};' for i in ids)
+    conf = _sub(
+        r'^\s*"~\^i\d+\\\.[^"]*"\s+cowrite_i\d+;\n(?:\s*"~\^i\d+\\\.[^"]*"\s+cowrite_i\d+;\n)*',
+        lines + "\n",
+        conf,
+    )
+    # Each instance's own upstream (one line each).
+    lines = "\n".join(
+        f"    upstream cowrite_{i} {{ server 127.0.0.1:{p}; }}"
+        for i, p in zip(ids, upstream_ports, strict=True)
+    )
+    conf = _sub(
+        r"^\s*upstream cowrite_i\d+ \{ server [^;]+; \}\n(?:\s*upstream cowrite_i\d+ \{ server [^;]+; \}\n)*",
         lines + "\n",
         conf,
     )
@@ -196,18 +224,23 @@ class Nginx:
             await proc.wait()
 
     def log_lines(self) -> list[dict[str, str]]:
-        """The access log, parsed: remote, request, status, upstreams (all tried)."""
+        """The access log, parsed: remote, request, status, upstreams (all tried),
+        the Engine.IO sid in the request's query ("" for none), the worker's pid."""
         pattern = re.compile(
             r'^(?P<remote>\S+) \[[^\]]*\] "(?P<request>[^"]*)" (?P<status>\d+) \d+ '
-            r"upstream=(?P<upstream>.*?) upstream_status="
+            r"upstream=(?P<upstream>.*?) upstream_status=.* worker=(?P<worker>\d+)$"
         )
+        sid = re.compile(r"[?&]sid=([^&\s]+)")
         rows = []
         if not self.access_log.exists():
             return rows
         for line in self.access_log.read_text().splitlines():
             m = pattern.match(line)
             if m:
-                rows.append(m.groupdict())
+                row = m.groupdict()
+                found = sid.search(row["request"])
+                row["sid"] = found.group(1) if found else ""
+                rows.append(row)
         return rows
 
 
@@ -304,28 +337,9 @@ class Cluster:
             await admin.execute(f'CREATE SCHEMA "{self.schema}"')
         finally:
             await admin.close()
-        env = {
-            **os.environ,
-            "COWRITE_AUTH_SECRET": SECRET,
-            "COWRITE_REDIS_PREFIX": self.redis_prefix,
-            "COWRITE_AUTH_DOCS_CLAIM": "true",
-            # Production mode wants an allow-list; the test clients send no Origin.
-            "COWRITE_CORS_ORIGINS": "https://cowrite.test",
-        }
         for n in range(1, self.size + 1):
             inst = Instance(f"i{n}", free_port(), self.workdir / f"i{n}.log")
-            out = open(inst.log_path, "wb")  # noqa: SIM115 - the child keeps its own copy
-            inst.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cowrite", "serve",
-                "--host", "127.0.0.1", "--port", str(inst.port),
-                "--store", self.store, "--redis", REDIS_URL,
-                "--instance-id", inst.instance_id,
-                "--trusted-proxy", "127.0.0.0/8",
-                "--data-dir", str(self.workdir / f"data-{n}"),
-                "--log-level", "info", *self.serve_args,
-                env=env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            out.close()
+            await self._spawn(inst)
             self.instances.append(inst)
         await asyncio.gather(
             *(
@@ -337,6 +351,42 @@ class Cluster:
             self.workdir / "nginx", free_port(), [i.port for i in self.instances]
         ).start()
         return self
+
+    async def _spawn(self, inst: Instance) -> None:
+        env = {
+            **os.environ,
+            "COWRITE_AUTH_SECRET": SECRET,
+            "COWRITE_REDIS_PREFIX": self.redis_prefix,
+            "COWRITE_AUTH_DOCS_CLAIM": "true",
+            # Production mode wants an allow-list; the test clients send no Origin.
+            "COWRITE_CORS_ORIGINS": "https://cowrite.test",
+        }
+        out = open(inst.log_path, "ab")  # noqa: SIM115 - the child keeps its own copy
+        inst.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cowrite", "serve",
+            "--host", "127.0.0.1", "--port", str(inst.port),
+            "--store", self.store, "--redis", REDIS_URL,
+            "--instance-id", inst.instance_id,
+            "--trusted-proxy", "127.0.0.0/8",
+            "--data-dir", str(self.workdir / f"data-{inst.instance_id}"),
+            "--log-level", "info", *self.serve_args,
+            env=env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out.close()
+
+    async def kill(self, inst: Instance) -> None:
+        """SIGKILL: the instance dies with its sessions, saying nothing."""
+        assert inst.proc is not None
+        inst.proc.kill()
+        await asyncio.wait_for(inst.proc.wait(), WAIT)
+
+    async def restart(self, inst: Instance) -> None:
+        """Start a stopped instance again (same id and port) and wait until ready."""
+        assert inst.proc is not None and inst.proc.returncode is not None
+        await self._spawn(inst)
+        await wait_http(
+            f"{inst.url}/readyz", 200, what=f"cowrite {inst.instance_id}", proc=inst.proc
+        )
 
     async def terminate(self, inst: Instance, timeout: float = 15.0) -> int:
         """SIGTERM: the instance drains and exits; its exit status."""
@@ -407,6 +457,17 @@ class Cluster:
             port = int(served.rsplit(":", 1)[1])
             seen.setdefault(row["remote"], set()).add(self.by_port(port).instance_id)
         return seen
+
+
+def served_by(cluster: Cluster, row: dict[str, str]) -> list[str]:
+    """Ids of the instances an access-log row's request was passed to, in order
+    (more than one when nginx tried the next upstream)."""
+    out = []
+    for addr in row["upstream"].split(","):
+        addr = addr.strip()
+        if ":" in addr:
+            out.append(cluster.by_port(int(addr.rsplit(":", 1)[1])).instance_id)
+    return out
 
 
 async def addresses_by_instance(cluster: Cluster, subnets: int = 24) -> dict[str, list[str]]:

@@ -8,6 +8,15 @@ An editor joins one document, sends numbered operations (clientOpId
 server gives it (join and sync pages, ``remote-edit``) and its own acks, and
 after losing its connection reconnects, rejoins with ``since`` (its gap-free
 prefix) and resends what was not acknowledged, with the same clientOpId.
+
+Both check the catch-up boundary where packets arrive, in arrival order: from
+the ``join-document`` emit until the acknowledgement of the last catch-up page,
+a ``remote-edit`` on that connection is recorded as a violation (the server
+holds live operations for a member still catching up).  The flag is cleared in
+the ack callback itself: python-socketio handles each received packet in its
+own task, started in arrival order, so an ack callback and an event handler
+run in the order their packets came; the coroutine awaiting ``call`` resumes
+only later.
 """
 
 from __future__ import annotations
@@ -68,10 +77,18 @@ class PyEditor:
         self.ack_errors: list[Any] = []
         self.disconnects: list[str] = []
         self.reconnect_seconds: list[float] = []
+        # [backoff, connect, join] seconds of each reconnection
+        self.reconnect_parts: list[list[float]] = []
+        self.attempt_at: float | None = None
+        self.connected_at = 0.0
         self.drain_to_rejoin_seconds: list[float] = []
         self.drains: list[Any] = []
         self.resends = 0
         self.sessions = 0
+        self.catching_up = False
+        self.join_since = 0
+        self.boundary_violations: list[Any] = []
+        self.rejoins: list[Any] = []
         self.joined = False
         self.closing = False
         self.disconnected_at: float | None = None
@@ -140,16 +157,51 @@ class PyEditor:
             ),
             8.0,
         )
+        self.connected_at = time.monotonic()
         self.sessions += 1
         self._session_seen = set()
         self._last_remote = 0
         await self._rejoin(sio)
 
+    async def _call(
+        self, sio: socketio.AsyncClient, event: str, payload: Any, *, last_page_clears: bool
+    ) -> Any:
+        """``sio.call``, but the ack is seen in packet order (see the module
+        docstring): with ``last_page_clears``, an ack without ``more`` ends
+        the catch-up right there."""
+        session = self.sessions
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_ack(ack: Any) -> None:
+            if (
+                last_page_clears
+                and session == self.sessions
+                and isinstance(ack, dict)
+                and ack.get("ok")
+                and not ack.get("more")
+            ):
+                self.catching_up = False
+            if not future.done():
+                future.set_result(ack)
+
+        await sio.emit(event, payload, callback=on_ack)
+        return await asyncio.wait_for(future, 8)
+
     async def _rejoin(self, sio: socketio.AsyncClient) -> None:
         since = self.head()
-        ack = await sio.call("join-document", {"documentId": self.doc, "since": since}, timeout=8)
+        self.join_since = since
+        self.catching_up = True
+        ack = await self._call(
+            sio,
+            "join-document",
+            {"documentId": self.doc, "since": since},
+            last_page_clears=True,
+        )
         if not ack.get("ok"):
             raise AssertionError(f"{self!r}: join refused: {ack}")
+        self.rejoins.append(
+            {"session": self.sessions, "since": since, "ops": len(ack["ops"]), "more": ack["more"]}
+        )
         for op in ack["ops"]:
             self.delivered("join", op["seq"], op["clientOpId"], op["operation"])
         if ack["more"]:
@@ -158,6 +210,15 @@ class PyEditor:
         if self.disconnected_at is not None:
             now = time.monotonic()
             self.reconnect_seconds.append(now - self.disconnected_at)
+            attempt = self.attempt_at if self.attempt_at is not None else self.disconnected_at
+            self.reconnect_parts.append(
+                [
+                    attempt - self.disconnected_at,
+                    self.connected_at - attempt,
+                    now - self.connected_at,
+                ]
+            )
+            self.attempt_at = None
             if self.drained_at is not None:
                 self.drain_to_rejoin_seconds.append(now - self.drained_at)
             self.disconnected_at = self.drained_at = None
@@ -168,8 +229,11 @@ class PyEditor:
     async def _catch_up(self, sio: socketio.AsyncClient, since: int, source: str) -> None:
         last = since
         for _ in range(1000):
-            page = await sio.call(
-                "sync", {"documentId": self.doc, "since": last, "limit": 100}, timeout=8
+            page = await self._call(
+                sio,
+                "sync",
+                {"documentId": self.doc, "since": last, "limit": 100},
+                last_page_clears=source == "join",
             )
             if not page.get("ok"):
                 raise AssertionError(f"{self!r}: sync refused: {page}")
@@ -184,6 +248,10 @@ class PyEditor:
     async def _on_remote_edit(self, e: dict[str, Any]) -> None:
         if e.get("documentId") != self.doc:
             return
+        if self.catching_up:
+            self.boundary_violations.append(
+                {"seq": e["seq"], "since": self.join_since, "session": self.sessions}
+            )
         if e["seq"] <= self._last_remote:
             self.order_violations.append({"after": self._last_remote, "got": e["seq"]})
         self._last_remote = e["seq"]
@@ -200,6 +268,7 @@ class PyEditor:
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self.joined = False
+        self.catching_up = False
         self.disconnected_at = time.monotonic()
         self.disconnects.append(str(reason))
         if not self.closing and (self._reconnector is None or self._reconnector.done()):
@@ -216,6 +285,7 @@ class PyEditor:
             delay = None
             if self.closing:
                 return
+            self.attempt_at = time.monotonic()
             old, self.sio = self.sio, None
             if old is not None:
                 with contextlib.suppress(Exception):
@@ -320,10 +390,13 @@ class PyEditor:
                 "ackErrors": self.ack_errors,
                 "disconnects": self.disconnects,
                 "reconnectSeconds": self.reconnect_seconds,
+                "reconnectParts": self.reconnect_parts,
                 "drainToRejoinSeconds": self.drain_to_rejoin_seconds,
                 "drains": self.drains,
                 "resends": self.resends,
                 "sessions": self.sessions,
+                "boundaryViolations": self.boundary_violations,
+                "rejoins": self.rejoins,
                 "finalLog": final,
             }
         )
@@ -410,7 +483,15 @@ class NodeEditors:
     async def connect(self) -> None:
         await self.command("connect", WAIT + 2, ms=int(WAIT * 1000))
 
-    async def edit(self, count: int, interval: float, window: int, timeout: float) -> None:
+    async def edit(
+        self,
+        count: int,
+        interval: float,
+        window: int,
+        timeout: float,
+        labels: list[str] | None = None,
+    ) -> None:
+        """Every editor (or those in ``labels``) sends ``count`` operations."""
         await self.command(
             "edit",
             timeout + 2,
@@ -418,7 +499,24 @@ class NodeEditors:
             intervalMs=int(interval * 1000),
             window=window,
             ms=int(timeout * 1000),
+            labels=labels,
         )
+
+    async def hops(
+        self, labels: list[str], addresses: list[str], rounds: int, lag_max: int, timeout: float
+    ) -> int:
+        """Each of ``labels`` leaves its connection and rejoins ``rounds`` times,
+        from the next of ``addresses`` each time; the number of rejoins done."""
+        result: dict[str, int] = await self.command(
+            "hops",
+            timeout + 2,
+            labels=labels,
+            addresses=addresses,
+            rounds=rounds,
+            lagMax=lag_max,
+            ms=int(timeout * 1000),
+        )
+        return result["rounds"]
 
     async def wait_head(self, head: int, timeout: float) -> None:
         await self.command("waitHead", timeout + 2, head=head, ms=int(timeout * 1000))
@@ -450,6 +548,37 @@ class NodeEditors:
                 self.stderr = await asyncio.wait_for(proc.stderr.read(), 1.0)
 
 
+def around_one_instance(
+    subnets: dict[str, list[str]],
+    target: str,
+    prefix: str,
+    *,
+    node: int,
+    python: int,
+    others: tuple[list[str], list[str]],
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, list[str]]]]:
+    """Editor specs for a test about one instance: on ``target``'s first /24,
+    ``node`` Node editors (``<prefix>n<k>``) and ``python`` Python editors
+    (``<prefix>p<k>``), WebSocket and long-polling in turn; on every other
+    instance that has addresses, one Node (``<instance>n``) and one Python
+    (``<instance>p``) editor with the transports in ``others``.  Returns
+    (Node specs, Python (label, address, transports))."""
+    net = subnets[target][0]
+    turn = (["websocket"], ["polling"])
+    node_specs: list[dict[str, Any]] = [
+        {"label": f"{prefix}n{k}", "sourceIp": f"{net}.{10 + k}", "transports": turn[k % 2]}
+        for k in range(node)
+    ]
+    py_specs = [(f"{prefix}p{k}", f"{net}.{40 + k}", turn[k % 2]) for k in range(python)]
+    for inst, nets in subnets.items():
+        if inst != target and nets:
+            node_specs.append(
+                {"label": f"{inst}n", "sourceIp": f"{nets[0]}.10", "transports": others[0]}
+            )
+            py_specs.append((f"{inst}p", f"{nets[0]}.20", others[1]))
+    return node_specs, py_specs
+
+
 # -- checks -------------------------------------------------------------------------
 
 
@@ -474,6 +603,9 @@ def check_reports(
     for r in reports:
         who = f"{r['kind']} {r['label']} ({'+'.join(r['transports'])})"
         assert r["finalLog"] == log, f"{who}: final sync differs from {reports[0]['label']}'s"
+        assert not r["boundaryViolations"], (
+            f"{who}: remote-edit before its catch-up ended: {r['boundaryViolations'][:5]}"
+        )
         assert not r["conflicts"], f"{who}: conflicting entries: {r['conflicts'][:5]}"
         assert not r["sessionDuplicates"], f"{who}: delivered twice: {r['sessionDuplicates'][:5]}"
         assert not r["orderViolations"], f"{who}: out of order: {r['orderViolations'][:5]}"

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 from scaleout_cluster import Cluster, addresses_by_instance
-from scaleout_editors import NodeEditors, PyEditor, check_reports, percentile
+from scaleout_editors import (
+    NodeEditors,
+    PyEditor,
+    around_one_instance,
+    check_reports,
+    percentile,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(110)]
 
@@ -41,23 +46,11 @@ async def test_sigterm_one_instance_under_load(cluster: Cluster) -> None:
     others = [i for i in subnets if i != DRAINED and subnets[i]]
     assert others, f"ip_hash uses only {DRAINED}: {subnets}"
     doc = "doc-drain"
-    drained_net = subnets[DRAINED][0]
     # On the drained instance: 4 Node + 4 Python editors, half long-polling.
     # On each other instance: one Node WebSocket and one Python long-polling editor.
-    node_specs: list[dict[str, Any]] = []
-    py_specs: list[tuple[str, str, list[str]]] = []
-    for k in range(4):
-        transports = ["polling"] if k % 2 else ["websocket"]
-        node_specs.append(
-            {"label": f"dn{k}", "sourceIp": f"{drained_net}.{10 + k}", "transports": transports}
-        )
-        py_specs.append((f"dp{k}", f"{drained_net}.{20 + k}", transports))
-    for inst in others:
-        net = subnets[inst][0]
-        node_specs.append(
-            {"label": f"{inst}n", "sourceIp": f"{net}.10", "transports": ["websocket"]}
-        )
-        py_specs.append((f"{inst}p", f"{net}.20", ["polling"]))
+    node_specs, py_specs = around_one_instance(
+        subnets, DRAINED, "d", node=4, python=4, others=(["websocket"], ["polling"])
+    )
     node = NodeEditors(cluster.url, doc, node_specs)
     pys = [PyEditor(label, cluster.url, ip, t, doc) for label, ip, t in py_specs]
     labels = [s["label"] for s in node_specs] + [p.label for p in pys]

@@ -47,8 +47,17 @@ def test_deploy_config_renders_and_passes_nginx_t(tmp_path: Path) -> None:
         "proxy_read_timeout 86400s;",
         "proxy_buffering off;",
         "proxy_next_upstream error timeout;",
-        "server 127.0.0.1:1 max_fails=1 fail_timeout=10s;",
-        "server 127.0.0.1:2 max_fails=1 fail_timeout=10s;",
+        "zone cowrite 64k;",
+        "server 127.0.0.1:1 max_fails=1 fail_timeout=5s;",
+        "server 127.0.0.1:2 max_fails=1 fail_timeout=5s;",
+        # A session's requests go to the instance named in its sid, only.
+        "map $arg_sid $cowrite_upstream {",
+        '"~^i1\\.[A-Za-z0-9_-]+$"  cowrite_i1;',
+        '"~^i2\\.[A-Za-z0-9_-]+$"  cowrite_i2;',
+        "upstream cowrite_i1 { server 127.0.0.1:1; }",
+        "upstream cowrite_i2 { server 127.0.0.1:2; }",
+        "proxy_pass http://$cowrite_upstream;",
+        "worker_processes 4;",
     ):
         assert directive in conf, directive
     (tmp_path / "nginx.conf").write_text(conf)

@@ -64,6 +64,21 @@ def test_bad_file(tmp_path: Path) -> None:
         load_app_settings(environ={}, config_file=str(cfg), data_dir=str(tmp_path))
 
 
+def test_instance_id_prefixes_session_ids(tmp_path: Path) -> None:
+    """Behind nginx, a session's requests are routed by the instance id that
+    starts its Engine.IO sid (deploy/nginx.conf); a generated id adds none."""
+    env = {"COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "https://a"}
+    s = load_app_settings(environ=env, data_dir=str(tmp_path), instance_id="i2")
+    assert (s.instance_id, s.server.sid_prefix) == ("i2", "i2.")
+    s = load_app_settings(environ={**env, "COWRITE_INSTANCE_ID": "eu-1_a"}, data_dir=str(tmp_path))
+    assert s.server.sid_prefix == "eu-1_a."
+    s = load_app_settings(environ=env, data_dir=str(tmp_path))
+    assert s.instance_id and s.server.sid_prefix == ""
+    for bad in ("i.1", "a b", "x" * 65, "é"):
+        with pytest.raises(ConfigError, match="instance id"):
+            load_app_settings(environ=env, data_dir=str(tmp_path), instance_id=bad)
+
+
 def test_server_api_key_rules(tmp_path: Path) -> None:
     base = {"COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "https://a"}
     d = str(tmp_path)

@@ -44,6 +44,13 @@ def test_environment_and_overrides() -> None:
         settings_from_env({"COWRITE_PORT": "x"})
 
 
+def test_sid_prefix_is_url_safe_and_ends_with_a_dot() -> None:
+    assert ServerSettings(sid_prefix="i1.").sid_prefix == "i1."
+    for bad in ("i1", "i.1.", ".", "a b.", "x" * 65 + "."):
+        with pytest.raises(ConfigError, match="sid_prefix"):
+            ServerSettings(sid_prefix=bad)
+
+
 def test_retention_and_snapshot_size_come_from_flags_env_file(tmp_path: Path) -> None:
     from cowrite.config import load_app_settings, load_retention
     from cowrite.core.compaction import RetentionSettings

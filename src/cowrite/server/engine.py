@@ -555,9 +555,11 @@ class EngineServerCore:
     def _new_session(
         self, transport: Transport, origin: str | None, conn: Connection, req: Request
     ) -> SessionHandle:
-        sid = new_id()
+        # The prefix names this instance (deploy/nginx.conf routes on it).
+        prefix = self.settings.sid_prefix
+        sid = prefix + new_id()
         while sid in self.sessions:
-            sid = new_id()
+            sid = prefix + new_id()
         handle = SessionHandle(self, EngineSession(sid, transport, self.config))
         handle.log_id = new_id()
         handle.origin = origin
