@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reportlines import closing_lines, failure_lines
+
 BENCH = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -71,30 +73,26 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def create_db(admin_url: str, dbname: str) -> None:
+def _admin(admin_url: str, sql: str) -> None:
+    """Run one statement on the administration connection (CREATE/DROP DATABASE)."""
     import asyncpg
 
     async def go() -> None:
         conn = await asyncpg.connect(admin_url, timeout=10)
         try:
-            await conn.execute(f'CREATE DATABASE "{dbname}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
 
     _run(go())
+
+
+def create_db(admin_url: str, dbname: str) -> None:
+    _admin(admin_url, f'CREATE DATABASE "{dbname}"')
 
 
 def drop_db(admin_url: str, dbname: str) -> None:
-    import asyncpg
-
-    async def go() -> None:
-        conn = await asyncpg.connect(admin_url, timeout=10)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    _run(go())
+    _admin(admin_url, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
 def seed_nodeadr_pg(url: str, pairs: list[tuple[str, str]]) -> None:
@@ -678,16 +676,7 @@ def markdown(doc: dict[str, Any]) -> str:
             )
         lines.append("")
     for s in servers:
-        err = results[s].get("error")
-        if err:
-            lines.append(f"- **{s} failed**: {err}")
-        mem = results[s].get("memory") or {}
-        c = mem.get("connect") or {}
-        if c.get("failed") or c.get("not_attempted"):
-            lines.append(
-                f"- {s}: {c.get('failed')} connects failed, {c.get('not_attempted')} not "
-                f"attempted: {c.get('errors')}"
-            )
+        lines.extend(failure_lines(s, results[s]))
         load = results[s].get("load") or {}
         if load.get("connect_errors"):
             lines.append(f"- {s}: load clients failed to connect/join: {load['connect_errors']}")
@@ -709,8 +698,5 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"- {s} @ {st['offered_delivered_per_s']:.0f}/s: {st['warning']} "
                     f"({st['gen_cpu_util']:.0%})"
                 )
-    for note in doc.get("notes", []):
-        lines.append(f"- {note}")
-    lines.append("")
-    lines.append(f"Results JSON: `{doc['results_file']}`")
+    lines.extend(closing_lines(doc))
     return "\n".join(lines)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import collab
+from reportlines import closing_lines, failure_lines
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -202,7 +203,11 @@ class Server(LineProc):
 
     def pg_stats(self) -> dict[str, Any] | None:
         """The ADR reference's INSERT counters (it answers SIGUSR1 with a {"pg": ...} line)."""
-        if self.name != "nodeadr-pg" or not self.alive():
+        return self._signal_report("pg") if self.name == "nodeadr-pg" else None
+
+    def _signal_report(self, key: str) -> dict[str, Any] | None:
+        """Send SIGUSR1 and read the server's stdout for a ``{key: {...}}`` JSON line."""
+        if not self.alive():
             return None
         os.kill(self.proc.pid, signal.SIGUSR1)
         deadline = time.monotonic() + 5.0
@@ -213,8 +218,8 @@ class Server(LineProc):
                 break
             with contextlib.suppress(ValueError):
                 obj = json.loads(line)
-                if isinstance(obj, dict) and "pg" in obj:
-                    return dict(obj["pg"])
+                if isinstance(obj, dict) and key in obj:
+                    return dict(obj[key])
         return None
 
     def stop(self, grace: float = 5.0) -> int | None:
@@ -234,20 +239,7 @@ class Server(LineProc):
 
     def gc_stats(self) -> dict[str, Any] | None:
         """GC pauses since the last call (Python servers only: they answer SIGUSR1)."""
-        if self.name not in ("pysio", "cowrite") or not self.alive():
-            return None
-        os.kill(self.proc.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            try:
-                line = self.readline(max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-            with contextlib.suppress(ValueError):
-                obj = json.loads(line)
-                if isinstance(obj, dict) and "gc" in obj:
-                    return dict(obj["gc"])
-        return None
+        return self._signal_report("gc") if self.name in ("pysio", "cowrite") else None
 
 
 class Generator(LineProc):
@@ -860,26 +852,14 @@ def markdown(doc: dict[str, Any]) -> str:
             )
         lines.append("")
     for s in servers:
-        err = results[s].get("error")
-        if err:
-            lines.append(f"- **{s} failed**: {err}")
-        mem = results[s].get("memory") or {}
-        c = mem.get("connect") or {}
-        if c.get("failed") or c.get("not_attempted"):
-            lines.append(
-                f"- {s}: {c.get('failed')} connects failed, {c.get('not_attempted')} not attempted:"
-                f" {c.get('errors')}"
-            )
+        lines.extend(failure_lines(s, results[s]))
         for st in (results[s].get("load") or {}).get("steps") or []:
             if st.get("warning"):
                 lines.append(
                     f"- {s} @ {st['offered_delivered_per_s']:.0f}/s: {st['warning']} "
                     f"({st['gen_cpu_util']:.0%})"
                 )
-    for note in doc.get("notes", []):
-        lines.append(f"- {note}")
-    lines.append("")
-    lines.append(f"Results JSON: `{doc['results_file']}`")
+    lines.extend(closing_lines(doc))
     return "\n".join(lines)
 
 
