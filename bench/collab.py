@@ -128,24 +128,10 @@ def pg_cpu(dbname: str) -> dict[int, tuple[str, float]]:
     included) as ``backend``, and the cluster's shared writers (checkpointer,
     background writer, WAL writer, autovacuum launcher) as ``aux``."""
     out: dict[int, tuple[str, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "postgres":
-                    continue
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                title = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            with open(f"/proc/{pid}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
-        if f" {dbname} " in f" {title} ":
+    for pid, title, cpu in _processes(lambda comm: comm.strip() == "postgres"):
+        if f" {dbname} " in f" {title.strip()} ":
             out[pid] = ("backend", cpu)
-        elif any(title.endswith(a) for a in _AUX):
+        elif any(title.strip().endswith(a) for a in _AUX):
             out[pid] = ("aux", cpu)
     return out
 
@@ -155,14 +141,23 @@ def redis_cpu(redis_url: str) -> dict[int, tuple[str, float]]:
     process title is ``redis-server HOST:PORT``); the instance is shared with
     whatever else uses it."""
     port = urllib.parse.urlsplit(redis_url).port or 6379
-    out: dict[int, tuple[str, float]] = {}
+    return {
+        pid: ("redis", cpu)
+        for pid, title, cpu in _processes(lambda comm: comm.startswith("redis-server"))
+        if re.search(rf":{port}\b", title)
+    }
+
+
+def _processes(comm_matches: Callable[[str], bool]) -> Iterator[tuple[int, str, float]]:
+    """(pid, command line, utime+stime seconds) of the processes whose
+    ``/proc/PID/comm`` ``comm_matches``; processes that exit meanwhile are skipped."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         pid = int(entry)
         try:
             with open(f"/proc/{pid}/comm") as f:
-                if not f.read().startswith("redis-server"):
+                if not comm_matches(f.read()):
                     continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 title = f.read().replace(b"\0", b" ").decode(errors="replace")
@@ -170,9 +165,7 @@ def redis_cpu(redis_url: str) -> dict[int, tuple[str, float]]:
                 rest = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if re.search(rf":{port}\b", title):
-            out[pid] = ("redis", (int(rest[11]) + int(rest[12])) / CLK_TCK)
-    return out
+        yield pid, title, (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
 def pg_cpu_delta(
