@@ -18,7 +18,7 @@ from websockets.streams import StreamReader
 
 from cowrite.errors import ConfigError
 from cowrite.loadtest.cli import loadtest_command
-from cowrite.loadtest.client import Client, Context, SioWebSocket
+from cowrite.loadtest.client import Client, ConnectFailed, Context, SioWebSocket
 from cowrite.loadtest.hist import NBUCKETS, Histogram, bucket_bounds, bucket_of
 from cowrite.loadtest.plan import Plan, parse_target, source_address, worker_plans, worker_ranges
 from cowrite.loadtest.wsframes import (
@@ -202,6 +202,22 @@ class RecordingTransport:
 
 def server_text(text: bytes) -> bytes:
     return Frame(Opcode.TEXT, text).serialize(mask=False, extensions=[])
+
+
+def test_a_refused_instance_is_skipped_at_once_then_the_backoff_applies() -> None:
+    urls = ("http://127.0.0.1:9", "http://127.0.0.1:10", "http://127.0.0.1:11")
+    ctx = Context(Plan(urls=urls, clients=3, room_size=3, secret=SECRET), None)
+    refused = ConnectFailed("ECONNREFUSED")
+    # Attempts 1 and 2 go to the other two instances at once (as nginx's
+    # proxy_next_upstream error); after a full round, the backoff.
+    assert [ctx.retry_delay(a, refused) for a in (1, 2, 4, 5)] == [0.0, 0.0, 0.0, 0.0]
+    for attempt in (3, 6):
+        assert ctx.retry_delay(attempt, refused) > 0
+    # Any other failure (a timeout, a refusal by the server) backs off.
+    assert ctx.retry_delay(1, ConnectFailed("timeout (join)")) > 0
+    assert ctx.retry_delay(1, ConnectFailed("http 503", retry_after=2.0)) >= 2.0
+    single = Context(Plan(urls=urls[:1], clients=3, room_size=3, secret=SECRET), None)
+    assert single.retry_delay(1, refused) > 0
 
 
 async def test_client_connects_joins_edits_and_measures() -> None:

@@ -17,7 +17,9 @@ reconnects by itself: jittered exponential backoff (the first delay is the
 server's ``server-draining`` hint when one came, else uniform in
 ``[0, backoff_base]``; then ``min(backoff_max, backoff_base·2^k)·U(0.5, 1.5)``,
 at least a refusal's ``Retry-After``), its own instance first and then the
-next ones (fail-over), rejoining with ``since`` = the last sequence number it
+next ones (fail-over; a refused TCP connection, nothing listening, moves to
+the next instance at once, as nginx's ``proxy_next_upstream error`` does
+behind the load balancer), rejoining with ``since`` = the last sequence number it
 saw (the server sends the missed operations in the join ack).  The
 reconnection time is measured from the moment the connection was lost to the
 rejoin acknowledgement.
@@ -172,6 +174,18 @@ class Context:
         self.stopping = False
         self.tasks: set[asyncio.Task[None]] = set()
 
+    def retry_delay(self, attempt: int, failure: ConnectFailed) -> float:
+        """Seconds before attempt ``attempt`` (1-based) after ``failure``.
+
+        A refused TCP connection means nothing listens there (the instance is
+        gone): the next instance is tried at once, as nginx's
+        ``proxy_next_upstream error`` does behind the load balancer; once
+        every instance was tried, the backoff applies.
+        """
+        if failure.reason == "ECONNREFUSED" and attempt % len(self.targets):
+            return 0.0
+        return self.backoff(attempt, failure.retry_after)
+
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         plan = self.plan
         cap = min(plan.backoff_max, plan.backoff_base * 2.0 ** min(attempt, 30))
@@ -299,7 +313,7 @@ class Client:
                 except ConnectFailed as exc:
                     attempt += 1
                     stats.reconnect_retries += 1
-                    delay = ctx.backoff(attempt, exc.retry_after)
+                    delay = ctx.retry_delay(attempt, exc)
                     continue
                 stats.rejoined += 1
                 stats.reconnect_time.record(int((time.monotonic() - self.lost_at) * 1e6))
