@@ -42,7 +42,7 @@ const ARGS = [
   "--font-render-hinting=none",
 ];
 
-const report = { viewports: {}, screenshots: [], pageErrors: [], consoleErrors: [] };
+const report = { viewports: {}, screenshots: [], pageErrors: [], consoleErrors: [], httpErrors: [] };
 const pages = [];
 
 function watch(page, name) {
@@ -51,6 +51,14 @@ function watch(page, name) {
   page.on("console", (msg) => {
     // A refused join is logged by nobody; a failed resource load would be.
     if (msg.type() === "error") report.consoleErrors.push(`${name}: ${msg.text()}`);
+  });
+  // Which request a "Failed to load resource" was (the console does not say).
+  page.on("response", async (response) => {
+    if (response.status() < 400) return;
+    const body = await response.text().catch(() => "");
+    report.httpErrors.push(
+      `${name}: ${response.status()} ${response.request().method()} ${response.url()} ${body.slice(0, 200)} at ${Date.now()}`,
+    );
   });
 }
 

@@ -32,7 +32,7 @@ def test_demo_screens(
     served = serve(dev=True)
     report = run_driver(node, chromium, served, output_dir, driver=DRIVER)
     assert report["pageErrors"] == []
-    assert report["consoleErrors"] == []
+    assert report["consoleErrors"] == [], report["httpErrors"]
     assert len(report["screenshots"]) == 2 * 7
     for path in report["screenshots"]:
         assert Path(path).stat().st_size > 5_000, path
