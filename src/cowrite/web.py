@@ -135,9 +135,32 @@ def install_web_routes(
         server.add_route("/dev/token", _token_handler(mint, access))
 
 
+# One admission at a time per document: creating a document and granting its
+# link role are two store calls, and a second person arriving between them
+# must not find a document without its link role (denied).
+# document id -> (lock, callers holding or waiting for it)
+_admitting: dict[str, tuple[asyncio.Lock, int]] = {}
+
+
 async def admit(access: DevAccess, document_id: str, user_id: str) -> tuple[str | None, str | None]:
     """The demo's sharing rules (see the module docstring): ``(role, link_role)``
     of ``user_id`` on ``document_id``, creating or granting as they say."""
+    lock, users = _admitting.get(document_id) or (asyncio.Lock(), 0)
+    _admitting[document_id] = (lock, users + 1)
+    try:
+        async with lock:
+            return await _admit(access, document_id, user_id)
+    finally:
+        lock, users = _admitting[document_id]
+        if users == 1:
+            del _admitting[document_id]
+        else:
+            _admitting[document_id] = (lock, users - 1)
+
+
+async def _admit(
+    access: DevAccess, document_id: str, user_id: str
+) -> tuple[str | None, str | None]:
     from cowrite.backends.store import Role
 
     created = not await access.document_exists(document_id) and await access.create_document(

@@ -8,6 +8,7 @@ requests naming a loopback host only.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -186,3 +187,28 @@ def test_page_and_assets(serve: Callable[..., Served], web_build: Path) -> None:
         assert headers["x-content-type-options"] == "nosniff"
         assert body
     assert get(served, "/static/nope.js")[0] == 404
+
+
+async def test_people_opening_a_new_document_together_are_all_admitted(tmp_path: Path) -> None:
+    """The first one creates the document and grants the link role; one
+    arriving between those two store calls must not find it without its link
+    role (it was denied: a race seen in the browser suite)."""
+    from cowrite.backends.store import Role
+    from cowrite.backends.store_sqlite import SqliteStore
+    from cowrite.web import admit
+
+    class SlowGrant(SqliteStore):
+        # The real store; the link role's grant lands a moment later.
+        async def set_role(self, document_id: str, user_id: str, role: Role) -> None:
+            await asyncio.sleep(0.05)
+            await super().set_role(document_id, user_id, role)
+
+    store = SlowGrant(str(tmp_path / "demo.db"))
+    await store.open()
+    try:
+        users = ["ada", "grace", "carol", "dan"]
+        answers = await asyncio.gather(*(admit(store, "new-doc", u) for u in users))
+    finally:
+        await store.close()
+    assert answers[0] == ("owner", "editor")
+    assert answers[1:] == [("editor", "editor")] * 3
