@@ -207,15 +207,17 @@ def server_text(text: bytes) -> bytes:
 def test_a_refused_instance_is_skipped_at_once_then_the_backoff_applies() -> None:
     urls = ("http://127.0.0.1:9", "http://127.0.0.1:10", "http://127.0.0.1:11")
     ctx = Context(Plan(urls=urls, clients=3, room_size=3, secret=SECRET), None)
-    refused = ConnectFailed("ECONNREFUSED")
+    refused = ConnectFailed("ECONNREFUSED", elsewhere=True)
+    draining = ConnectFailed("upgrade: HTTP 503", retry_after=0.0, elsewhere=True)
     # Attempts 1 and 2 go to the other two instances at once (as nginx's
-    # proxy_next_upstream error); after a full round, the backoff.
-    assert [ctx.retry_delay(a, refused) for a in (1, 2, 4, 5)] == [0.0, 0.0, 0.0, 0.0]
-    for attempt in (3, 6):
-        assert ctx.retry_delay(attempt, refused) > 0
-    # Any other failure (a timeout, a refusal by the server) backs off.
+    # proxy_next_upstream error http_503); after a full round, the backoff.
+    for failure in (refused, draining):
+        assert [ctx.retry_delay(a, failure) for a in (1, 2, 4, 5)] == [0.0, 0.0, 0.0, 0.0]
+        for attempt in (3, 6):
+            assert ctx.retry_delay(attempt, failure) > 0
+    # Any other failure (a timeout, a refusal such as 429) backs off.
     assert ctx.retry_delay(1, ConnectFailed("timeout (join)")) > 0
-    assert ctx.retry_delay(1, ConnectFailed("http 503", retry_after=2.0)) >= 2.0
+    assert ctx.retry_delay(1, ConnectFailed("upgrade: HTTP 429", retry_after=2.0)) >= 2.0
     single = Context(Plan(urls=urls[:1], clients=3, room_size=3, secret=SECRET), None)
     assert single.retry_delay(1, refused) > 0
 

@@ -17,12 +17,12 @@ reconnects by itself: jittered exponential backoff (the first delay is the
 server's ``server-draining`` hint when one came, else uniform in
 ``[0, backoff_base]``; then ``min(backoff_max, backoff_base·2^k)·U(0.5, 1.5)``,
 at least a refusal's ``Retry-After``), its own instance first and then the
-next ones (fail-over; a refused TCP connection, nothing listening, moves to
-the next instance at once, as nginx's ``proxy_next_upstream error`` does
-behind the load balancer), rejoining with ``since`` = the last sequence number it
-saw (the server sends the missed operations in the join ack).  The
-reconnection time is measured from the moment the connection was lost to the
-rejoin acknowledgement.
+next ones (fail-over; a refused TCP connection, nothing listening, or an HTTP
+503 moves to the next instance at once, as nginx's ``proxy_next_upstream
+error http_503`` does behind the load balancer), rejoining with ``since`` =
+the last sequence number it saw (the server sends the missed operations in the
+join ack).  The reconnection time is measured from the moment the connection
+was lost to the rejoin acknowledgement.
 """
 
 from __future__ import annotations
@@ -64,10 +64,16 @@ _JOIN_ACK = 0
 class ConnectFailed(Exception):
     """A connection attempt did not end joined; ``reason`` is a short label."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, *, elsewhere: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        # Another instance may take it now: nothing listened (the instance is
+        # gone) or HTTP 503 (draining, or full), what nginx's
+        # ``proxy_next_upstream error http_503`` moves on for.
+        self.elsewhere = elsewhere
 
 
 class Stats:
@@ -177,12 +183,12 @@ class Context:
     def retry_delay(self, attempt: int, failure: ConnectFailed) -> float:
         """Seconds before attempt ``attempt`` (1-based) after ``failure``.
 
-        A refused TCP connection means nothing listens there (the instance is
-        gone): the next instance is tried at once, as nginx's
-        ``proxy_next_upstream error`` does behind the load balancer; once
-        every instance was tried, the backoff applies.
+        A failure that another instance may not have (``elsewhere``: nothing
+        listening, or HTTP 503) sends the client to the next instance at once,
+        as nginx's ``proxy_next_upstream error http_503`` does behind the load
+        balancer; once every instance was tried, the backoff applies.
         """
-        if failure.reason == "ECONNREFUSED" and attempt % len(self.targets):
+        if failure.elsewhere and attempt % len(self.targets):
             return 0.0
         return self.backoff(attempt, failure.retry_after)
 
@@ -260,7 +266,7 @@ class Client:
         except OSError as exc:
             proto.abandon()
             name = errno.errorcode.get(exc.errno or 0) or type(exc).__name__
-            raise ConnectFailed(name) from None
+            raise ConnectFailed(name, elsewhere=exc.errno == errno.ECONNREFUSED) from None
         except ConnectFailed:
             proto.abandon()
             raise
@@ -456,17 +462,17 @@ class SioWebSocket(asyncio.Protocol):
             self.transport.write(encode_frame(OP_TEXT, b"41") + encode_frame(OP_TEXT, b"1"))
             self.transport.close()  # connection_lost reports it
 
-    def _fail(self, reason: str, retry_after: float | None = None) -> None:
+    def _fail(self, reason: str, retry_after: float | None = None, elsewhere: bool = False) -> None:
         if self.transport is not None:
             self.transport.abort()
-        self._lost(reason, retry_after)
+        self._lost(reason, retry_after, elsewhere)
 
-    def _lost(self, reason: str, retry_after: float | None = None) -> None:
+    def _lost(self, reason: str, retry_after: float | None = None, elsewhere: bool = False) -> None:
         if self.closed:
             return
         self.closed = True
         if not self.done.done():
-            self.done.set_exception(ConnectFailed(reason, retry_after))
+            self.done.set_exception(ConnectFailed(reason, retry_after, elsewhere=elsewhere))
         elif self.client.conn is self:
             self.client.lost(self, reason)
 
@@ -482,7 +488,7 @@ class SioWebSocket(asyncio.Protocol):
             check_accept(response, self.key)
         except WsProtocolError as exc:
             retry = response.retry_after() if response is not None else None
-            self._fail(f"upgrade: {exc}", retry)
+            self._fail(f"upgrade: {exc}", retry, response is not None and response.status == 503)
             return
         self.handshake = b""
         self.reader = FrameReader()
