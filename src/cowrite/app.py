@@ -131,6 +131,8 @@ class App:
         4. close every session gracefully: WebSocket clients get what is queued
            and a close frame, polling clients collect it with their next GET
            followed by a CLOSE packet; wait for that (at most ``grace`` s);
+           the listening socket closes as soon as no polling session waits
+           for its last GET (new connections are then refused at once);
         5. say goodbye in the shared presence, stop the broker, the listener
            and the store.
         """
@@ -151,7 +153,7 @@ class App:
         await asyncio.sleep(DRAIN_NOTICE_PAUSE)
         self.service.begin_shutdown()
         engine.close_sessions(CloseReason.SERVER_SHUTDOWN)
-        if not await engine.wait_sessions_closed(grace):
+        if not await engine.wait_sessions_closed(grace, stop_accepting=True):
             log.warning("drain: %d sessions still open after %.1fs", len(engine.sessions), grace)
         await self.server.wait_handlers(1.0)  # the disconnect handlers those closes started
         try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import socketio
@@ -59,3 +61,43 @@ async def test_signal_drains_and_exits(tmp_path: Path, sig: signal.Signals) -> N
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def _get(port: int, path: str) -> tuple[int, bytes]:
+    """One GET on a new connection (``Connection: close``): status and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_drain_refuses_new_connections_once_no_polling_session_waits(
+    make_settings: Any, start_server: Any
+) -> None:
+    """While a closing polling session waits for its last GET (which may come
+    on a new connection), the listener stays open; once it is gone, new
+    connections are refused by the kernel at once (a load balancer moves on
+    without waiting for the draining process)."""
+    from cowrite.errors import CloseReason
+    from cowrite.server import EngineServer
+
+    server = await start_server(EngineServer(make_settings(path="/engine.io/")))
+    port = server.port
+    status, body = await _get(port, "/engine.io/?EIO=4&transport=polling")
+    assert status == 200
+    sid = json.loads(body[1:])["sid"]
+    server.begin_drain()
+    server.close_sessions(CloseReason.SERVER_SHUTDOWN)
+    waiting = asyncio.create_task(server.wait_sessions_closed(5.0, stop_accepting=True))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    # Still accepting: the polling client collects its CLOSE packet.
+    status, body = await _get(port, f"/engine.io/?EIO=4&transport=polling&sid={sid}")
+    assert (status, body) == (200, b"1")
+    assert await asyncio.wait_for(waiting, 5) is True
+    with pytest.raises(ConnectionRefusedError):
+        await _get(port, "/engine.io/?EIO=4&transport=polling")

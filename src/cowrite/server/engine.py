@@ -332,13 +332,26 @@ class EngineServerCore:
         for handle in list(self.sessions.values()):
             handle.close(reason)
 
-    async def wait_sessions_closed(self, timeout: float) -> bool:
-        """Wait until no session is left (True) or ``timeout`` passes (False)."""
+    async def wait_sessions_closed(self, timeout: float, *, stop_accepting: bool = False) -> bool:
+        """Wait until no session is left (True) or ``timeout`` passes (False).
+
+        ``stop_accepting``: close the listening socket as soon as no polling
+        session is left (their last GET may come on a new connection), so
+        that new connections are refused by the kernel at once and a load
+        balancer or client moves on without waiting for this busy process's
+        503 (measured: the first 503s of a drain of 5,000 sessions took about
+        0.5 s)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.sessions and loop.time() < deadline:
+        while True:
+            if stop_accepting and not any(
+                h.session.transport is Transport.POLLING for h in self.sessions.values()
+            ):
+                self.stop_accepting()
+                stop_accepting = False
+            if not self.sessions or loop.time() >= deadline:
+                return not self.sessions
             await asyncio.sleep(0.02)
-        return not self.sessions
 
     # -- Mounted (called by the HttpServer) ----------------------------------
 
