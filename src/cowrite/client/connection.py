@@ -16,7 +16,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from cowrite.client.errors import AuthenticationFailed, ConnectionRejected
-from cowrite.client.protocol import (
+from cowrite.errors import CowriteError, ProtocolError
+from cowrite.protocol.client import (
     AckArrived,
     ClientProtocol,
     Closed,
@@ -25,7 +26,6 @@ from cowrite.client.protocol import (
     Opened,
     Refused,
 )
-from cowrite.errors import CowriteError, ProtocolError
 
 log = logging.getLogger("cowrite.client")
 

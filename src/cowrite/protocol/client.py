@@ -1,9 +1,11 @@
 """The client side of Engine.IO v4 + Socket.IO v5 over one WebSocket (sans-I/O).
 
 Built on cowrite's own codecs (``cowrite.protocol.engineio``/``socketio``); like
-them it does no I/O and reads no clock: time comes in as ``now``.  The adapter
-(``connection.py``) feeds every WebSocket message to ``receive`` and writes
-what ``data_to_send`` returns.
+them it does no I/O and reads no clock: time comes in as ``now``.  Its adapters,
+the SDK's ``cowrite.client.connection`` and the load generator's
+``cowrite.loadtest.client`` (both on the one client WebSocket,
+``cowrite.client.transport``), feed every WebSocket message to ``receive`` and
+write what ``data_to_send`` returns.
 
 Phases (one table, ``_NEXT``)::
 
@@ -212,9 +214,15 @@ class ClientProtocol:
         if ack:
             ack_id = self._next_ack
             self._next_ack += 1
-        text, *attachments = encode(SioPacket(SioType.EVENT, "/", [event, payload], ack_id))
-        self._out.append("4" + str(text))
-        self._out.extend(attachments)
+        try:
+            # Without binary data (orjson refuses bytes) an EVENT is "2<id>[...]".
+            body = orjson.dumps([event, payload]).decode()
+        except TypeError:
+            text, *attachments = encode(SioPacket(SioType.EVENT, "/", [event, payload], ack_id))
+            self._out.append("4" + str(text))
+            self._out.extend(attachments)
+            return ack_id
+        self._out.append(f"42{body}" if ack_id is None else f"42{ack_id}{body}")
         return ack_id
 
     def disconnect(self) -> None:
