@@ -75,13 +75,14 @@ class WebSocketClient(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_drained",
         "_fast",
         "_fragment_text",
         "_fragments",
         "_head",
         "_max_size",
         "_partial",
+        "_tcp_closed",
+        "_tcp_waiter",
         "refused_status",
         "transport",
         "ws",
@@ -97,7 +98,8 @@ class WebSocketClient(asyncio.Protocol):
         self._partial = b""
         self._fragments: list[bytes] | None = None
         self._fragment_text = False
-        self._drained: asyncio.Future[None] | None = None  # while writing is paused
+        self._tcp_closed = False
+        self._tcp_waiter: asyncio.Future[None] | None = None
         #: The status of a refused upgrade (``ws_closed`` follows).
         self.refused_status: int | None = None
         self.ws_ended = False
@@ -142,22 +144,11 @@ class WebSocketClient(asyncio.Protocol):
             self._receive_slow(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._tcp_closed = True
+        if self._tcp_waiter is not None and not self._tcp_waiter.done():
+            self._tcp_waiter.set_result(None)
         self.ws.receive_eof()
         self._end("transport close")
-
-    def pause_writing(self) -> None:
-        if self._drained is None:
-            self._drained = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait while the transport's buffer is above its high-water mark."""
-        if self._drained is not None:
-            await asyncio.shield(self._drained)
 
     # -- sending -------------------------------------------------------------
 
@@ -175,12 +166,27 @@ class WebSocketClient(asyncio.Protocol):
     def close(self, code: int = 1000) -> None:
         """Send a close frame and close the TCP connection once it is written;
         ``ws_closed`` follows from ``connection_lost``."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
         ws = self.ws
         if ws.state is WsState.OPEN:
             ws.send_close(code)
             self._write_pending()
-        if self.transport is not None:
-            self.transport.close()
+        transport.close()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait until the TCP connection is over, at most ``timeout`` seconds
+        (then abort it)."""
+        if self._tcp_closed or self.transport is None:
+            return
+        if self._tcp_waiter is None:
+            self._tcp_waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._tcp_waiter)
+        except TimeoutError:
+            self.abort()
 
     def abort(self) -> None:
         """Drop the TCP connection now, discarding what is unsent."""
@@ -207,7 +213,6 @@ class WebSocketClient(asyncio.Protocol):
             return
         self.ws_ended = True
         self._fast = False
-        self.resume_writing()
         self.ws_closed(reason, retry_after)
 
     # -- receiving -----------------------------------------------------------
