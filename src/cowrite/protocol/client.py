@@ -32,7 +32,7 @@ from typing import Any, Final
 import orjson
 
 from cowrite.errors import ProtocolError
-from cowrite.protocol.engineio import PONG_TEXT, PacketType, decode_text
+from cowrite.protocol.engineio import PONG_TEXT, Handshake, PacketType, decode_text
 from cowrite.protocol.socketio import Decoder, SioPacket, SioType, encode
 
 
@@ -160,16 +160,10 @@ class ClientProtocol:
 
     def _opened(self, data: str, now: float) -> Opened:
         self._move("open")
-        try:
-            info = orjson.loads(data)
-            opened = Opened(
-                str(info["sid"]),
-                float(info["pingInterval"]) / 1000.0,
-                float(info["pingTimeout"]) / 1000.0,
-                int(info.get("maxPayload", 1_000_000)),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError("invalid OPEN packet") from exc
+        handshake = Handshake.decode(data)
+        opened = Opened(
+            handshake.sid, handshake.ping_interval, handshake.ping_timeout, handshake.max_payload
+        )
         self.ping_interval = opened.ping_interval
         self.ping_timeout = opened.ping_timeout
         self.max_payload = opened.max_payload
