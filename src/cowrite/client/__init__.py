@@ -12,11 +12,13 @@ submissions, over the server's Socket.IO v5 protocol.
     await doc.store_snapshot(seq, state)    # joiners with open(..., snapshot=True) start there
     await doc.close(); await client.close()
 
-Modules: ``protocol`` (sans-I/O client side of Engine.IO v4 / Socket.IO v5, on
-``cowrite.protocol``'s codecs), ``connection`` (the asyncio adapter over
-python-websockets), ``session`` (one document: exactly-once in-order
-delivery, roster), ``client`` (reconnection, catch-up, resending),
-``timing`` (backoff with full jitter, edit pacing), ``settings``, ``errors``.
+Modules: ``transport`` (the package's one client WebSocket, an asyncio
+Protocol on websockets' sans-I/O client; ``cowrite loadtest`` uses it too),
+``connection`` (the asyncio adapter: the transport speaking
+``cowrite.protocol.client``, the sans-I/O client side of Engine.IO v4 /
+Socket.IO v5), ``session`` (one document: exactly-once in-order delivery,
+roster), ``client`` (reconnection, catch-up, resending), ``timing`` (backoff
+with full jitter, edit pacing), ``settings``, ``errors``.
 
 Why our own protocol core and not python-socketio's ``AsyncClient``
 -------------------------------------------------------------------
