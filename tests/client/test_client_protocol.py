@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from cowrite.client.protocol import (
+from cowrite.errors import ProtocolError
+from cowrite.protocol.client import (
     AckArrived,
     ClientProtocol,
     Closed,
@@ -15,7 +16,6 @@ from cowrite.client.protocol import (
     Phase,
     Refused,
 )
-from cowrite.errors import ProtocolError
 
 OPEN = '0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
 

@@ -15,20 +15,14 @@ import pytest
 from click.testing import CliRunner
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
+from websockets.utils import accept_key
 
+from cowrite.client.transport import WebSocketClient, parse_uri
 from cowrite.errors import ConfigError
 from cowrite.loadtest.cli import loadtest_command
 from cowrite.loadtest.client import Client, ConnectFailed, Context, SioWebSocket
 from cowrite.loadtest.hist import NBUCKETS, Histogram, bucket_bounds, bucket_of
 from cowrite.loadtest.plan import Plan, parse_target, source_address, worker_plans, worker_ranges
-from cowrite.loadtest.wsframes import (
-    OP_PING,
-    OP_TEXT,
-    FrameReader,
-    accept_for,
-    encode_frame,
-    parse_handshake,
-)
 
 SECRET = "loadtest-unit-secret-" + "u" * 32
 
@@ -74,27 +68,63 @@ def test_histograms_merge_and_travel() -> None:
     }  # fmt: skip
 
 
-# -- RFC 6455 client side -----------------------------------------------------------
+# -- RFC 6455 client side (the shared transport) -------------------------------------
 
 
 def test_accept_matches_rfc_example() -> None:
     # RFC 6455 section 1.3.
-    assert accept_for(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+class Recorder(WebSocketClient):
+    """The shared client WebSocket with hooks that record what they get."""
+
+    def __init__(self) -> None:
+        super().__init__(parse_uri("ws://127.0.0.1:9/socket.io/?EIO=4"), max_size=1 << 24)
+        self.got: list[tuple[int, bytes]] = []
+        self.ended: tuple[str, float | None] | None = None
+
+    def ws_message(self, payload: bytes, text: bool) -> None:
+        self.got.append((0x1 if text else 0x2, payload))
+
+    def ws_closed(self, reason: str, retry_after: float | None) -> None:
+        self.ended = (reason, retry_after)
+
+
+def opened(rest: bytes = b"") -> tuple[Recorder, RecordingTransport]:
+    ws = Recorder()
+    transport = RecordingTransport()
+    ws.connection_made(transport)  # type: ignore[arg-type]
+    transport.out.clear()
+    ws.data_received(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(ws.key).encode() + b"\r\n\r\n" + rest
+    )
+    assert ws.ended is None
+    return ws, transport
 
 
 def test_handshake_response_parsing() -> None:
-    assert parse_handshake(b"HTTP/1.1 101 Switching") is None
-    response = parse_handshake(b"HTTP/1.1 503 Busy\r\nRetry-After: 2\r\n\r\n\x81\x01x")
-    assert response is not None
-    assert response.status == 503 and response.retry_after() == 2.0
-    assert response.rest == b"\x81\x01x"
+    ws = Recorder()
+    ws.connection_made(RecordingTransport())  # type: ignore[arg-type]
+    ws.data_received(b"HTTP/1.1 101 Switching")
+    assert ws.ended is None
+    ws = Recorder()
+    ws.connection_made(RecordingTransport())  # type: ignore[arg-type]
+    ws.data_received(b"HTTP/1.1 503 Busy\r\nRetry-After: 2\r\n\r\n\x81\x01x")
+    assert ws.ended is not None and "HTTP 503" in ws.ended[0]
+    assert ws.ended[1] == 2.0
+    ws, _ = opened(b"\x81\x01x")  # the frames right after the head are read
+    assert ws.got == [(0x1, b"x")]
 
 
 @pytest.mark.parametrize("size", [0, 5, 125, 126, 65535, 65536, 70_000])
 def test_client_frames_parse_as_masked_frames(size: int) -> None:
     payload = bytes(random.Random(size).getrandbits(8) for _ in range(size))
+    ws, transport = opened()
+    ws.send_text(payload)
     reader = StreamReader()
-    reader.feed_data(encode_frame(OP_TEXT, payload))
+    reader.feed_data(bytes(transport.out))
     reader.feed_eof()
     parser = Frame.parse(reader.read_exact, mask=True, max_size=None, extensions=[])
     with pytest.raises(StopIteration) as stop:
@@ -115,20 +145,19 @@ def test_frame_reader_any_segmentation() -> None:
     ]
     stream = b"".join(f.serialize(mask=False, extensions=[]) for f in frames)
     want = [
-        (OP_TEXT, b"42[1]"),
-        (OP_PING, b"p"),
-        (OP_TEXT, b"a" * 300 + b"b" * 70_000 + b"c"),
+        (0x1, b"42[1]"),
+        (0x1, b"a" * 300 + b"b" * 70_000 + b"c"),
         (0x2, bytes(range(256))),
     ]
     for _ in range(50):
-        reader = FrameReader()
-        got: list[tuple[int, bytes]] = []
+        ws, transport = opened()
         pos = 0
         while pos < len(stream):
             step = rng.choice([1, 2, 3, 7, 100, 5000, 100_000])
-            got += reader.feed(stream[pos : pos + step])
+            ws.data_received(stream[pos : pos + step])
             pos += step
-        assert got == want
+        assert ws.got == want
+        assert transport.sent_frames() == [(Opcode.PONG, b"p")]  # websockets answered the ping
 
 
 # -- plan -----------------------------------------------------------------------
@@ -187,6 +216,10 @@ class RecordingTransport:
 
     def sent_texts(self) -> list[bytes]:
         """Decode (and forget) the masked frames written so far."""
+        return [data for _, data in self.sent_frames()]
+
+    def sent_frames(self) -> list[tuple[Opcode, bytes]]:
+        """Decode (and forget) the masked frames written so far, with their opcodes."""
         reader = StreamReader()
         reader.feed_data(bytes(self.out))
         reader.feed_eof()
@@ -196,7 +229,7 @@ class RecordingTransport:
             parser = Frame.parse(reader.read_exact, mask=True, max_size=None, extensions=[])
             with pytest.raises(StopIteration) as stop:
                 next(parser)
-            texts.append(stop.value.value.data)
+            texts.append((stop.value.value.opcode, stop.value.value.data))
         return texts
 
 
@@ -234,9 +267,13 @@ async def test_client_connects_joins_edits_and_measures() -> None:
     assert request.startswith(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n")
     transport.out.clear()
 
-    head = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: "
+    head = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: "
+    )
     open_packet = b'0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000}'
-    proto.data_received(head + accept_for(proto.key) + b"\r\n\r\n" + server_text(open_packet))
+    accept = accept_key(proto.key).encode()
+    proto.data_received(head + accept + b"\r\n\r\n" + server_text(open_packet))
     assert transport.sent_texts() == [b'40{"token":"TOKEN"}']
 
     proto.data_received(server_text(b'40{"sid":"n"}'))
@@ -280,6 +317,7 @@ async def test_refused_upgrade_fails_the_attempt_with_retry_after() -> None:
     exc = done.exception()
     assert exc is not None and "HTTP 503" in str(exc)
     assert getattr(exc, "retry_after", None) == 1.0
+    assert getattr(exc, "elsewhere", None) is True  # a 503: the next instance at once
 
 
 # -- the command ----------------------------------------------------------------------

@@ -75,3 +75,16 @@ def test_payload_roundtrip_property(records: list[str | bytes]) -> None:
     decoded = decode_payload(encode_payload(records))
     expected = [r[1:] if isinstance(r, str) else r for r in records]
     assert [p.data for p in decoded] == expected
+
+
+def test_handshake_round_trip() -> None:
+    from cowrite.protocol.engineio import Handshake
+
+    sent = Handshake("abc", 25.0, 20.0, 1_000_000, ("websocket",))
+    text = sent.encode()
+    assert text.startswith("0{") and '"pingInterval":25000' in text
+    assert Handshake.decode(text[1:]) == sent
+    assert Handshake.decode('{"sid":"s","pingInterval":1,"pingTimeout":2}').max_payload == 1_000_000
+    for bad in ("", "[]", '{"sid":"s"}', '{"sid":"s","pingInterval":"x","pingTimeout":1}'):
+        with pytest.raises(ProtocolError):
+            Handshake.decode(bad)

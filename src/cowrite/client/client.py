@@ -53,11 +53,11 @@ from cowrite.client.errors import (
     ConnectTimeout,
     OperationRejected,
 )
-from cowrite.client.protocol import check_encodable
 from cowrite.client.session import DocumentSession, DocumentSnapshot, Operation, Submission
 from cowrite.client.settings import ClientSettings
 from cowrite.client.timing import Pacer, backoff_delay, reconnect_delay
 from cowrite.errors import LocalError
+from cowrite.protocol.client import check_encodable
 
 log = logging.getLogger("cowrite.client")
 

@@ -1,22 +1,24 @@
-"""The asyncio adapter: one WebSocket (python-websockets' asyncio client) driven
-by a ``ClientProtocol``.  Thin: bytes in and out, acknowledgement futures, one
-timer for the heartbeat and acknowledgement deadlines."""
+"""The asyncio adapter: one client WebSocket (``cowrite.client.transport``, the
+load generator's too) speaking the sans-I/O ``ClientProtocol``.  Thin: bytes in
+and out, acknowledgement futures, one timer for the heartbeat and
+acknowledgement deadlines."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
+import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import WebSocketException
+from websockets.http11 import Response
 
 from cowrite.client.errors import AuthenticationFailed, ConnectionRejected
-from cowrite.client.protocol import (
+from cowrite.client.transport import WebSocketClient, WebSocketURI, parse_uri
+from cowrite.errors import CowriteError, ProtocolError
+from cowrite.protocol.client import (
     AckArrived,
     ClientProtocol,
     Closed,
@@ -25,7 +27,6 @@ from cowrite.client.protocol import (
     Opened,
     Refused,
 )
-from cowrite.errors import CowriteError, ProtocolError
 
 log = logging.getLogger("cowrite.client")
 
@@ -62,6 +63,25 @@ def refusal_error(refused: Refused) -> ConnectionRejected:
     return ConnectionRejected(code, refused.message, refused.data)
 
 
+class _Socket(WebSocketClient):
+    """The connection's WebSocket: its hooks hand everything to the ``Connection``."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection, uri: WebSocketURI, max_size: int) -> None:
+        super().__init__(uri, max_size=max_size)
+        self.conn = conn
+
+    def ws_opened(self, response: Response) -> None:
+        pass  # the Engine.IO OPEN packet follows
+
+    def ws_message(self, payload: bytes, text: bool) -> None:
+        self.conn._message(payload, text)
+
+    def ws_closed(self, reason: str, retry_after: float | None) -> None:
+        self.conn._socket_closed(reason)
+
+
 class Connection:
     """One connected Socket.IO session.  ``on_event(name, args)`` gets every
     server event, synchronously, in arrival order; ``closed`` resolves with the
@@ -69,20 +89,24 @@ class Connection:
 
     def __init__(self, on_event: Callable[[str, list[Any]], None]) -> None:
         self._on_event = on_event
-        self._ws: ClientConnection | None = None
+        self._socket: _Socket | None = None
         self._proto: ClientProtocol | None = None
+        # Until the namespace CONNECT: resolves with None, or with the error
+        # ``start`` raises (a result, not an exception: nobody may be waiting).
+        self._opening: asyncio.Future[BaseException | None] | None = None
         self._acks: dict[int, tuple[asyncio.Future[Any], float]] = {}
-        self._outbox: deque[str | bytes] = deque()
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._timer: asyncio.TimerHandle | None = None
+        # Packets go out once per event-loop iteration (one flush for a burst);
+        # until then ``abort`` can still lose them, as a dropped network does.
+        self._outbox: list[str | bytes] = []
+        self._write_scheduled = False
         self._ack_timeout = 30.0
         self.sid = ""
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     @property
     def open(self) -> bool:
-        return not self.closed.done()
+        return self._opening is not None and self._opening.done() and not self.closed.done()
 
     async def start(
         self,
@@ -97,39 +121,23 @@ class Connection:
         """Connect; raises ``ConnectionRejected`` (terminal) or one of ``TRANSIENT``."""
         loop = asyncio.get_running_loop()
         self._ack_timeout = ack_timeout
-        async with asyncio.timeout(timeout):
-            ws = await connect(
-                websocket_url(url, path),
-                open_timeout=None,
-                ping_interval=None,  # Engine.IO has its own heartbeat
-                close_timeout=1.0,
-                compression=None,
-                max_size=max_size,
-            )
-            try:
-                proto = ClientProtocol(loop.time(), handshake_timeout=timeout, auth=auth)
-                while True:
-                    event = proto.receive(await ws.recv(), loop.time())
-                    for data in proto.data_to_send():
-                        await ws.send(data)
-                    if isinstance(event, Connected):
-                        self.sid = event.sid
-                        break
-                    if isinstance(event, Refused):
-                        raise refusal_error(event)
-                    if isinstance(event, Closed):
-                        raise ConnectionClosedDuringHandshake(event.reason)
-                    if event is not None and not isinstance(event, Opened):
-                        raise ProtocolError(f"unexpected {type(event).__name__} before CONNECT")
-            except BaseException:
-                await ws.close()
-                raise
-        self._ws = ws
-        self._proto = proto
-        self._tasks = [
-            loop.create_task(self._read(), name="cowrite-client-read"),
-            loop.create_task(self._write(), name="cowrite-client-write"),
-        ]
+        uri = parse_uri(websocket_url(url, path))
+        self._proto = ClientProtocol(loop.time(), handshake_timeout=timeout, auth=auth)
+        opening = self._opening = loop.create_future()
+        sock = self._socket = _Socket(self, uri, max_size)
+        tls = ssl.create_default_context() if uri.secure else None
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(lambda: sock, uri.host, uri.port, ssl=tls)
+                error = await opening
+        except BaseException:
+            self._opening = None
+            sock.abort()
+            raise
+        if error is not None:
+            self._opening = None
+            sock.abort()
+            raise error
         self._arm_timer()
 
     # -- output ------------------------------------------------------------------
@@ -155,58 +163,79 @@ class Connection:
             self._flush()
 
     def _flush(self) -> None:
-        assert self._proto is not None
-        data = self._proto.data_to_send()
+        proto = self._proto
+        assert proto is not None
+        data = proto.data_to_send()
         if data:
             self._outbox.extend(data)
-            self._wake.set()
+            if not self._write_scheduled:
+                self._write_scheduled = True
+                asyncio.get_running_loop().call_soon(self._write)
 
-    async def _write(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        outbox = self._outbox
-        try:
-            while True:
-                while outbox:
-                    await ws.send(outbox.popleft())
-                self._wake.clear()
-                await self._wake.wait()
-        except (ConnectionClosed, OSError) as exc:
-            self._finish(f"transport error: {exc}")
+    def _write(self) -> None:
+        self._write_scheduled = False
+        outbox, self._outbox = self._outbox, []
+        sock = self._socket
+        if sock is None:
+            return
+        for data in outbox:
+            if isinstance(data, str):
+                sock.send_text(data.encode())
+            else:
+                sock.send_binary(data)
 
     # -- input -------------------------------------------------------------------
 
-    async def _read(self) -> None:
-        ws, proto = self._ws, self._proto
-        assert ws is not None and proto is not None
-        loop = asyncio.get_running_loop()
-        reason = "transport close"
+    def _message(self, payload: bytes, text: bool) -> None:
+        proto = self._proto
+        assert proto is not None
+        if self.closed.done():
+            return  # frames read together with the one that ended the connection
         try:
-            async for message in ws:
-                event = proto.receive(message, loop.time())
-                if event is None:
-                    self._flush()  # a PONG, if it was a PING
-                    continue
-                if isinstance(event, EventArrived):
-                    self._on_event(event.event, event.args)
-                elif isinstance(event, AckArrived):
-                    entry = self._acks.pop(event.ack_id, None)
-                    if entry is not None and not entry[0].done():
-                        entry[0].set_result(event.args[0] if event.args else None)
-                elif isinstance(event, Closed):
-                    reason = event.reason
-                    break
-                else:
-                    raise ProtocolError(f"unexpected {type(event).__name__} after CONNECT")
-        except ConnectionClosed as exc:
-            reason = f"transport close ({exc})"
-        except ProtocolError as exc:
+            event = proto.receive(
+                payload.decode() if text else payload, asyncio.get_running_loop().time()
+            )
+            self._flush()  # a PONG, or the CONNECT after the OPEN
+            if event is None:
+                return
+            if self._opening is not None and not self._opening.done():
+                self._handshake(event)
+            elif isinstance(event, EventArrived):
+                self._on_event(event.event, event.args)
+            elif isinstance(event, AckArrived):
+                entry = self._acks.pop(event.ack_id, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result(event.args[0] if event.args else None)
+            elif isinstance(event, Closed):
+                self._finish(event.reason)
+            else:
+                raise ProtocolError(f"unexpected {type(event).__name__} after CONNECT")
+        except (ProtocolError, UnicodeDecodeError) as exc:
             log.warning("protocol error from the server: %s", exc)
-            reason = f"parse error: {exc}"
+            self._finish(f"parse error: {exc}")
         except Exception:
             log.exception("event handler failed; dropping the connection")
-            reason = "client error"
-        self._finish(reason)
+            self._finish("client error")
+
+    def _handshake(self, event: object) -> None:
+        opening = self._opening
+        assert opening is not None
+        if isinstance(event, Connected):
+            self.sid = event.sid
+            opening.set_result(None)
+        elif isinstance(event, Refused):
+            opening.set_result(refusal_error(event))
+        elif isinstance(event, Closed):
+            opening.set_result(ConnectionClosedDuringHandshake(event.reason))
+        elif not isinstance(event, Opened):
+            opening.set_result(ProtocolError(f"unexpected {type(event).__name__} before CONNECT"))
+
+    def _socket_closed(self, reason: str) -> None:
+        opening = self._opening
+        if opening is not None and not opening.done():
+            opening.set_result(ConnectionLost(reason))
+        elif opening is not None:
+            self._finish(reason)
 
     # -- deadlines ---------------------------------------------------------------
 
@@ -240,47 +269,29 @@ class Connection:
         self.closed.set_result(reason)
         if self._timer is not None:
             self._timer.cancel()
+        self._outbox = []
         acks, self._acks = self._acks, {}
         for future, _ in acks.values():
             if not future.done():
                 future.set_exception(ConnectionLost(reason))
                 future.exception()  # a caller that went away does not leave a warning behind
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
-        if self._ws is not None:
-            ws = self._ws
-            task = asyncio.get_running_loop().create_task(self._close_ws(ws))
-            self._tasks.append(task)
-
-    @staticmethod
-    async def _close_ws(ws: ClientConnection) -> None:
-        with contextlib.suppress(Exception):
-            await ws.close()
+        if self._socket is not None:
+            self._socket.close()
 
     def abort(self, reason: str = "aborted") -> None:
         """End the connection at once, without a Socket.IO goodbye (tests use it
         to simulate a dropped network)."""
-        if self._ws is not None and self.open:
-            self._ws.transport.abort()
+        if self._socket is not None and self.open:
+            self._socket.abort()
         self._finish(reason)
 
     async def close(self) -> None:
         """Leave the namespace and close the WebSocket (bounded)."""
-        if self._proto is not None and self.open:
+        sock = self._socket
+        if self._proto is not None and sock is not None and self.open:
             self._proto.disconnect()
-            ws = self._ws
-            assert ws is not None
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    while self._outbox:
-                        await ws.send(self._outbox.popleft())
-                    for data in self._proto.data_to_send():
-                        await ws.send(data)
+            self._flush()
+            self._write()  # what is queued, then the DISCONNECT, before the close frame
         self._finish("io client disconnect")
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=2.0)
+        if sock is not None:
+            await sock.wait_closed(1.0)

@@ -36,12 +36,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cowrite.client.errors import ClientClosed
-
-if TYPE_CHECKING:
-    from cowrite.client.client import CowriteClient
 
 log = logging.getLogger("cowrite.client")
 
@@ -124,10 +121,28 @@ class SessionState:
     snapshots: bool = False
 
 
+class SessionOwner(Protocol):
+    """What a session asks of the client that opened it (``CowriteClient``).
+
+    The session owns this interface so that ``session.py`` never imports
+    ``client.py``, which builds sessions: the import graph stays a tree.
+    """
+
+    async def _submit(self, session: DocumentSession, operation: Any) -> int: ...
+
+    async def _set_presence(self, session: DocumentSession, state: Any) -> None: ...
+
+    async def _share(self, session: DocumentSession, user_id: str, role: str | None) -> None: ...
+
+    async def _store_snapshot(self, session: DocumentSession, seq: int, data: Any) -> None: ...
+
+    async def _close_session(self, session: DocumentSession) -> None: ...
+
+
 class DocumentSession:
     """An open document.  Create it with ``await client.open(document_id)``."""
 
-    def __init__(self, client: CowriteClient, document_id: str, since: int) -> None:
+    def __init__(self, client: SessionOwner, document_id: str, since: int) -> None:
         self._client = client
         self.document_id = document_id
         #: ``owner``, ``editor`` or ``viewer`` (from the last join).

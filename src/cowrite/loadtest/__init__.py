@@ -4,11 +4,11 @@ ADR-003's success metrics.
 Modules
 -------
 ``plan``      the frozen run plan; who is who (room, document, instance, editor, worker)
-``wsframes``  client side of RFC 6455 (sans-I/O): handshake, masked frames, frame reader
-``client``    one client (asyncio Protocol) on ``wsframes`` + ``cowrite.protocol`` codecs;
-              reconnection with jittered exponential backoff
+``client``    one client: the SDK's WebSocket (``cowrite.client.transport``) speaking
+              ``cowrite.protocol.client``; reconnection with jittered exponential backoff
 ``worker``    a worker process: uvloop, up to 16,000 clients, one source address
 ``runner``    the coordinator: phases, server sampling (/proc), the optional kill
+``kill``      ``KillSpec``, the fault a run injects (runner sends it, report describes it)
 ``report``    merging, ADR-003 checks, the JSON report and the text table
 ``hist``      a mergeable log-linear histogram (microseconds)
 ``cli``       the click command (``loadtest_command()``)
@@ -27,10 +27,10 @@ Choices
   ``time.time_ns()`` taken when the bytes arrived.  Workers on one machine
   share CLOCK_REALTIME, so rooms may span workers and instances.
 * **One client is cheap**: an ``asyncio.Protocol``, no task while connected,
-  frames cut with ``wsframes.FrameReader``, ``remote-edit`` recognised by its
-  prefix and parsed with one ``orjson.loads``; the rest goes through
-  ``cowrite.protocol.engineio.decode_text`` / ``socketio.decode_header``.
-  Outgoing packets are built with ``cowrite.protocol.socketio.encode``.
+  data frames cut by the shared transport's fast path (websockets' parser for
+  anything else), ``remote-edit`` recognised by its prefix and parsed with one
+  ``orjson.loads``; every other packet goes through the sans-I/O Socket.IO
+  client ``cowrite.protocol.client``, which also builds the outgoing ones.
 * **Source addresses**: worker ``w`` binds ``127.0.0.(2+w)`` with
   ``IP_BIND_ADDRESS_NO_PORT`` (the port is chosen per destination at
   ``connect``), so 100,000 connections never run out of ephemeral ports.

@@ -266,7 +266,8 @@ def loadtest(**opts: Any) -> None:
     Server memory is the growth of the servers' RSS from before the clients
     connected to when all were connected, per 1,000 connections.
     """
-    from cowrite.loadtest.runner import KillSpec, Run
+    from cowrite.loadtest.kill import KillSpec
+    from cowrite.loadtest.runner import Run
 
     if opts["secret"] is None and opts["token_file"] is None:
         opts["secret"] = _dev_secret()

@@ -1,7 +1,8 @@
 """One load-test client: Socket.IO v5 over Engine.IO v4 over a raw WebSocket.
 
-This is the asyncio adapter around ``wsframes`` (RFC 6455 framing) and our
-protocol codecs (``cowrite.protocol.engineio`` / ``socketio``).  It is built
+Its connection is the package's one client WebSocket
+(``cowrite.client.transport``, on websockets' sans-I/O client) speaking the
+sans-I/O Socket.IO client (``cowrite.protocol.client``), as the SDK does.  It is built
 to be cheap enough to run ~16,000 of them in one process: one
 ``asyncio.Protocol`` per TCP connection, no task while connected, no stream
 machinery, and one ``orjson.loads`` per received ``remote-edit``.
@@ -29,34 +30,36 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import random
 import socket
 import time
 from collections import Counter
-from typing import Any, cast
+from typing import Any, assert_never
 
 import orjson
+from websockets.http11 import Response
 
+from cowrite.client.transport import WebSocketClient, WebSocketURI, parse_uri
+from cowrite.errors import ProtocolError
 from cowrite.loadtest.hist import Histogram
 from cowrite.loadtest.plan import Plan, Target
-from cowrite.loadtest.wsframes import (
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameReader,
-    WsProtocolError,
-    check_accept,
-    encode_frame,
-    handshake_request,
-    new_key,
-    parse_handshake,
+from cowrite.protocol.client import (
+    AckArrived,
+    ClientProtocol,
+    Closed,
+    Connected,
+    EventArrived,
+    Opened,
+    Refused,
 )
-from cowrite.protocol.engineio import PacketType, decode_text
-from cowrite.protocol.socketio import SioPacket, SioType, decode_header, encode
 
 _REMOTE_EDIT = b'42["remote-edit",'
-_PONG = encode_frame(OP_TEXT, b"3")  # a fixed masking key is fine for a constant
+_EIO_PING = b"2"
+_EIO_CLOSE = b"1"
+#: The Socket.IO client's heartbeat deadline is not used here (the run has its own).
+_NO_DEADLINE = float("inf")
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _JOIN_ACK = 0
 
@@ -351,121 +354,94 @@ class Client:
         if conn.transport.get_write_buffer_size() > self.ctx.plan.send_buffer_limit:
             return False
         self.op_no += 1
-        ack_id = conn.next_ack
-        conn.next_ack = ack_id + 1
         now = time.time_ns()
         operation = {"t": now, "p": self.ctx.pad}
         body = {"documentId": self.doc_id, "operation": operation, "clientOpId": str(self.op_no)}
-        (text,) = encode(SioPacket(SioType.EVENT, "/", ["edit-operation", body], ack_id))
-        assert isinstance(text, str)
+        ack_id = conn.proto.emit("edit-operation", body, ack=True)
+        assert ack_id is not None
         conn.acks[ack_id] = now
-        conn.send_text(b"4" + text.encode())
+        conn.flush()
         self.ctx.stats.sent += 1
         return True
 
 
-class SioWebSocket(asyncio.Protocol):
-    """One TCP connection of a :class:`Client`."""
+class SioWebSocket(WebSocketClient):
+    """One TCP connection of a :class:`Client`: the shared client WebSocket
+    (``cowrite.client.transport``) speaking the sans-I/O Engine.IO/Socket.IO
+    client (``cowrite.protocol.client``), except for ``remote-edit``: its
+    frames are recognised by their first bytes and read with one
+    ``orjson.loads`` (the hot path, as the server's ``fast_event``)."""
 
     __slots__ = (
         "acks",
         "client",
         "closed",
         "done",
-        "handshake",
-        "key",
-        "next_ack",
-        "reader",
+        "proto",
         "stage",
         "target",
         "target_index",
-        "transport",
     )
 
     def __init__(
         self, client: Client, target: Target, target_index: int, done: asyncio.Future[None]
     ) -> None:
+        super().__init__(_ws_uri(target), max_size=MAX_MESSAGE_BYTES)
         self.client = client
         self.target = target
         self.target_index = target_index
         self.done = done
-        self.transport: asyncio.Transport | None = None
-        self.key = new_key()
-        self.handshake = b""
-        self.reader: FrameReader | None = None
+        self.proto = ClientProtocol(
+            0.0, handshake_timeout=_NO_DEADLINE, auth={"token": client.token}
+        )
         self.acks: dict[int, int] = {}  # ack id -> send time (ns) of an edit
-        self.next_ack = 1  # 0 is the join's
         self.stage = "tcp"
         self.closed = False
 
-    # -- asyncio.Protocol ----------------------------------------------------
+    # -- WebSocketClient hooks -----------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
         self.stage = "upgrade"
-        target = self.target
-        self.transport.write(
-            handshake_request(target.host, target.port, target.request_target, self.key)
-        )
+        super().connection_made(transport)
 
-    def data_received(self, data: bytes) -> None:
-        reader = self.reader
-        if reader is None:
-            self._handshake(data)
-            return
-        now = time.time_ns()
-        try:
-            messages = reader.feed(data)
-        except WsProtocolError as exc:
-            self._fail(f"websocket: {exc}")
-            return
-        for opcode, payload in messages:
-            if opcode == OP_TEXT:
-                if payload.startswith(_REMOTE_EDIT):
-                    self._remote_edit(payload, now)
-                else:
-                    self._engineio(payload)
-            elif opcode == OP_PING:
-                self._write(encode_frame(OP_PONG, payload))
-            elif opcode == OP_CLOSE:
-                self._write(encode_frame(OP_CLOSE, payload[:2]))
-                self._fail("websocket close")
-            else:
-                self.client.ctx.stats.bad += 1
-            if self.closed:
-                return
+    def ws_opened(self, response: Response) -> None:
+        self.stage = "engine.io open"
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost("transport close")
+    def ws_message(self, payload: bytes, text: bool) -> None:
+        if text and payload.startswith(_REMOTE_EDIT):
+            self._remote_edit(payload, time.time_ns())
+        else:
+            self._packet(payload, text)
+
+    def ws_closed(self, reason: str, retry_after: float | None) -> None:
+        # HTTP 503 (draining, or full): another instance may take it now.
+        self._lost(reason, retry_after, elsewhere=self.refused_status == 503)
 
     # -- sending -------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def send_text(self, text: bytes) -> None:
-        self._write(encode_frame(OP_TEXT, text))
+    def flush(self) -> None:
+        """Write what the Socket.IO client has queued."""
+        for data in self.proto.data_to_send():
+            if isinstance(data, str):
+                self.send_text(data.encode())
+            else:
+                self.send_binary(data)
 
     # -- ending --------------------------------------------------------------
 
     def abandon(self) -> None:
         """Drop this connection without reporting it (a failed attempt)."""
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        self.abort()
 
-    def close(self) -> None:
-        """End the run's connection politely (Socket.IO and Engine.IO close packets)."""
-        if self.transport is not None and not self.closed:
-            self.transport.write(encode_frame(OP_TEXT, b"41") + encode_frame(OP_TEXT, b"1"))
-            self.transport.close()  # connection_lost reports it
-
-    def _fail(self, reason: str, retry_after: float | None = None, elsewhere: bool = False) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-        self._lost(reason, retry_after, elsewhere)
+    def close(self, code: int = 1000) -> None:
+        """End the run's connection politely (Socket.IO and Engine.IO close
+        packets, then the WebSocket close frame)."""
+        if self.transport is not None and not self.closed and not self.ws_ended:
+            self.proto.disconnect()
+            self.flush()
+            self.send_text(_EIO_CLOSE)
+        super().close(code)  # connection_lost reports it
 
     def _lost(self, reason: str, retry_after: float | None = None, elsewhere: bool = False) -> None:
         if self.closed:
@@ -477,24 +453,6 @@ class SioWebSocket(asyncio.Protocol):
             self.client.lost(self, reason)
 
     # -- receiving -----------------------------------------------------------
-
-    def _handshake(self, data: bytes) -> None:
-        self.handshake += data
-        response = None
-        try:
-            response = parse_handshake(self.handshake)
-            if response is None:
-                return
-            check_accept(response, self.key)
-        except WsProtocolError as exc:
-            retry = response.retry_after() if response is not None else None
-            self._fail(f"upgrade: {exc}", retry, response is not None and response.status == 503)
-            return
-        self.handshake = b""
-        self.reader = FrameReader()
-        self.stage = "engine.io open"
-        if response.rest:
-            self.data_received(response.rest)
 
     def _remote_edit(self, payload: bytes, now: int) -> None:
         ctx = self.client.ctx
@@ -513,50 +471,40 @@ class SioWebSocket(asyncio.Protocol):
             stats.delivered += 1
             stats.latency.record((now - sent) // 1000)
 
-    def _engineio(self, payload: bytes) -> None:
+    def _packet(self, payload: bytes, text: bool) -> None:
         stats = self.client.ctx.stats
         try:
-            packet = decode_text(payload.decode())
-            if packet.type is PacketType.MESSAGE:
-                assert isinstance(packet.data, str)
-                self._socketio(packet.data)
-            elif packet.type is PacketType.PING:
-                stats.pings += 1
-                self._write(_PONG)
-            elif packet.type is PacketType.OPEN:
-                self.stage = "socket.io connect"
-                auth = orjson.dumps({"token": self.client.token})
-                self.send_text(b"40" + auth)
-            elif packet.type is PacketType.CLOSE:
-                self._fail("engine.io close")
-            elif packet.type is not PacketType.NOOP:
-                stats.bad += 1
-        except (ValueError, LookupError, TypeError, AssertionError) as exc:
-            # ProtocolError and orjson's errors are ValueErrors.
+            event = self.proto.receive(payload.decode() if text else payload, time.monotonic())
+        except (ProtocolError, ValueError, LookupError, TypeError) as exc:
+            # orjson's and UTF-8's errors are ValueErrors.
             stats.bad += 1
-            self._fail(f"bad packet: {type(exc).__name__}")
-
-    def _socketio(self, text: str) -> None:
-        ptype, _attachments, _ns, ack_id, rest = decode_header(text)
-        data: Any = orjson.loads(rest) if rest else None
-        client = self.client
-        if ptype is SioType.ACK and ack_id is not None:
-            self._ack(ack_id, data[0] if isinstance(data, list) and data else None)
-        elif ptype is SioType.EVENT:
-            self._event(data)
-        elif ptype is SioType.CONNECT:
+            self.fail(f"bad packet: {type(exc).__name__}")
+            return
+        if payload == _EIO_PING:
+            stats.pings += 1
+        self.flush()  # a PONG, the CONNECT with the token
+        if event is None:
+            return
+        if isinstance(event, AckArrived):
+            self._ack(event.ack_id, event.args[0] if event.args else None)
+        elif isinstance(event, EventArrived):
+            self._event(event.event, event.args)
+        elif isinstance(event, Opened):
+            self.stage = "socket.io connect"
+        elif isinstance(event, Connected):
             self.stage = "join"
+            client = self.client
             join = {"documentId": client.doc_id, "since": client.last_seq}
-            (out,) = encode(SioPacket(SioType.EVENT, "/", ["join-document", join], _JOIN_ACK))
-            assert isinstance(out, str)
-            self.send_text(b"4" + out.encode())
-        elif ptype is SioType.CONNECT_ERROR:
-            code = data.get("data", {}).get("code") if isinstance(data, dict) else None
-            self._fail(f"connect_error: {code or data}")
-        elif ptype is SioType.DISCONNECT:
-            self._fail("io server disconnect")
+            ack_id = self.proto.emit("join-document", join, ack=True)
+            assert ack_id == _JOIN_ACK
+            self.flush()
+        elif isinstance(event, Refused):
+            code = event.data.get("code") if isinstance(event.data, dict) else None
+            self.fail(f"connect_error: {code or event.message}")
+        elif isinstance(event, Closed):
+            self.fail("engine.io close" if event.reason == "transport close" else event.reason)
         else:
-            client.ctx.stats.bad += 1
+            assert_never(event)
 
     def _ack(self, ack_id: int, result: Any) -> None:
         client = self.client
@@ -565,7 +513,7 @@ class SioWebSocket(asyncio.Protocol):
         if ack_id == _JOIN_ACK:
             if not ok:
                 code = result.get("error", {}).get("code") if isinstance(result, dict) else None
-                self._fail(f"join: {code}")
+                self.fail(f"join: {code}")
                 return
             ops = result.get("ops") or []
             stats.caught_up += len(ops)
@@ -593,16 +541,17 @@ class SioWebSocket(asyncio.Protocol):
         if isinstance(seq, int) and seq > client.last_seq:
             client.last_seq = seq
 
-    def _event(self, data: Any) -> None:
-        if not isinstance(data, list) or not data or not isinstance(data[0], str):
-            self.client.ctx.stats.bad += 1
-            return
-        name = data[0]
+    def _event(self, name: str, args: list[Any]) -> None:
         stats = self.client.ctx.stats
         stats.events[name] += 1
         if name == "server-draining":
             stats.drain_notices += 1
-            notice = data[1] if len(data) > 1 and isinstance(data[1], dict) else {}
+            notice = args[0] if args and isinstance(args[0], dict) else {}
             delay = notice.get("reconnectDelayMs")
             if isinstance(delay, int | float) and 0 <= delay <= 60_000:
                 self.client.drain_delay = delay / 1000
+
+
+@functools.cache
+def _ws_uri(target: Target) -> WebSocketURI:
+    return parse_uri(f"ws://{target.host}:{target.port}{target.request_target}")

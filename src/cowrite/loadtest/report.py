@@ -8,13 +8,11 @@ into the text table the command prints.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cowrite.loadtest.hist import Histogram
+from cowrite.loadtest.kill import KillSpec
 from cowrite.loadtest.plan import Plan, source_address
-
-if TYPE_CHECKING:
-    from cowrite.loadtest.runner import KillSpec
 
 SCHEMA = "cowrite.loadtest/2"  # 2: server memory is growth over the baseline
 HISTOGRAMS = frozenset({"latency", "ack_latency", "connect_time", "reconnect_time"})

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from cowrite.loadtest.kill import KillSpec
 from cowrite.loadtest.plan import Plan, WorkerPlan, worker_plans
 from cowrite.loadtest.report import build_report, merge_snapshots
 from cowrite.loadtest.worker import rss_bytes, worker_main
@@ -28,15 +28,6 @@ ProgressCallback = Callable[[str, float, dict[str, Any]], None]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 POLL = 0.2
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KillSpec:
-    """Send ``signal`` to ``pids`` ``after`` seconds into the edit phase."""
-
-    after: float
-    pids: tuple[int, ...]
-    signal: signal.Signals = signal.SIGTERM
 
 
 def cpu_seconds(pid: int) -> float | None:

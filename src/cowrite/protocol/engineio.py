@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import binascii
 from base64 import b64decode, b64encode
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
+
+import orjson
 
 from cowrite.errors import ProtocolError
 
@@ -49,6 +52,50 @@ PING_TEXT = "2"
 PONG_TEXT = "3"
 NOOP_TEXT = "6"
 PONG_PROBE_TEXT = "3probe"
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """The OPEN packet's data (engine.io-protocol v4 "Handshake"): the server
+    encodes it (``EngineSession.open``), the client decodes it
+    (``cowrite.protocol.client``).  Durations in seconds here, milliseconds
+    on the wire."""
+
+    sid: str
+    ping_interval: float
+    ping_timeout: float
+    max_payload: int
+    upgrades: tuple[str, ...] = ()
+
+    def encode(self) -> str:
+        """The OPEN packet, ``0{...}``."""
+        handshake = {
+            "sid": self.sid,
+            "upgrades": list(self.upgrades),
+            "pingInterval": round(self.ping_interval * 1000),
+            "pingTimeout": round(self.ping_timeout * 1000),
+            "maxPayload": self.max_payload,
+        }
+        return "0" + orjson.dumps(handshake).decode()
+
+    @classmethod
+    def decode(cls, data: str) -> Handshake:
+        """The data of an OPEN packet (after the ``0``); ``ProtocolError`` if invalid.
+        ``maxPayload`` is optional (1,000,000 when absent)."""
+        try:
+            info = orjson.loads(data)
+            upgrades = info.get("upgrades")
+            return cls(
+                str(info["sid"]),
+                float(info["pingInterval"]) / 1000.0,
+                float(info["pingTimeout"]) / 1000.0,
+                int(info.get("maxPayload", 1_000_000)),
+                tuple(u for u in upgrades if isinstance(u, str))
+                if isinstance(upgrades, list)
+                else (),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProtocolError("invalid OPEN packet") from exc
 
 
 def decode_text(text: str) -> Packet:

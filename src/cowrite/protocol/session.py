@@ -43,14 +43,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-import orjson
-
 from cowrite.errors import CloseReason, ProtocolError
 from cowrite.protocol.engineio import (
     CLOSE_TEXT,
     NOOP_TEXT,
     PING_TEXT,
     PONG_PROBE_TEXT,
+    Handshake,
     Packet,
     PacketType,
     decode_payload,
@@ -201,15 +200,14 @@ class EngineSession:
         self._move("open")
         self.next_ping = _whole_ms(now) + self.config.ping_interval
         self._reschedule()
-        upgrades = list(self.config.upgrades) if self.transport is Transport.POLLING else []
-        handshake = {
-            "sid": self.sid,
-            "upgrades": upgrades,
-            "pingInterval": round(self.config.ping_interval * 1000),
-            "pingTimeout": round(self.config.ping_timeout * 1000),
-            "maxPayload": self.config.max_payload,
-        }
-        return "0" + orjson.dumps(handshake).decode()
+        config = self.config
+        return Handshake(
+            self.sid,
+            config.ping_interval,
+            config.ping_timeout,
+            config.max_payload,
+            config.upgrades if self.transport is Transport.POLLING else (),
+        ).encode()
 
     def next_deadline(self) -> float:
         """When ``on_timer`` must next be called."""

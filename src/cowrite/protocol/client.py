@@ -1,9 +1,11 @@
 """The client side of Engine.IO v4 + Socket.IO v5 over one WebSocket (sans-I/O).
 
 Built on cowrite's own codecs (``cowrite.protocol.engineio``/``socketio``); like
-them it does no I/O and reads no clock: time comes in as ``now``.  The adapter
-(``connection.py``) feeds every WebSocket message to ``receive`` and writes
-what ``data_to_send`` returns.
+them it does no I/O and reads no clock: time comes in as ``now``.  Its adapters,
+the SDK's ``cowrite.client.connection`` and the load generator's
+``cowrite.loadtest.client`` (both on the one client WebSocket,
+``cowrite.client.transport``), feed every WebSocket message to ``receive`` and
+write what ``data_to_send`` returns.
 
 Phases (one table, ``_NEXT``)::
 
@@ -30,7 +32,7 @@ from typing import Any, Final
 import orjson
 
 from cowrite.errors import ProtocolError
-from cowrite.protocol.engineio import PONG_TEXT, PacketType, decode_text
+from cowrite.protocol.engineio import PONG_TEXT, Handshake, PacketType, decode_text
 from cowrite.protocol.socketio import Decoder, SioPacket, SioType, encode
 
 
@@ -158,16 +160,10 @@ class ClientProtocol:
 
     def _opened(self, data: str, now: float) -> Opened:
         self._move("open")
-        try:
-            info = orjson.loads(data)
-            opened = Opened(
-                str(info["sid"]),
-                float(info["pingInterval"]) / 1000.0,
-                float(info["pingTimeout"]) / 1000.0,
-                int(info.get("maxPayload", 1_000_000)),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError("invalid OPEN packet") from exc
+        handshake = Handshake.decode(data)
+        opened = Opened(
+            handshake.sid, handshake.ping_interval, handshake.ping_timeout, handshake.max_payload
+        )
         self.ping_interval = opened.ping_interval
         self.ping_timeout = opened.ping_timeout
         self.max_payload = opened.max_payload
@@ -212,9 +208,15 @@ class ClientProtocol:
         if ack:
             ack_id = self._next_ack
             self._next_ack += 1
-        text, *attachments = encode(SioPacket(SioType.EVENT, "/", [event, payload], ack_id))
-        self._out.append("4" + str(text))
-        self._out.extend(attachments)
+        try:
+            # Without binary data (orjson refuses bytes) an EVENT is "2<id>[...]".
+            body = orjson.dumps([event, payload]).decode()
+        except TypeError:
+            text, *attachments = encode(SioPacket(SioType.EVENT, "/", [event, payload], ack_id))
+            self._out.append("4" + str(text))
+            self._out.extend(attachments)
+            return ack_id
+        self._out.append(f"42{body}" if ack_id is None else f"42{ack_id}{body}")
         return ack_id
 
     def disconnect(self) -> None:

@@ -1,0 +1,347 @@
+"""The client end of one WebSocket (RFC 6455) as an ``asyncio.Protocol``.
+
+Shared by the SDK (``cowrite.client.connection``) and the load generator
+(``cowrite.loadtest.client``): both subclass ``WebSocketClient`` and implement
+its three hooks, ``ws_opened``, ``ws_message`` and ``ws_closed``.  What they
+speak on top (Engine.IO/Socket.IO) is the sans-I/O ``cowrite.protocol.client``.
+
+The WebSocket protocol is websockets' sans-I/O ``ClientProtocol``, as the server
+uses its server side (``cowrite.server.connection``): it writes the opening
+handshake and checks the response (section 4.1: status 101, ``Upgrade``,
+``Connection``, ``Sec-WebSocket-Accept``), answers pings, runs the closing
+handshake, reassembles nothing itself but validates fragments, and fails the
+connection on frames it must refuse.
+
+Two shortcuts, both measured (``docs/DESIGN.md``, "One client transport"):
+
+* Receiving: complete, unfragmented text and binary frames at the front of a
+  read (what the server sends) are cut here (section 5.2; a server's frames are
+  never masked), 0.35 us per frame instead of 2.3 us through websockets'
+  generator parser.  The first frame that is anything else (a control frame, a
+  fragment, a masked or oversize frame) hands this connection to websockets for
+  good: its parser then owns the stream, as on the server.
+* Sending: a data frame is serialized here (section 5.3, websockets' C
+  ``apply_mask``), 0.4 us instead of 1.2 us through ``send_text`` +
+  ``data_to_send``.  Control frames (pong, close) are websockets'.  The
+  masking key comes from ``random.getrandbits`` (60 ns, ``os.urandom`` takes
+  280): masking protects intermediaries from a script in a browser that picks
+  the bytes on the wire (section 10.3); this client's application writes its
+  payloads itself, so a key it could predict gives it nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import cast
+
+from websockets.client import ClientProtocol as WsClientProtocol
+from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State as WsState
+from websockets.speedups import apply_mask
+from websockets.uri import WebSocketURI, parse_uri
+
+__all__ = ["WebSocketClient", "WebSocketURI", "parse_uri"]
+
+#: An upgrade response head longer than this is refused (it is not a WebSocket server).
+MAX_HEAD_BYTES = 16 * 1024
+
+_getrandbits = random.getrandbits
+
+
+def _client_frame(b0: int, payload: bytes) -> bytes:
+    """One final, masked client frame (``b0`` = FIN|opcode), RFC 6455 section 5.2."""
+    n = len(payload)
+    mask = _getrandbits(32).to_bytes(4, "big")
+    if n < 126:
+        head = bytes((b0, 0x80 | n))
+    elif n < 65536:
+        head = bytes((b0, 0xFE)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((b0, 0xFF)) + n.to_bytes(8, "big")
+    return head + mask + apply_mask(payload, mask)
+
+
+class WebSocketClient(asyncio.Protocol):
+    """One client WebSocket over one TCP connection (see the module docstring).
+
+    Life: ``connection_made`` sends the upgrade request; then exactly one
+    ``ws_opened`` (the 101 response) and any number of ``ws_message``; and
+    ``ws_closed`` once, whatever ended it (a refused upgrade, a close frame,
+    a frame websockets refused, the TCP connection).  After ``ws_closed``
+    nothing is delivered.
+    """
+
+    __slots__ = (
+        "_fast",
+        "_fragment_text",
+        "_fragments",
+        "_head",
+        "_max_size",
+        "_partial",
+        "_tcp_closed",
+        "_tcp_waiter",
+        "refused_status",
+        "transport",
+        "ws",
+        "ws_ended",
+    )
+
+    def __init__(self, uri: WebSocketURI, *, max_size: int) -> None:
+        self.ws = WsClientProtocol(uri, max_size=max_size)
+        self.transport: asyncio.Transport | None = None
+        self._max_size = max_size
+        self._head: bytes | None = b""  # bytes of the upgrade response; None once opened
+        self._fast = False  # see _receive_fast; on once open
+        self._partial = b""
+        self._fragments: list[bytes] | None = None
+        self._fragment_text = False
+        self._tcp_closed = False
+        self._tcp_waiter: asyncio.Future[None] | None = None
+        #: The status of a refused upgrade (``ws_closed`` follows).
+        self.refused_status: int | None = None
+        self.ws_ended = False
+
+    @property
+    def key(self) -> str:
+        """The ``Sec-WebSocket-Key`` of the upgrade request (section 4.1)."""
+        return self.ws.key
+
+    # -- hooks ---------------------------------------------------------------
+
+    def ws_opened(self, response: Response) -> None:
+        """The server accepted the upgrade."""
+
+    def ws_message(self, payload: bytes, text: bool) -> None:
+        """One complete message (a text message's UTF-8 is not checked here)."""
+
+    def ws_closed(self, reason: str, retry_after: float | None) -> None:
+        """The WebSocket is over.  ``reason`` is a short label (``upgrade: HTTP
+        503``, ``websocket close``, ``transport close``...); ``retry_after`` the
+        seconds of a refusal's ``Retry-After``."""
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        ws = self.ws
+        ws.send_request(ws.connect())
+        self._write_pending()
+
+    def data_received(self, data: bytes) -> None:
+        if self._fast:
+            data = self._receive_fast(data)
+            if not data:
+                return
+        if self.ws_ended:
+            return
+        if self._head is not None:
+            self._receive_head(data)
+        else:
+            self._receive_slow(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tcp_closed = True
+        if self._tcp_waiter is not None and not self._tcp_waiter.done():
+            self._tcp_waiter.set_result(None)
+        self.ws.receive_eof()
+        self._end("transport close")
+
+    # -- sending -------------------------------------------------------------
+
+    def send_text(self, payload: bytes) -> None:
+        """Send one text message (``payload`` is its UTF-8)."""
+        transport = self.transport
+        if transport is not None and not self.ws_ended:
+            transport.write(_client_frame(0x81, payload))
+
+    def send_binary(self, payload: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.ws_ended:
+            transport.write(_client_frame(0x82, payload))
+
+    def close(self, code: int = 1000) -> None:
+        """Send a close frame and close the TCP connection once it is written;
+        ``ws_closed`` follows from ``connection_lost``."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        ws = self.ws
+        if ws.state is WsState.OPEN:
+            ws.send_close(code)
+            self._write_pending()
+        transport.close()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait until the TCP connection is over, at most ``timeout`` seconds
+        (then abort it)."""
+        if self._tcp_closed or self.transport is None:
+            return
+        if self._tcp_waiter is None:
+            self._tcp_waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._tcp_waiter)
+        except TimeoutError:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, discarding what is unsent."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def fail(self, reason: str, retry_after: float | None = None) -> None:
+        """Abort the connection and report ``reason`` (the subclass gave up on it)."""
+        self.abort()
+        self._end(reason, retry_after)
+
+    def _write_pending(self) -> None:
+        transport = self.transport
+        for chunk in self.ws.data_to_send():
+            if transport is None:
+                return
+            if chunk:
+                transport.write(chunk)
+            elif transport.can_write_eof():
+                transport.write_eof()  # websockets' SEND_EOF: half-close
+
+    def _end(self, reason: str, retry_after: float | None = None) -> None:
+        if self.ws_ended:
+            return
+        self.ws_ended = True
+        self._fast = False
+        self.ws_closed(reason, retry_after)
+
+    # -- receiving -----------------------------------------------------------
+
+    def _receive_head(self, data: bytes) -> None:
+        """The upgrade response.  Its head (up to the blank line, RFC 9112
+        section 2.1) goes to websockets alone, so that the frames after it take
+        the fast path."""
+        head = self._head
+        assert head is not None
+        buf = head + data if head else data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                self.fail("upgrade: response head too large")
+            else:
+                self._head = buf
+            return
+        ws = self.ws
+        ws.receive_data(buf[: end + 4])
+        events = ws.events_received()
+        if not events:
+            # Only a refusal has a body to read; this client does not wait for it.
+            ws.receive_data(buf[end + 4 :])
+            events = ws.events_received()
+            if not events:
+                ws.receive_eof()
+                events = ws.events_received()
+        self._head = None
+        exc = ws.handshake_exc
+        if exc is not None or ws.state is not WsState.OPEN:
+            retry_after = None
+            if isinstance(exc, InvalidStatus):
+                status = self.refused_status = exc.response.status_code
+                retry_after = _seconds(exc.response.headers.get("Retry-After"))
+                reason = f"upgrade: HTTP {status}"
+            else:
+                reason = f"upgrade: {exc}"
+            self.fail(reason, retry_after)
+            return
+        response = events[0]
+        assert isinstance(response, Response)
+        self._fast = True
+        self.ws_opened(response)
+        rest = buf[end + 4 :]
+        if rest and not self.ws_ended:
+            self.data_received(rest)
+
+    def _receive_fast(self, data: bytes) -> bytes:
+        """Deliver the complete, final, unmasked text and binary frames at the
+        front of ``data``; return what websockets must parse (from the first
+        other frame on), ``b""`` when all was handled.
+
+        Section 5.2: byte 0 is FIN|RSV|opcode, 0x81 (text) or 0x82 (binary)
+        with the RSV bits clear; byte 1 is MASK|length, the length 126 or 127
+        reading a 16- or 64-bit extension.
+        """
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        pos = 0
+        n = len(data)
+        max_size = self._max_size
+        deliver = self.ws_message
+        while n - pos >= 2:
+            b0 = data[pos]
+            length = data[pos + 1]
+            if (b0 != 0x81 and b0 != 0x82) or length & 0x80:
+                self._fast = False
+                return data[pos:]
+            head = pos + 2
+            if length == 126:
+                if n - head < 2:
+                    break
+                length = (data[head] << 8) | data[head + 1]
+                head += 2
+            elif length == 127:
+                if n - head < 8:
+                    break
+                length = int.from_bytes(data[head : head + 8], "big")
+                head += 8
+            if length > max_size:
+                self._fast = False
+                return data[pos:]
+            end = head + length
+            if end > n:
+                break
+            pos = end
+            deliver(data[head:end], b0 == 0x81)
+            if not self._fast:  # the hook ended the connection
+                return b""
+        if pos < n:
+            self._partial = data[pos:]
+        return b""
+
+    def _receive_slow(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        for event in ws.events_received():
+            frame = cast(Frame, event)  # an open protocol yields only frames
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if frame.fin:
+                    self.ws_message(bytes(frame.data), opcode is Opcode.TEXT)
+                else:
+                    self._fragments = [bytes(frame.data)]
+                    self._fragment_text = opcode is Opcode.TEXT
+            elif opcode is Opcode.CONT and self._fragments is not None:
+                self._fragments.append(bytes(frame.data))
+                if frame.fin:
+                    message = b"".join(self._fragments)
+                    self._fragments = None
+                    self.ws_message(message, self._fragment_text)
+            if self.ws_ended:
+                return
+        self._write_pending()  # a pong, a close frame
+        if ws.state is not WsState.OPEN:
+            sent = ws.close_sent
+            if ws.close_rcvd is None and sent is not None:  # websockets refused a frame
+                reason = f"websocket: {sent.reason or sent.code}"
+            else:
+                reason = "websocket close"
+            if self.transport is not None:
+                self.transport.close()
+            self._end(reason)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
