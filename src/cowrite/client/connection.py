@@ -175,14 +175,8 @@ class Connection:
     def _write(self) -> None:
         self._write_scheduled = False
         outbox, self._outbox = self._outbox, []
-        sock = self._socket
-        if sock is None:
-            return
-        for data in outbox:
-            if isinstance(data, str):
-                sock.send_text(data.encode())
-            else:
-                sock.send_binary(data)
+        if self._socket is not None:
+            self._socket.send_packets(outbox)
 
     # -- input -------------------------------------------------------------------
 

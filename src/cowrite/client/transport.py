@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable
 from typing import cast
 
 from websockets.client import ClientProtocol as WsClientProtocol
@@ -173,6 +174,15 @@ class WebSocketClient(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not self.ws_ended:
             transport.write(_client_frame(0x82, payload))
+
+    def send_packets(self, packets: Iterable[str | bytes]) -> None:
+        """Send what a ``ClientProtocol`` queued: text packets as text
+        messages, binary attachments as binary messages."""
+        for packet in packets:
+            if isinstance(packet, str):
+                self.send_text(packet.encode())
+            else:
+                self.send_binary(packet)
 
     def close(self, code: int = 1000) -> None:
         """Send a close frame and close the TCP connection once it is written;

@@ -421,11 +421,7 @@ class SioWebSocket(WebSocketClient):
 
     def flush(self) -> None:
         """Write what the Socket.IO client has queued."""
-        for data in self.proto.data_to_send():
-            if isinstance(data, str):
-                self.send_text(data.encode())
-            else:
-                self.send_binary(data)
+        self.send_packets(self.proto.data_to_send())
 
     # -- ending --------------------------------------------------------------
 
