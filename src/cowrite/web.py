@@ -36,6 +36,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -137,25 +138,19 @@ def install_web_routes(
 
 # One admission at a time per document: creating a document and granting its
 # link role are two store calls, and a second person arriving between them
-# must not find a document without its link role (denied).
-# document id -> (lock, callers holding or waiting for it)
-_admitting: dict[str, tuple[asyncio.Lock, int]] = {}
+# must not find a document without its link role (denied).  An entry lives as
+# long as a caller holds or waits for its lock.
+_admitting: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 async def admit(access: DevAccess, document_id: str, user_id: str) -> tuple[str | None, str | None]:
     """The demo's sharing rules (see the module docstring): ``(role, link_role)``
     of ``user_id`` on ``document_id``, creating or granting as they say."""
-    lock, users = _admitting.get(document_id) or (asyncio.Lock(), 0)
-    _admitting[document_id] = (lock, users + 1)
-    try:
-        async with lock:
-            return await _admit(access, document_id, user_id)
-    finally:
-        lock, users = _admitting[document_id]
-        if users == 1:
-            del _admitting[document_id]
-        else:
-            _admitting[document_id] = (lock, users - 1)
+    lock = _admitting.get(document_id)
+    if lock is None:
+        lock = _admitting[document_id] = asyncio.Lock()
+    async with lock:
+        return await _admit(access, document_id, user_id)
 
 
 async def _admit(
