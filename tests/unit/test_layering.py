@@ -125,17 +125,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# A cycle outside the client and the load tester, in a package under other
-# hands while issue 13 was done (server/http.py names engine.SessionHandle for
-# the type checker only).  Remove the entry when it is broken: the test below
-# fails once a listed cycle is gone, so the list only shrinks.
-KNOWN_CYCLES = [["cowrite.server.engine", "cowrite.server.http"]]
-
-
 def test_no_import_cycles() -> None:
-    found = cycles(import_graph())
-    assert [c for c in found if c not in KNOWN_CYCLES] == []
-    assert [c for c in KNOWN_CYCLES if c not in found] == [], "a known cycle is gone: unlist it"
+    assert cycles(import_graph()) == []
 
 
 def test_cycle_check_sees_a_cycle() -> None:

@@ -30,16 +30,26 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 from cowrite.errors import ConfigError, LocalError
 from cowrite.server.connection import Connection, Request
 from cowrite.server.listener import Listener
 
-if TYPE_CHECKING:
-    from cowrite.server.engine import SessionHandle
-
 log = logging.getLogger("cowrite.http")
+
+
+class _PumpOwner(Protocol):
+    def pump(self, handle: Any) -> None: ...
+
+
+class Pumped(Protocol):
+    """A session whose queued output ``flush_now`` pumps (an Engine.IO
+    ``SessionHandle``: its server's ``pump`` writes it)."""
+
+    @property
+    def server(self) -> _PumpOwner: ...
+
 
 RouteHandler = Callable[[Connection, Request], None]
 
@@ -96,7 +106,7 @@ class HttpServer:
         self._apps: list[Mounted] = []
         self._max_body = BODY_OVERHEAD + 1_000_000
         self._flush_conns: list[Connection] = []
-        self._pump_handles: list[SessionHandle] = []
+        self._pump_handles: list[Pumped] = []
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
@@ -261,7 +271,7 @@ class HttpServer:
             assert self._loop is not None
             self._loop.call_soon(self.flush_now)
 
-    def schedule_pump(self, handle: SessionHandle) -> None:
+    def schedule_pump(self, handle: Pumped) -> None:
         self._pump_handles.append(handle)
         if not self._flush_scheduled:
             self._flush_scheduled = True
