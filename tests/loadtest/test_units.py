@@ -187,6 +187,23 @@ def test_plan_assignment() -> None:
     )
 
 
+def test_a_failed_instances_clients_spread_over_the_others() -> None:
+    """As nginx's ip_hash rehashes a client whose instance failed: each client
+    tries its own instance, then every other one once, and the clients of one
+    instance go to the others in equal shares, not all to the next one."""
+    urls = tuple(f"http://127.0.0.1:{port}" for port in (1, 2, 3, 4))
+    plan = Plan(urls=urls, clients=1200, secret=SECRET)
+    homed_on_0 = [i for i in range(plan.clients) if plan.url_index(i) == 0]
+    for i in homed_on_0:
+        tried = [plan.url_index(i, attempt) for attempt in range(4)]
+        assert tried[0] == 0 and sorted(tried) == [0, 1, 2, 3]
+        assert plan.url_index(i, 4) == 0  # and round again
+    first_fallback = [plan.url_index(i, 1) for i in homed_on_0]
+    assert [first_fallback.count(u) for u in (1, 2, 3)] == [100, 100, 100]
+    single = Plan(urls=urls[:1], clients=3, secret=SECRET)
+    assert {single.url_index(i, attempt) for i in range(3) for attempt in range(3)} == {0}
+
+
 def test_plan_refuses_too_many_clients_per_worker() -> None:
     with pytest.raises(ConfigError, match="workers"):
         Plan(urls=("http://127.0.0.1:1",), clients=20_000, workers=1, secret=SECRET)

@@ -316,7 +316,7 @@ class Client:
                 remaining = self.lost_at + plan.reconnect_timeout - time.monotonic()
                 if ctx.stopping or remaining <= 0:
                     break
-                target = (self.home + attempt) % len(ctx.targets)
+                target = plan.url_index(self.index, attempt)
                 try:
                     await self.open(target, min(plan.connect_timeout, remaining))
                 except ConnectFailed as exc:

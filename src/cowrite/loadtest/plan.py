@@ -138,8 +138,21 @@ class Plan:
         f = self.editors
         return math.floor((index + 1) * f) > math.floor(index * f)
 
-    def url_index(self, index: int) -> int:
-        return index % len(self.urls)
+    def url_index(self, index: int, attempt: int = 0) -> int:
+        """The URL that client ``index`` tries at connection attempt ``attempt``.
+
+        Its own instance first, then each of the others once, in an order
+        that depends on the client, and so round again.  This is what nginx's
+        ``ip_hash`` does when a client's instance fails (it rehashes the
+        client onto another one): the failed instance's clients spread evenly
+        over the survivors instead of all landing on the next instance.
+        """
+        n = len(self.urls)
+        home = index % n
+        step = attempt % n
+        if step == 0:
+            return home
+        return (home + 1 + (index // n + step - 1) % (n - 1)) % n
 
 
 def editors_in(plan: Plan, start: int, stop: int) -> int:
