@@ -4,7 +4,11 @@ client fed bytes through a recording transport, and the click command."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import random
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ from typing import Any
 import click
 import orjson
 import pytest
+import uvloop
 from click.testing import CliRunner
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
@@ -270,6 +275,54 @@ def test_a_refused_instance_is_skipped_at_once_then_the_backoff_applies() -> Non
     assert ctx.retry_delay(1, ConnectFailed("upgrade: HTTP 429", retry_after=2.0)) >= 2.0
     single = Context(Plan(urls=urls[:1], clients=3, room_size=3, secret=SECRET), None)
     assert single.retry_delay(1, refused) > 0
+
+
+def _open_sockets() -> set[int]:
+    """The descriptors of this process that are sockets."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                found.add(int(name))
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            continue
+    return found
+
+
+def test_connections_reset_before_the_upgrade_fail_cleanly() -> None:
+    """A draining instance closes its listener with connections still in its
+    backlog: the kernel resets them, whatever stage their client is at.
+    Under uvloop (the workers' loop) every such attempt must end as a
+    ConnectFailed, leaving no descriptor behind and closing none that is not
+    its own."""
+
+    async def run() -> None:
+        listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        listener_fd = listener.fileno()
+        port = listener.getsockname()[1]
+        plan = Plan(urls=(f"http://127.0.0.1:{port}",), clients=1000, secret=SECRET)
+        ctx = Context(plan, "127.0.0.1")
+        bystander = socket.socket()
+        before = _open_sockets()
+        # Closed from another thread while the clients connect, as the
+        # drain's listener closes while the others are busy.
+        closer = threading.Timer(0.02, listener.close)
+        closer.start()
+        clients = [
+            Client(ctx, i, "TOKEN", doc_id="doc-0", editor=False, members=1) for i in range(1000)
+        ]
+        outcomes = await asyncio.gather(*(c.open(0, 5.0) for c in clients), return_exceptions=True)
+        closer.join()
+        assert all(isinstance(o, ConnectFailed) for o in outcomes), {
+            repr(o) for o in outcomes if not isinstance(o, ConnectFailed)
+        }
+        gc.collect()
+        await asyncio.sleep(0.05)
+        assert _open_sockets() == before - {listener_fd}
+        os.fstat(bystander.fileno())
+        bystander.close()
+
+    uvloop.run(run())
 
 
 async def test_client_connects_joins_edits_and_measures() -> None:

@@ -32,7 +32,6 @@ import asyncio
 import errno
 import functools
 import random
-import socket
 import time
 from collections import Counter
 from typing import Any, assert_never
@@ -60,7 +59,6 @@ _EIO_CLOSE = b"1"
 #: The Socket.IO client's heartbeat deadline is not used here (the run has its own).
 _NO_DEADLINE = float("inf")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _JOIN_ACK = 0
 
 
@@ -102,6 +100,7 @@ class Stats:
         "expected",
         "latency",
         "pings",
+        "reconnect_errors",
         "reconnect_failed",
         "reconnect_retries",
         "reconnect_time",
@@ -109,6 +108,7 @@ class Stats:
         "rejoined",
         "sent",
         "skipped",
+        "unfinished",
     )
 
     def __init__(self, targets: int) -> None:
@@ -136,8 +136,12 @@ class Stats:
         self.reconnecting = 0  # gauge
         self.rejoined = 0
         self.reconnect_failed = 0
+        self.reconnect_errors: Counter[str] = Counter()  # unexpected exceptions
         self.reconnect_retries = 0
         self.reconnect_time = Histogram()
+        # Clients still reconnecting when the run ended, by what their attempt
+        # was waiting for and on which instance (Worker fills it at the end).
+        self.unfinished: Counter[str] = Counter()
 
     def snapshot(self) -> dict[str, Any]:
         """Every counter; histograms in their wire form."""
@@ -208,6 +212,7 @@ class Client:
     """One user in one document, for the whole run (across reconnections)."""
 
     __slots__ = (
+        "attempt",
         "conn",
         "ctx",
         "doc_id",
@@ -234,6 +239,7 @@ class Client:
         self.members = members
         self.home = ctx.plan.url_index(index)
         self.conn: SioWebSocket | None = None
+        self.attempt: SioWebSocket | None = None  # the connection being opened
         self.last_seq = 0
         self.op_no = 0
         self.lost_at = 0.0
@@ -249,19 +255,21 @@ class Client:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         proto = SioWebSocket(self, target, target_index, done)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        owned = False
+        self.attempt = proto
+        # The loop makes the socket: a socket handed to uvloop's
+        # create_connection(sock=...) is closed by it when that call fails
+        # (a reset during the call, the timeout) while the socket object
+        # keeps the number, and uvloop's table of descriptors can keep the
+        # dead transport: both seen here as EBADF and "File descriptor N is
+        # used by transport" when a draining instance reset connections it
+        # had not accepted, and closing the number again would close another
+        # client's connection.
+        local = None if ctx.source is None else (ctx.source, 0)
         try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if ctx.source is not None:
-                # Choose the port at connect(), per destination, not at bind().
-                sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
-                sock.bind((ctx.source, 0))
             async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, (target.host, target.port))
-                await loop.create_connection(lambda: proto, sock=sock)
-                owned = True
+                await loop.create_connection(
+                    lambda: proto, target.host, target.port, local_addr=local
+                )
                 await done
         except TimeoutError:
             proto.abandon()
@@ -274,8 +282,17 @@ class Client:
             proto.abandon()
             raise
         finally:
-            if not owned:
-                sock.close()
+            self.attempt = None
+
+    def unfinished_stage(self) -> str | None:
+        """For a client still reconnecting: where it is (the stage of the
+        attempt under way, with its instance, or waiting for the next one)."""
+        if not self.reconnecting:
+            return None
+        attempt = self.attempt
+        if attempt is None:
+            return "between attempts"
+        return f"{attempt.stage} at instance {attempt.target_index}"
 
     def joined(self, conn: SioWebSocket) -> None:
         self.conn = conn
@@ -333,6 +350,11 @@ class Client:
                 delay = self._first_delay()
             if not ctx.stopping:
                 stats.reconnect_failed += 1
+        except Exception as exc:
+            # A bug, not an outcome: counted and named in the report rather
+            # than lost with the task.
+            stats.reconnect_failed += 1
+            stats.reconnect_errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
         finally:
             self.reconnecting = False
             stats.reconnecting -= 1

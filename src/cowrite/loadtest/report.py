@@ -231,6 +231,8 @@ def build_report(
             "retries": final.get("reconnect_retries", 0),
             "drain_notices": final.get("drain_notices", 0),
             "drops": final.get("drops", {}),
+            "unfinished": final.get("unfinished", {}),
+            "errors": final.get("reconnect_errors", {}),
             "time_ms": reconnect.summary_ms(),
         },
         "server": server,
@@ -379,6 +381,17 @@ def render_table(report: dict[str, Any]) -> str:
         ),
         ("reconnection time", _lat(rec["time_ms"])),
     ]
+    if rec["errors"]:
+        rows.append(
+            ("reconnect errors", ", ".join(f"{k}: {v:,}" for k, v in rec["errors"].items()))
+        )
+    if rec["unfinished"]:
+        rows.append(
+            (
+                "still reconnecting",
+                ", ".join(f"{k}: {v:,}" for k, v in sorted(rec["unfinished"].items())),
+            )
+        )
     for inst in srv["instances"]:
         rows.append(
             (

@@ -258,6 +258,11 @@ class Worker:
             if self.stop_flag:
                 break
             await asyncio.sleep(0.1)
+        unfinished = self.ctx.stats.unfinished
+        for client in self.clients:
+            stage = client.unfinished_stage()
+            if stage is not None:
+                unfinished[stage] += 1
         self.cpu_measured = time.process_time() - self.cpu_start
         self.window = loop.time() - self.time_start
 
