@@ -31,9 +31,12 @@ Choices
   anything else), ``remote-edit`` recognised by its prefix and parsed with one
   ``orjson.loads``; every other packet goes through the sans-I/O Socket.IO
   client ``cowrite.protocol.client``, which also builds the outgoing ones.
-* **Source addresses**: worker ``w`` binds ``127.0.0.(2+w)`` with
-  ``IP_BIND_ADDRESS_NO_PORT`` (the port is chosen per destination at
-  ``connect``), so 100,000 connections never run out of ephemeral ports.
+* **Source addresses**: worker ``w`` connects from ``127.0.0.(2+w)``; its
+  clients (at most 16,000, under the 28,232 ephemeral ports of one address)
+  never run out of ports, so 100,000 connections need seven workers.  The
+  event loop creates each socket (``create_connection`` with ``local_addr``):
+  a socket handed to uvloop is closed behind the object's back when the call
+  fails, and its number could then be closed twice.
 
 JSON report (``--json``), schema ``cowrite.loadtest/1``
 -------------------------------------------------------

@@ -17,10 +17,11 @@ When a joined connection is lost and the run is still on, the client
 reconnects by itself: jittered exponential backoff (the first delay is the
 server's ``server-draining`` hint when one came, else uniform in
 ``[0, backoff_base]``; then ``min(backoff_max, backoff_base·2^k)·U(0.5, 1.5)``,
-at least a refusal's ``Retry-After``), its own instance first and then the
-next ones (fail-over; a refused TCP connection, nothing listening, or an HTTP
-503 moves to the next instance at once, as nginx's ``proxy_next_upstream
-error http_503`` does behind the load balancer), rejoining with ``since`` =
+at least a refusal's ``Retry-After``), its own instance first and then each
+other one in a per-client order (fail-over, ``Plan.url_index``; a refused TCP
+connection, nothing listening, or an HTTP 503 moves to the next one at once,
+as nginx's ``proxy_next_upstream error http_503`` does behind the load
+balancer), rejoining with ``since`` =
 the last sequence number it saw (the server sends the missed operations in the
 join ack).  The reconnection time is measured from the moment the connection
 was lost to the rejoin acknowledgement.
