@@ -15,7 +15,8 @@ from cowrite.backends.broker import OperationMessage
 from cowrite.backends.store import AppendRequest
 from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.compaction import RetentionSettings, compact_documents
-from cowrite.core.service import CollabService, CollabSettings
+from cowrite.core.service import CollabService
+from cowrite.core.settings import CollabSettings
 
 Svc = tuple[CollabService, Any, SqliteStore]
 

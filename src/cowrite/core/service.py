@@ -36,7 +36,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -64,8 +63,9 @@ from cowrite.backends.store import (
 )
 from cowrite.core.batch import Coalescer
 from cowrite.core.committer import Committed, Committer, Failed
-from cowrite.core.compaction import RetentionSettings, compaction_loop
+from cowrite.core.compaction import compaction_loop
 from cowrite.core.gateway import ClientGateway
+from cowrite.core.members import Conn, Member
 from cowrite.core.opcodec import (
     attachment_count,
     decode_operation,
@@ -82,6 +82,7 @@ from cowrite.core.recovery import (
     decode_offset,
     encode_offset,
 )
+from cowrite.core.settings import CollabSettings
 from cowrite.errors import ProtocolError
 
 log = logging.getLogger("cowrite.collab")
@@ -104,50 +105,6 @@ class Verifier(Protocol):
 _ROLE_OF: dict[str, Role] = {role.value: role for role in Role}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CollabSettings:
-    auto_create: bool = True
-    docs_claim: bool = False
-    max_operation_bytes: int = 64 * 1024
-    # A stored snapshot's size (its JSON plus binary parts); it travels in one
-    # Socket.IO message, so keep it under the server's max_payload.
-    max_snapshot_bytes: int = 900 * 1024
-    # What compaction keeps below the newest snapshot, and how often this
-    # instance runs it (core/compaction.py).
-    retention: RetentionSettings = field(default_factory=RetentionSettings)
-    page_size: int = 100
-    max_page_size: int = 1000
-    presence_interval: float = 0.05  # at most ~20 presence updates per second per user
-    max_presence_bytes: int = 4096
-    role_cache_seconds: float = 5.0
-    max_pending: int = 10_000
-    max_documents_per_connection: int = 100
-    gap_fill_delay: float = 0.05  # wait this long for a late broker message before reading the log
-    tail_check_delay: float = 0.5  # after remote operations go quiet, check the log's head once
-    presence_reap_interval: float = 10.0
-    # Group commit pacing: a store transaction starts commit_interval seconds
-    # after the previous one started, or as soon as commit_enough operations
-    # wait (0: commit as soon as the previous transaction is done).  Each
-    # transaction pays an fsync (~120-250 us of CPU here, docs/PERFORMANCE.md),
-    # so at a few thousand edits/s pacing cuts the commit count 2-4x for at most
-    # commit_interval of added latency (none for an edit after a pause).
-    commit_interval: float = 0.002
-    commit_enough: int = 8
-    # Per-connection rate limits (token buckets); 0 disables one.
-    edit_rate: float = 200.0
-    edit_burst: int = 1000
-    presence_rate: float = 30.0
-    presence_burst: int = 60
-    # A connection refused this many times within flood_window seconds is
-    # disconnected ("rate limit exceeded").
-    flood_refusals: int = 100
-    flood_window: float = 10.0
-    # Socket.IO connection-state recovery (core/recovery.py): a lost socket
-    # can be resumed for this many seconds (Node's default, 2 minutes).  On
-    # only when the service is given a RecoveryStore.
-    recovery_window: float = 120.0
-
-
 def error(code: str, message: str) -> Ack:
     return {"ok": False, "error": {"code": code, "message": message}}
 
@@ -155,87 +112,11 @@ def error(code: str, message: str) -> Ack:
 _NOT_STORED = error("unavailable", "Not stored: the document store is unavailable; retry")
 
 
-class Member:
-    """One connection in one document."""
-
-    __slots__ = (
-        "conn",
-        "document_id",
-        "next_seq",
-        "pending",
-        "presence_dirty",
-        "presence_joining",
-        "presence_state",
-        "role",
-        "role_checked_at",
-        "role_from_store",
-        "sid",
-        "snapshots",
-    )
-
-    def __init__(self, conn: Conn, document_id: str, role: Role, since: int, now: float) -> None:
-        self.conn = conn
-        self.sid = conn.sid
-        self.document_id = document_id
-        self.role = role
-        self.role_checked_at = now
-        # False when the token's docs claim gives the role (no store to ask).
-        self.role_from_store = True
-        self.next_seq = since + 1
-        # (seq, prepared event or None for "the member already has it").
-        self.pending: list[tuple[int, object | None]] | None = []
-        self.presence_state: Any = None
-        self.presence_dirty = False
-        # The client understands snapshots (joined with ``snapshot: true``).
-        self.snapshots = False
-        # While the presence join is under way (it may wait for a batch): a
-        # leave waits for it on a future made only then.
-        self.presence_joining: bool | asyncio.Future[None] = False
-
-
 def _presence_joined(member: Member) -> None:
     """The member's presence join is over: release a leave waiting for it."""
     waiting, member.presence_joining = member.presence_joining, False
     if isinstance(waiting, asyncio.Future) and not waiting.done():
         waiting.set_result(None)
-
-
-class Conn:
-    __slots__ = (
-        "docs",
-        "edit_bucket",
-        "epoch",
-        "flooded",
-        "identity",
-        "inflight",
-        "pid",
-        "presence_bucket",
-        "presence_id",
-        "refusals",
-        "restoring",
-        "sid",
-    )
-
-    def __init__(self, sid: str, identity: Identity) -> None:
-        self.sid = sid
-        self.identity = identity
-        # Connection-state recovery: the socket's private id, the epoch of its
-        # record, and the documents of a resumed socket not yet replayed
-        # (document -> the position its replay starts from).
-        self.pid: str | None = None
-        self.epoch = 0
-        self.restoring: dict[str, int] | None = None
-        # The connection's id in the shared presence (a resumed socket keeps
-        # its sid but gets a presence id of its own: the old instance may
-        # still remove the old one).
-        self.presence_id = sid
-        self.docs: dict[str, Member] = {}
-        self.edit_bucket: TokenBucket | None = None
-        self.presence_bucket: TokenBucket | None = None
-        self.refusals: list[float] = []
-        self.flooded = False
-        # Edits accepted and not yet acknowledged (committed or failed).
-        self.inflight = 0
 
 
 class Room:
