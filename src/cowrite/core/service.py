@@ -59,15 +59,14 @@ from cowrite.backends.store import (
     SnapshotRefused,
     StoredOp,
     StoreError,
-    UnknownDocument,
 )
 from cowrite.core.batch import Coalescer
 from cowrite.core.committer import Committed, Committer, Failed
 from cowrite.core.compaction import compaction_loop
 from cowrite.core.gateway import ClientGateway
+from cowrite.core.history import HistoryCompacted, LogReader, edit_body, op_dict, snapshot_dict
 from cowrite.core.members import Conn, Member
 from cowrite.core.opcodec import (
-    attachment_count,
     decode_operation,
     depth_within,
     encode_operation,
@@ -94,8 +93,6 @@ _MAX_SEQ = 2**53  # exact in a JavaScript number, fits every store's integer
 # Nesting allowed inside an operation: the envelopes it travels in (acks,
 # pages, remote-edit) add a few levels and orjson stops at 255.
 MAX_OPERATION_DEPTH = 200
-# The official JavaScript client's default limit of binary attachments per packet.
-MAX_PAGE_ATTACHMENTS = 10
 
 
 class Verifier(Protocol):
@@ -162,47 +159,12 @@ def _seq(value: Any, default: int = 0) -> int | None:
     return None
 
 
-def _edit_body(
-    document_id: str, seq: int, user_id: str, client_op_id: str | None, operation: Any
-) -> dict[str, Any]:
-    """One operation as clients see it, in ``remote-edit`` and in catch-up pages."""
-    return {
-        "documentId": document_id,
-        "seq": seq,
-        "userId": user_id,
-        "clientOpId": client_op_id,
-        "operation": operation,
-    }
-
-
-def _op_dict(op: StoredOp) -> dict[str, Any]:
-    return _edit_body(
-        op.document_id, op.seq, op.user_id, op.client_op_id, decode_operation(op.payload)
-    )
-
-
-class HistoryCompacted(Exception):
-    """The log no longer holds the operations after the ``since`` asked for."""
-
-    def __init__(self, kept_from: int) -> None:
-        super().__init__(kept_from)
-        self.kept_from = kept_from
-
-
 def _compacted(kept_from: int) -> Ack:
     return error(
         "history_compacted",
         f"Operations before seq {kept_from} were compacted: "
         "join with snapshot: true to get the document's snapshot",
     )
-
-
-def _snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "seq": snapshot.seq,
-        "userId": snapshot.user_id,
-        "data": decode_operation(snapshot.data),
-    }
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
@@ -263,14 +225,12 @@ class CollabService:
         # edit never waits for a role query (see ``_refresh_roles_loop``).
         self._recent_editors: set[Member] = set()
         self._known_docs: set[str] = set()
+        self._history = LogReader(store)
         # Joins that arrive together share their round trips (core/batch.py):
         # one ``create_documents`` commit for claim-granted documents, one
         # ``read_pages`` statement, one presence pipeline.
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._creates: Coalescer[tuple[str, str], None] = Coalescer(self._create_documents)
-        self._page_reads: Coalescer[tuple[str, int, int], tuple[list[StoredOp], int]] = Coalescer(
-            self._read_pages
-        )
         self._presence_joins: Coalescer[
             tuple[str, str, str, str], tuple[bool, list[PresenceEntry]]
         ] = Coalescer(self.presence.join_and_roster_many)
@@ -355,8 +315,9 @@ class CollabService:
         for task in tasks:
             if task is not None:
                 task.cancel()
-        for coalescer in (self._creates, self._page_reads, self._presence_joins):
+        for coalescer in (self._creates, self._presence_joins):
             coalescer.cancel()
+        self._history.cancel()
         for room in self._rooms.values():
             if room.fill_task is not None:
                 room.fill_task.cancel()
@@ -449,7 +410,9 @@ class CollabService:
                 member = existing
                 first = False
                 (snapshot, ops, head, more), roster = await asyncio.gather(
-                    self._read_from(doc_id, since, self.settings.page_size, wants_snapshot, True),
+                    self._history.read_from(
+                        doc_id, since, self.settings.page_size, wants_snapshot, True
+                    ),
                     self.presence.roster(doc_id),
                 )
             else:
@@ -467,7 +430,7 @@ class CollabService:
                 # finds the connection in the presence store to remove (its
                 # leave waits for this join: ``_remove_member``).
                 first, roster = await self._join_presence(member)
-                snapshot, ops, head, more = await self._read_from(
+                snapshot, ops, head, more = await self._history.read_from(
                     doc_id, since, self.settings.page_size, wants_snapshot, True
                 )
         except HistoryCompacted as exc:
@@ -494,7 +457,7 @@ class CollabService:
             "documentId": doc_id,
             "role": role.value,
             "head": max(head, ops[-1].seq if ops else 0),
-            "ops": [_op_dict(op) for op in ops],
+            "ops": [op_dict(op) for op in ops],
             "more": more,
             "presence": _roster(roster),
         }
@@ -515,7 +478,7 @@ class CollabService:
             _presence_joined(member)
 
     def _add_snapshot(self, ack: Ack, snapshot: Snapshot, since: int) -> None:
-        ack["snapshot"] = _snapshot_dict(snapshot)
+        ack["snapshot"] = snapshot_dict(snapshot)
         if since > 0:
             # The client's state at ``since`` cannot be brought forward: rebuild it.
             ack["resync"] = True
@@ -753,7 +716,7 @@ class CollabService:
             if room is None:
                 continue
             sender_sid, operation, received_at, _future = context
-            body = _edit_body(
+            body = edit_body(
                 request.document_id, result.seq, request.user_id, request.client_op_id, operation
             )
             if result.seq == room.next_seq and not room.held and room.ready.done():
@@ -782,7 +745,7 @@ class CollabService:
         return lambda: self._prepare_edit(body)
 
     def _stored_edit(self, op: StoredOp) -> Callable[[], object]:
-        return lambda: self._prepare_edit(_op_dict(op))
+        return lambda: self._prepare_edit(op_dict(op))
 
     def _prepare_edit(self, body: dict[str, Any]) -> object:
         """A ``remote-edit`` for many recipients: encoded once, or with
@@ -805,7 +768,7 @@ class CollabService:
             # Subscribe first: everything committed after the head we read
             # then reaches us through the broker (or the gap filler).
             await self.broker.subscribe(doc_id)
-            head = await self._head(doc_id)
+            head = await self._history.head(doc_id)
         except BaseException as exc:
             if self._rooms.get(doc_id) is room:
                 del self._rooms[doc_id]
@@ -916,7 +879,7 @@ class CollabService:
         if self._rooms.get(room.document_id) is not room or not room.ready.done():
             return
         try:
-            head = await self._head(room.document_id)
+            head = await self._history.head(room.document_id)
             while head >= room.next_seq and self._rooms.get(room.document_id) is room:
                 count = min(head - room.next_seq + 1, self.settings.max_page_size)
                 ops = await self.store.read_ops(room.document_id, room.next_seq - 1, count)
@@ -942,7 +905,7 @@ class CollabService:
             except ValueError:
                 log.warning("undecodable operation from %s", message.origin)
                 return
-            body = _edit_body(
+            body = edit_body(
                 message.document_id, message.seq, message.user_id, message.client_op_id, operation
             )
             self._accept(room, message.seq, self._remote_edit(body), None)
@@ -1115,7 +1078,7 @@ class CollabService:
         try:
             if not await self._check_role(member, tuple(Role)):
                 return error("access_denied", "Access denied")
-            snapshot, ops, head, more = await self._read_from(
+            snapshot, ops, head, more = await self._history.read_from(
                 doc_id, since, limit, member.snapshots, False
             )
         except HistoryCompacted as exc:
@@ -1129,39 +1092,13 @@ class CollabService:
         ack: Ack = {
             "ok": True,
             "documentId": doc_id,
-            "ops": [_op_dict(op) for op in ops],
+            "ops": [op_dict(op) for op in ops],
             "head": max(head, ops[-1].seq if ops else 0),
             "more": more,
         }
         if snapshot is not None:
             self._add_snapshot(ack, snapshot, since)
         return ack
-
-    async def _read_from(
-        self, doc_id: str, since: int, limit: int, snapshots: bool, at_zero: bool
-    ) -> tuple[Snapshot | None, list[StoredOp], int, bool]:
-        """The first page a client at ``since`` needs: the newest snapshot and
-        the operations after it (when it asked for snapshots and ``since`` is
-        0 with ``at_zero``, or older than the kept log), else the operations
-        after ``since``.  A page that does not start right after where it was
-        asked to is a compacted log: ``HistoryCompacted`` for a client without
-        snapshots (never a page with a hole)."""
-        snapshot = None
-        if snapshots and since == 0 and at_zero:
-            snapshot = await self.store.latest_snapshot(doc_id)
-        for _attempt in range(3):
-            start = snapshot.seq if snapshot is not None else since
-            ops, head, more = await self._read_page(doc_id, start, limit)
-            kept_from = ops[0].seq if ops else head + 1
-            if kept_from <= start + 1:
-                return snapshot, ops, head, more
-            if not snapshots:
-                raise HistoryCompacted(kept_from)
-            # Compacted after ``start``: a newer snapshot covers the hole.
-            snapshot = await self.store.latest_snapshot(doc_id)
-            if snapshot is None:
-                break
-        raise StoreError(f"{doc_id}: the log has a hole no snapshot covers")
 
     async def store_snapshot(self, sid: str, payload: Any) -> Ack:
         """``store-snapshot {documentId, seq, data}``: keep ``data`` (any JSON
@@ -1203,25 +1140,6 @@ class CollabService:
             return error("unavailable", "The document store is unavailable")
         self.snapshots_stored += 1
         return {"ok": True, "documentId": doc_id, "seq": seq}
-
-    async def _read_page(
-        self, doc_id: str, since: int, limit: int
-    ) -> tuple[list[StoredOp], int, bool]:
-        page, head = await self._page_reads.run((doc_id, since, limit + 1))
-        ops = page
-        more = len(ops) > limit
-        if more:
-            ops = ops[:limit]
-        # socket.io-client's decoder refuses a packet with more than 10 binary
-        # attachments (and drops the connection): end the page before that.
-        parts = 0
-        for i, op in enumerate(ops):
-            parts += attachment_count(op.payload)
-            if parts > MAX_PAGE_ATTACHMENTS and i > 0:
-                ops = ops[:i]
-                more = True
-                break
-        return ops, head, more
 
     # -- connection-state recovery (core/recovery.py) -----------------------
 
@@ -1378,13 +1296,15 @@ class CollabService:
         position = member.next_seq - 1
         replayed = 0
         while conn.docs.get(doc_id) is member and member.pending is held:
-            ops, _head, more = await self._read_page(doc_id, position, self.settings.max_page_size)
+            ops, _head, more = await self._history.read_page(
+                doc_id, position, self.settings.max_page_size
+            )
             if conn.docs.get(doc_id) is not member or member.pending is not held:
                 return
             for op in ops:
                 offset = encode_offset(self._positions(conn, doc_id, op.seq))
                 self.gateway.send_prepared(
-                    conn.sid, self.gateway.prepare("remote-edit", _op_dict(op), offset)
+                    conn.sid, self.gateway.prepare("remote-edit", op_dict(op), offset)
                 )
             if ops:
                 position = ops[-1].seq
@@ -1574,22 +1494,6 @@ class CollabService:
         await self.store.create_documents(documents)
         return [None] * len(documents)
 
-    async def _head(self, doc_id: str) -> int:
-        """The document's head, read with the page reads under way (an empty
-        page carries the head): one statement for a burst of room opens and
-        tail checks."""
-        _, head = await self._page_reads.run((doc_id, 0, 0))
-        return head
-
-    async def _read_pages(
-        self, pages: list[tuple[str, int, int]]
-    ) -> list[tuple[list[StoredOp], int] | BaseException]:
-        answers = await self.store.read_pages(pages)
-        return [
-            UnknownDocument(doc_id) if answer is None else answer
-            for (doc_id, _, _), answer in zip(pages, answers, strict=True)
-        ]
-
     async def _refresh_roles_loop(self) -> None:
         """Re-read, a document at a time, the stored roles of members who edit,
         before their cached role is ``role_cache_seconds`` old: edits then find
@@ -1703,8 +1607,8 @@ class CollabService:
     ) -> tuple[list[dict[str, Any]], int, bool]:
         """A page of the log after ``since`` as clients see it: (ops, head,
         more).  Raises ``StoreError`` (``UnknownDocument``)."""
-        ops, head, more = await self._read_page(doc_id, since, limit)
-        return [_op_dict(op) for op in ops], max(head, ops[-1].seq if ops else 0), more
+        ops, head, more = await self._history.read_page(doc_id, since, limit)
+        return [op_dict(op) for op in ops], max(head, ops[-1].seq if ops else 0), more
 
     async def roster(self, doc_id: str) -> list[dict[str, Any]]:
         """Who is in the document, on every instance."""
