@@ -72,6 +72,7 @@ from cowrite.core.opcodec import (
     encode_operation,
     operation_size,
 )
+from cowrite.core.publisher import Publisher
 from cowrite.core.ratelimit import TokenBucket
 from cowrite.core.recovery import (
     TICKET_LIFETIME,
@@ -235,11 +236,9 @@ class CollabService:
             tuple[str, str, str, str], tuple[bool, list[PresenceEntry]]
         ] = Coalescer(self.presence.join_and_roster_many)
         self._shutting_down = False
-        self._publish_queue: list[BrokerMessage] = []
-        self._publish_ready = asyncio.Event()
-        self._publisher: asyncio.Task[None] | None = None
+        self._publisher = Publisher(broker)
+        self._publish = self._publisher.publish
         self.gaps_filled = 0
-        self.publish_failures = 0
         self.rate_limited = 0
         self.flood_disconnects = 0
         # Plain counters on the hot path, read by the metrics collector at scrape time.
@@ -250,7 +249,6 @@ class CollabService:
         self.ops_delivered = 0
         self.ops_replayed = 0
         self.broker_received = 0
-        self.broker_published = 0
         self.recoveries: dict[str, int] = {}
         self.snapshots_stored = 0
         self.snapshots_sent = 0
@@ -267,7 +265,7 @@ class CollabService:
         await self.broker.start(self)
         self.committer.start()
         loop = asyncio.get_running_loop()
-        self._publisher = loop.create_task(self._publish_loop(), name="broker-publisher")
+        self._publisher.start()
         self._reaper = loop.create_task(self._reap_loop(), name="presence-reaper")
         self._role_refresher = loop.create_task(self._refresh_roles_loop(), name="role-refresher")
         if self.settings.retention.interval > 0:
@@ -298,16 +296,12 @@ class CollabService:
         broker, then stop."""
         await self.committer.stop()
         # Give the publisher a moment to hand the last operations to the broker.
-        for _ in range(100):
-            if not self._publish_queue:
-                break
-            await asyncio.sleep(0.01)
+        await self._publisher.drain()
         if self._records is not None:
             await self._records.stop()
         tasks = (
             self._presence_task,
             self._reaper,
-            self._publisher,
             self._role_refresher,
             self._compactor,
             self._refresher,
@@ -315,6 +309,7 @@ class CollabService:
         for task in tasks:
             if task is not None:
                 task.cancel()
+        self._publisher.cancel()
         for coalescer in (self._creates, self._presence_joins):
             coalescer.cancel()
         self._history.cancel()
@@ -328,6 +323,14 @@ class CollabService:
     async def ready(self) -> bool:
         """Store reachable and broker subscriber connected (for /readyz)."""
         return self.broker.available and await self.store.ping()
+
+    @property
+    def broker_published(self) -> int:
+        return self._publisher.published
+
+    @property
+    def publish_failures(self) -> int:
+        return self._publisher.failures
 
     @property
     def document_count(self) -> int:
@@ -946,31 +949,6 @@ class CollabService:
         loop = asyncio.get_running_loop()
         for room in list(self._rooms.values()):
             loop.create_task(self._check_tail(room)).add_done_callback(_log_failure)
-
-    def _publish(self, message: BrokerMessage) -> None:
-        queue = self._publish_queue
-        queue.append(message)
-        if len(queue) == 1:
-            self._publish_ready.set()
-
-    async def _publish_loop(self) -> None:
-        """Hand queued messages to the broker in order, all that are queued at
-        once (one ``publish_many``: the broker pipelines them), so a burst
-        costs one round trip and no task per message."""
-        while True:
-            if not self._publish_queue:
-                self._publish_ready.clear()
-                await self._publish_ready.wait()
-                continue
-            batch = self._publish_queue[:1000]
-            del self._publish_queue[:1000]
-            try:
-                sent = await self.broker.publish_many(batch)
-            except Exception:
-                log.exception("publish failed")
-                sent = 0
-            self.broker_published += sent
-            self.publish_failures += len(batch) - sent
 
     async def _reap_loop(self) -> None:
         """Users of instances that died without saying goodbye leave the roster."""
