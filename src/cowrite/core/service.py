@@ -57,17 +57,15 @@ from cowrite.backends.store import (
     Role,
     Snapshot,
     SnapshotRefused,
-    StoredOp,
     StoreError,
 )
 from cowrite.core.batch import Coalescer
 from cowrite.core.committer import Committed, Committer, Failed
 from cowrite.core.compaction import compaction_loop
 from cowrite.core.gateway import ClientGateway
-from cowrite.core.history import HistoryCompacted, LogReader, edit_body, op_dict, snapshot_dict
+from cowrite.core.history import HistoryCompacted, LogReader, op_dict, snapshot_dict
 from cowrite.core.members import Conn, Member
 from cowrite.core.opcodec import (
-    decode_operation,
     depth_within,
     encode_operation,
     operation_size,
@@ -77,12 +75,13 @@ from cowrite.core.ratelimit import TokenBucket
 from cowrite.core.recovery import (
     TICKET_LIFETIME,
     RecordWriter,
-    RecoverableEdit,
     ResumeTicket,
     decode_offset,
     encode_offset,
 )
+from cowrite.core.sequencer import Sequencer, positions
 from cowrite.core.settings import CollabSettings
+from cowrite.core.tasks import log_failure
 from cowrite.errors import ProtocolError
 
 log = logging.getLogger("cowrite.collab")
@@ -117,35 +116,6 @@ def _presence_joined(member: Member) -> None:
         waiting.set_result(None)
 
 
-class Room:
-    """The local members of one document and the document's delivery sequencer.
-
-    ``next_seq`` is the next operation number to hand to the members.  Local
-    commits and other instances' operations (through the broker, at-most-once,
-    possibly late) land in ``held``; ``_drain`` releases the contiguous run
-    from ``next_seq``; a hole that stays open is filled from the log.
-    """
-
-    __slots__ = (
-        "document_id",
-        "fill_task",
-        "held",
-        "members",
-        "next_seq",
-        "ready",
-        "tail_timer",
-    )
-
-    def __init__(self, document_id: str, ready: asyncio.Future[None]) -> None:
-        self.document_id = document_id
-        self.members: dict[str, Member] = {}
-        self.next_seq = 0  # set once ``ready`` resolves
-        self.held: dict[int, tuple[Callable[[], object], str | None]] = {}
-        self.ready = ready
-        self.fill_task: asyncio.Task[None] | None = None
-        self.tail_timer: asyncio.TimerHandle | None = None
-
-
 def _document_id(value: Any) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= _MAX_ID and value.isprintable():
         return value
@@ -166,11 +136,6 @@ def _compacted(kept_from: int) -> Ack:
         f"Operations before seq {kept_from} were compacted: "
         "join with snapshot: true to get the document's snapshot",
     )
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task failed", exc_info=task.exception())
 
 
 def _roster(entries: list[PresenceEntry]) -> list[dict[str, Any]]:
@@ -206,7 +171,6 @@ class CollabService:
             enough=self.settings.commit_enough,
         )
         self._conns: dict[str, Conn] = {}
-        self._rooms: dict[str, Room] = {}
         # Connection-state recovery (None: off, and no cost on the edit path).
         self._records = (
             RecordWriter(recovery, self.settings.recovery_window) if recovery is not None else None
@@ -238,7 +202,17 @@ class CollabService:
         self._shutting_down = False
         self._publisher = Publisher(broker)
         self._publish = self._publisher.publish
-        self.gaps_filled = 0
+        self._sequencer = Sequencer(
+            store=store,
+            broker=broker,
+            gateway=gateway,
+            settings=self.settings,
+            head=self._history.head,
+            publish=self._publish,
+            offsets=recovery is not None,
+            record_changed=self._record_changed,
+        )
+        self._rooms = self._sequencer.rooms
         self.rate_limited = 0
         self.flood_disconnects = 0
         # Plain counters on the hot path, read by the metrics collector at scrape time.
@@ -246,16 +220,12 @@ class CollabService:
         self.auth_failures: dict[str, int] = {}
         self.access_denied = 0
         self.ops_received = 0
-        self.ops_delivered = 0
         self.ops_replayed = 0
         self.broker_received = 0
         self.recoveries: dict[str, int] = {}
         self.snapshots_stored = 0
         self.snapshots_sent = 0
         self.snapshot_resyncs = 0
-        # Called with seconds from receiving an operation to queueing it for
-        # its last local recipient.
-        self.observe_delivery: Callable[[float], None] | None = None
         # Who handles messages for every instance (the server API, core/api.py).
         self.instance_handler: Callable[[InstanceMessage], None] | None = None
 
@@ -279,6 +249,7 @@ class CollabService:
     def begin_shutdown(self) -> None:
         """From now on members leave locally only (see ``_remove_member``)."""
         self._shutting_down = True
+        self._sequencer.local_only = True
 
     async def commit_pending(self) -> None:
         """Commit everything already accepted; later edits are refused
@@ -313,11 +284,7 @@ class CollabService:
         for coalescer in (self._creates, self._presence_joins):
             coalescer.cancel()
         self._history.cancel()
-        for room in self._rooms.values():
-            if room.fill_task is not None:
-                room.fill_task.cancel()
-            if room.tail_timer is not None:
-                room.tail_timer.cancel()
+        self._sequencer.stop()
         await self.broker.stop()
 
     async def ready(self) -> bool:
@@ -331,6 +298,24 @@ class CollabService:
     @property
     def publish_failures(self) -> int:
         return self._publisher.failures
+
+    @property
+    def gaps_filled(self) -> int:
+        return self._sequencer.gaps_filled
+
+    @property
+    def ops_delivered(self) -> int:
+        return self._sequencer.ops_delivered
+
+    @property
+    def observe_delivery(self) -> Callable[[float], None] | None:
+        """Called with seconds from receiving an operation to queueing it for
+        its last local recipient."""
+        return self._sequencer.observe_delivery
+
+    @observe_delivery.setter
+    def observe_delivery(self, observe: Callable[[float], None] | None) -> None:
+        self._sequencer.observe_delivery = observe
 
     @property
     def document_count(self) -> int:
@@ -419,10 +404,10 @@ class CollabService:
                     self.presence.roster(doc_id),
                 )
             else:
-                room = await self._room(doc_id)
+                room = await self._sequencer.open(doc_id)
                 if self._conns.get(sid) is not conn:
                     if not room.members:
-                        self._close_room(room)  # nobody else opened it meanwhile
+                        self._sequencer.close(room)  # nobody else opened it meanwhile
                     return error("not_connected", "Disconnected")
                 member = Member(conn, doc_id, role, since, self.clock())
                 member.role_from_store = self._claim_role(conn.identity, doc_id) is None
@@ -452,7 +437,7 @@ class CollabService:
             if snapshot is not None:
                 outcome = "snapshot"
             self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
-        self._caught_up_to(member, ops[-1].seq if ops else start, final=not more)
+        self._sequencer.caught_up_to(member, ops[-1].seq if ops else start, final=not more)
         if first:
             self._user_arrived(conn, doc_id)
         ack: Ack = {
@@ -519,7 +504,7 @@ class CollabService:
         if room is not None and room.members.get(member.sid) is member:
             del room.members[member.sid]
             if not room.members:
-                self._close_room(room)
+                self._sequencer.close(room)
         self._presence_dirty.discard(member)
         if conn.restoring:
             conn.restoring.pop(doc_id, None)
@@ -698,43 +683,11 @@ class CollabService:
             asyncio.get_running_loop().call_soon(self.gateway.disconnect, sid)
 
     def _deliver_committed(self, committed: Committed) -> None:
-        """Runs right after each commit, in commit order: hand the new operations
-        to the local members and to the other instances, then resolve the acks
-        (so every broadcast frame is queued before the sender's ack)."""
-        observe = self.observe_delivery
-        for request, result, context in committed:
-            if result.duplicate:
-                continue
-            self._publish(
-                OperationMessage(
-                    request.document_id,
-                    self.instance_id,
-                    result.seq,
-                    request.user_id,
-                    request.client_op_id,
-                    request.payload,
-                )
-            )
-            room = self._rooms.get(request.document_id)
-            if room is None:
-                continue
-            sender_sid, operation, received_at, _future = context
-            body = edit_body(
-                request.document_id, result.seq, request.user_id, request.client_op_id, operation
-            )
-            if result.seq == room.next_seq and not room.held and room.ready.done():
-                # The common case, in order with nothing held: straight to the
-                # members (what ``_accept`` + ``_drain`` would do, minus the
-                # holding dictionary and the deferred encoding).
-                try:
-                    self._deliver(room, result.seq, self._prepare_edit(body), sender_sid)
-                except Exception:
-                    log.exception("delivery of %s#%d failed", room.document_id, result.seq)
-                room.next_seq = result.seq + 1
-            else:
-                self._accept(room, result.seq, self._remote_edit(body), sender_sid)
-            if observe is not None:
-                observe(time.perf_counter() - received_at)
+        """Runs right after each commit, in commit order: the sequencer hands
+        the new operations to the local members and to the other instances,
+        then the acks resolve (so every broadcast frame is queued before the
+        sender's ack)."""
+        self._sequencer.deliver_committed(committed)
         for request, result, context in committed:
             future = context[3]
             if not future.done():
@@ -743,156 +696,6 @@ class CollabService:
                     ack["duplicate"] = True
                 future.set_result(ack)
             self._settled(context[0])
-
-    def _remote_edit(self, body: dict[str, Any]) -> Callable[[], object]:
-        return lambda: self._prepare_edit(body)
-
-    def _stored_edit(self, op: StoredOp) -> Callable[[], object]:
-        return lambda: self._prepare_edit(op_dict(op))
-
-    def _prepare_edit(self, body: dict[str, Any]) -> object:
-        """A ``remote-edit`` for many recipients: encoded once, or with
-        recovery on, a ``RecoverableEdit`` (each recipient's offset)."""
-        if self._records is None:
-            return self.gateway.prepare("remote-edit", body)
-        return RecoverableEdit(body)
-
-    # -- the per-document sequencer -----------------------------------------
-
-    async def _room(self, doc_id: str) -> Room:
-        """The document's room, opened (subscribed, positioned at the log's head) if needed."""
-        room = self._rooms.get(doc_id)
-        if room is not None:
-            await asyncio.shield(room.ready)
-            return room
-        room = Room(doc_id, asyncio.get_running_loop().create_future())
-        self._rooms[doc_id] = room
-        try:
-            # Subscribe first: everything committed after the head we read
-            # then reaches us through the broker (or the gap filler).
-            await self.broker.subscribe(doc_id)
-            head = await self._history.head(doc_id)
-        except BaseException as exc:
-            if self._rooms.get(doc_id) is room:
-                del self._rooms[doc_id]
-            room.ready.set_exception(exc)
-            room.ready.exception()  # marked retrieved; joins waiting on it re-raise
-            raise
-        room.next_seq = head + 1
-        room.ready.set_result(None)
-        self._drain(room)
-        return room
-
-    def _close_room(self, room: Room) -> None:
-        if self._rooms.get(room.document_id) is room:
-            del self._rooms[room.document_id]
-        if room.fill_task is not None:
-            room.fill_task.cancel()
-        if room.tail_timer is not None:
-            room.tail_timer.cancel()
-        if self._shutting_down:
-            # The broker stops with this instance and its subscriptions go
-            # with its connection: one UNSUBSCRIBE per room while thousands of
-            # sessions close was a quarter of a drain's CPU (py-spy, 3 x 5,000),
-            # spent while the other instances re-admit the clients.
-            return
-        task = asyncio.get_running_loop().create_task(self.broker.unsubscribe(room.document_id))
-        task.add_done_callback(_log_failure)
-
-    def _accept(
-        self, room: Room, seq: int, make: Callable[[], object], sender_sid: str | None
-    ) -> None:
-        """An operation for the room, from a local commit, the broker or the log."""
-        ready = room.ready.done()
-        if ready and seq < room.next_seq:
-            return
-        room.held.setdefault(seq, (make, sender_sid))
-        if ready:
-            self._drain(room)
-
-    def _drain(self, room: Room) -> None:
-        held = room.held
-        while room.next_seq in held:
-            make, sender_sid = held.pop(room.next_seq)
-            try:
-                self._deliver(room, room.next_seq, make(), sender_sid)
-            except Exception:
-                # One undeliverable operation must not stall the document.
-                log.exception("delivery of %s#%d failed", room.document_id, room.next_seq)
-            room.next_seq += 1
-        if held:
-            for stale in [seq for seq in held if seq < room.next_seq]:
-                del held[stale]
-        if held and (room.fill_task is None or room.fill_task.done()):
-            room.fill_task = asyncio.get_running_loop().create_task(self._fill_gap(room))
-
-    async def _fill_gap(self, room: Room) -> None:
-        """A later operation arrived before an earlier one: wait briefly for the
-        broker, then read the missing ones from the log (the truth)."""
-        await asyncio.sleep(self.settings.gap_fill_delay)
-        while room.held and self._rooms.get(room.document_id) is room:
-            first_held = min(room.held)
-            missing = first_held - room.next_seq
-            if missing <= 0:
-                self._drain(room)
-                continue
-            try:
-                ops = await self.store.read_ops(room.document_id, room.next_seq - 1, missing)
-            except StoreError:
-                log.warning("gap fill for %s failed; retrying", room.document_id)
-                await asyncio.sleep(max(self.settings.gap_fill_delay, 0.2))
-                continue
-            self.gaps_filled += 1
-            if ops and ops[0].seq > room.next_seq:
-                self._skip_compacted(room, ops[0].seq)
-            for op in ops:
-                self._accept(room, op.seq, self._stored_edit(op), None)
-            if not ops:
-                await asyncio.sleep(self.settings.gap_fill_delay)
-
-    def _skip_compacted(self, room: Room, kept_from: int) -> None:
-        """The log no longer holds ``room.next_seq`` .. ``kept_from - 1``
-        (compacted while they were on their way): the room moves on, and each
-        member that lacks them is told to ``resync`` (its ``sync`` then gets the
-        snapshot), never left with a silent hole."""
-        for member in room.members.values():
-            if member.next_seq < kept_from and member.pending is None:
-                member.pending = []
-                self.gateway.send(
-                    member.sid,
-                    "resync",
-                    {"documentId": room.document_id, "since": member.next_seq - 1},
-                )
-        room.next_seq = kept_from
-
-    def _schedule_tail_check(self, room: Room) -> None:
-        """The last message of a burst may be the one the broker lost: once
-        remote operations go quiet, compare with the log's head."""
-        if room.tail_timer is not None:
-            room.tail_timer.cancel()
-        loop = asyncio.get_running_loop()
-
-        def check() -> None:
-            loop.create_task(self._check_tail(room)).add_done_callback(_log_failure)
-
-        room.tail_timer = loop.call_later(self.settings.tail_check_delay, check)
-
-    async def _check_tail(self, room: Room) -> None:
-        room.tail_timer = None
-        if self._rooms.get(room.document_id) is not room or not room.ready.done():
-            return
-        try:
-            head = await self._history.head(room.document_id)
-            while head >= room.next_seq and self._rooms.get(room.document_id) is room:
-                count = min(head - room.next_seq + 1, self.settings.max_page_size)
-                ops = await self.store.read_ops(room.document_id, room.next_seq - 1, count)
-                if not ops:
-                    break
-                self.gaps_filled += 1
-                for op in ops:
-                    self._accept(room, op.seq, self._stored_edit(op), None)
-        except StoreError:
-            log.warning("tail check for %s failed", room.document_id)
 
     # -- BrokerListener --------------------------------------------------------
 
@@ -903,16 +706,7 @@ class CollabService:
             return
         self.broker_received += 1
         if isinstance(message, OperationMessage):
-            try:
-                operation = decode_operation(message.payload)
-            except ValueError:
-                log.warning("undecodable operation from %s", message.origin)
-                return
-            body = edit_body(
-                message.document_id, message.seq, message.user_id, message.client_op_id, operation
-            )
-            self._accept(room, message.seq, self._remote_edit(body), None)
-            self._schedule_tail_check(room)
+            self._sequencer.receive(room, message)
         elif isinstance(message, PresenceMessage):
             if message.kind == "joined":
                 self._announce_joined(message.document_id, message.user_id, message.name)
@@ -933,7 +727,7 @@ class CollabService:
             task = asyncio.get_running_loop().create_task(
                 self.apply_role_change(message.document_id, message.user_id, role)
             )
-            task.add_done_callback(_log_failure)
+            task.add_done_callback(log_failure)
 
     def on_instance_message(self, message: InstanceMessage) -> None:
         """A message for every instance (see ``core/api.py``)."""
@@ -946,9 +740,7 @@ class CollabService:
         if not available:
             log.warning("broker unavailable: remote edits wait for it (local ones still commit)")
             return
-        loop = asyncio.get_running_loop()
-        for room in list(self._rooms.values()):
-            loop.create_task(self._check_tail(room)).add_done_callback(_log_failure)
+        self._sequencer.check_all()
 
     async def _reap_loop(self) -> None:
         """Users of instances that died without saying goodbye leave the roster."""
@@ -980,66 +772,6 @@ class CollabService:
         prepared = self.gateway.prepare("user-left", {"documentId": doc_id, "userId": user_id})
         self._to_room(doc_id, prepared)
 
-    def _deliver(self, room: Room, seq: int, prepared: object, sender_sid: str | None) -> None:
-        send = self.gateway.send_prepared
-        offsets = self._records is not None
-        for sid, member in room.members.items():
-            own = sid == sender_sid
-            pending = member.pending
-            if pending is not None:
-                if seq >= member.next_seq:
-                    if len(pending) >= self.settings.max_pending:
-                        # The client is far behind: it will page the rest with sync.
-                        pending.clear()
-                    pending.append((seq, None if own else prepared))
-                continue
-            if seq == member.next_seq:
-                member.next_seq = seq + 1
-                if not own:
-                    if offsets:
-                        self._send_edit(member, seq, prepared)
-                    else:
-                        send(sid, prepared)
-                    self.ops_delivered += 1
-            elif seq > member.next_seq:
-                # Cannot happen with one instance (commits are delivered in
-                # order); hold it and let the client's next sync fill the gap.
-                member.pending = [(seq, None if own else prepared)]
-
-    def _caught_up_to(self, member: Member, last: int, *, final: bool) -> None:
-        """The member's client now has every operation up to ``last``."""
-        if last + 1 > member.next_seq:
-            member.next_seq = last + 1
-        if not final or member.pending is None:
-            return
-        pending = member.pending
-        # Release held live operations right after the acknowledgement.
-        asyncio.get_running_loop().call_soon(self._release, member, pending)
-
-    def _release(self, member: Member, pending: list[tuple[int, object | None]]) -> None:
-        if member.pending is not pending or member.conn.docs.get(member.document_id) is not member:
-            return
-        pending.sort(key=lambda item: item[0])
-        for seq, prepared in pending:
-            if seq < member.next_seq:
-                continue
-            if seq > member.next_seq:
-                # A hole (held list was cleared): stay in catch-up; sync fills it.
-                member.pending = [item for item in pending if item[0] >= seq]
-                self.gateway.send(
-                    member.sid,
-                    "resync",
-                    {"documentId": member.document_id, "since": member.next_seq - 1},
-                )
-                return
-            member.next_seq = seq + 1
-            if prepared is not None:
-                self._send_edit(member, seq, prepared)
-        member.pending = None
-        self._record_changed(member.conn)
-        if member.conn.restoring is not None:
-            member.conn.restoring.pop(member.document_id, None)
-
     async def sync(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
         if conn is None or not isinstance(payload, dict):
@@ -1065,7 +797,7 @@ class CollabService:
             return error("unavailable", "The document store is unavailable")
         start = snapshot.seq if snapshot is not None else since
         if member.pending is not None:
-            self._caught_up_to(member, ops[-1].seq if ops else start, final=not more)
+            self._sequencer.caught_up_to(member, ops[-1].seq if ops else start, final=not more)
         self.ops_replayed += len(ops)
         ack: Ack = {
             "ok": True,
@@ -1121,39 +853,8 @@ class CollabService:
 
     # -- connection-state recovery (core/recovery.py) -----------------------
 
-    def _send_edit(self, member: Member, seq: int, prepared: object) -> None:
-        """Send one ``remote-edit`` to a member, with its offset when recovery is on."""
-        if not isinstance(prepared, RecoverableEdit):
-            self.gateway.send_prepared(member.sid, prepared)
-            return
-        conn = member.conn
-        if len(conn.docs) == 1 and not conn.restoring:
-            shared = prepared.shared
-            if shared is None:
-                offset = encode_offset({member.document_id: seq})
-                shared = prepared.shared = self.gateway.prepare(
-                    "remote-edit", prepared.body, offset
-                )
-            self.gateway.send_prepared(member.sid, shared)
-            return
-        offset = encode_offset(self._positions(conn, member.document_id, seq))
-        self.gateway.send_prepared(
-            member.sid, self.gateway.prepare("remote-edit", prepared.body, offset)
-        )
-
-    def _positions(self, conn: Conn, doc_id: str | None = None, seq: int = 0) -> dict[str, int]:
-        """For each document the connection is caught up in, the last ``seq``
-        its client was sent (``doc_id`` at ``seq``, which is being sent now)."""
-        positions = {d: m.next_seq - 1 for d, m in conn.docs.items() if m.pending is None}
-        if conn.restoring:
-            for d, position in conn.restoring.items():
-                positions.setdefault(d, position)
-        if doc_id is not None:
-            positions[doc_id] = seq
-        return positions
-
     def _record_of(self, conn: Conn) -> RecoveryRecord:
-        return RecoveryRecord(conn.sid, conn.identity.user_id, conn.epoch, self._positions(conn))
+        return RecoveryRecord(conn.sid, conn.identity.user_id, conn.epoch, positions(conn))
 
     def _record_changed(self, conn: Conn) -> None:
         if conn.pid is not None and self._records is not None and self._conns.get(conn.sid) is conn:
@@ -1240,7 +941,7 @@ class CollabService:
             self.access_denied += 1
             self.gateway.send(conn.sid, "access-revoked", {"documentId": doc_id})
         task = asyncio.get_running_loop().create_task(self._restore_documents(conn, members))
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(log_failure)
 
     async def _restore_documents(self, conn: Conn, members: list[Member]) -> None:
         for member in members:
@@ -1262,10 +963,10 @@ class CollabService:
         # A join-document of the application, a leave or a revocation meanwhile
         # takes over from here (a join makes a new held list).
         held = member.pending
-        room = await self._room(doc_id)
+        room = await self._sequencer.open(doc_id)
         if self._conns.get(conn.sid) is not conn or conn.docs.get(doc_id) is not member:
             if not room.members:
-                self._close_room(room)
+                self._sequencer.close(room)
             return
         room.members[conn.sid] = member
         first, _roster = await self._join_presence(member)
@@ -1280,7 +981,7 @@ class CollabService:
             if conn.docs.get(doc_id) is not member or member.pending is not held:
                 return
             for op in ops:
-                offset = encode_offset(self._positions(conn, doc_id, op.seq))
+                offset = encode_offset(positions(conn, doc_id, op.seq))
                 self.gateway.send_prepared(
                     conn.sid, self.gateway.prepare("remote-edit", op_dict(op), offset)
                 )
@@ -1289,7 +990,7 @@ class CollabService:
             replayed += len(ops)
             self.ops_resumed += len(ops)
             done = not more or replayed >= self.settings.max_pending
-            self._caught_up_to(member, position, final=not more)
+            self._sequencer.caught_up_to(member, position, final=not more)
             if done:
                 if more:
                     # Too much missed for one go: the client pages the rest
