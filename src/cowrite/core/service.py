@@ -49,7 +49,7 @@ from cowrite.backends.broker import (
     PresenceMessage,
     RoleMessage,
 )
-from cowrite.backends.presence import PresenceEntry, PresenceStore
+from cowrite.backends.presence import PresenceStore
 from cowrite.backends.recovery import RecoveryRecord, RecoveryStore
 from cowrite.backends.store import (
     AppendRequest,
@@ -59,7 +59,7 @@ from cowrite.backends.store import (
     SnapshotRefused,
     StoreError,
 )
-from cowrite.core.batch import Coalescer
+from cowrite.core.access import WRITERS, Access
 from cowrite.core.committer import Committed, Committer, Failed
 from cowrite.core.compaction import compaction_loop
 from cowrite.core.gateway import ClientGateway
@@ -70,6 +70,7 @@ from cowrite.core.opcodec import (
     encode_operation,
     operation_size,
 )
+from cowrite.core.presence import PresenceRelay, roster_of
 from cowrite.core.publisher import Publisher
 from cowrite.core.ratelimit import TokenBucket
 from cowrite.core.recovery import (
@@ -87,7 +88,6 @@ from cowrite.errors import ProtocolError
 log = logging.getLogger("cowrite.collab")
 
 Ack = dict[str, Any]
-_WRITERS = (Role.OWNER, Role.EDITOR)
 _MAX_ID = 256
 _MAX_SEQ = 2**53  # exact in a JavaScript number, fits every store's integer
 # Nesting allowed inside an operation: the envelopes it travels in (acks,
@@ -99,21 +99,11 @@ class Verifier(Protocol):
     def verify(self, token: object) -> Identity: ...
 
 
-_ROLE_OF: dict[str, Role] = {role.value: role for role in Role}
-
-
 def error(code: str, message: str) -> Ack:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
 _NOT_STORED = error("unavailable", "Not stored: the document store is unavailable; retry")
-
-
-def _presence_joined(member: Member) -> None:
-    """The member's presence join is over: release a leave waiting for it."""
-    waiting, member.presence_joining = member.presence_joining, False
-    if isinstance(waiting, asyncio.Future) and not waiting.done():
-        waiting.set_result(None)
 
 
 def _document_id(value: Any) -> str | None:
@@ -136,10 +126,6 @@ def _compacted(kept_from: int) -> Ack:
         f"Operations before seq {kept_from} were compacted: "
         "join with snapshot: true to get the document's snapshot",
     )
-
-
-def _roster(entries: list[PresenceEntry]) -> list[dict[str, Any]]:
-    return [{"userId": e.user_id, "name": e.name, "state": e.state} for e in entries]
 
 
 class CollabService:
@@ -180,25 +166,8 @@ class CollabService:
         self.resumed = 0
         self.resume_failed: dict[str, int] = {}
         self.ops_resumed = 0
-        self._presence_dirty: set[Member] = set()
-        self._presence_task: asyncio.Task[None] | None = None
-        self._reaper: asyncio.Task[None] | None = None
-        self._role_refresher: asyncio.Task[None] | None = None
         self._compactor: asyncio.Task[None] | None = None
-        # Members whose role comes from the store and who edited lately: their
-        # roles are re-read in the background before they go stale, so an
-        # edit never waits for a role query (see ``_refresh_roles_loop``).
-        self._recent_editors: set[Member] = set()
-        self._known_docs: set[str] = set()
         self._history = LogReader(store)
-        # Joins that arrive together share their round trips (core/batch.py):
-        # one ``create_documents`` commit for claim-granted documents, one
-        # ``read_pages`` statement, one presence pipeline.
-        self._creating: dict[str, asyncio.Future[None]] = {}
-        self._creates: Coalescer[tuple[str, str], None] = Coalescer(self._create_documents)
-        self._presence_joins: Coalescer[
-            tuple[str, str, str, str], tuple[bool, list[PresenceEntry]]
-        ] = Coalescer(self.presence.join_and_roster_many)
         self._shutting_down = False
         self._publisher = Publisher(broker)
         self._publish = self._publisher.publish
@@ -213,6 +182,27 @@ class CollabService:
             record_changed=self._record_changed,
         )
         self._rooms = self._sequencer.rooms
+        self._relay = PresenceRelay(
+            store=presence,
+            gateway=gateway,
+            settings=self.settings,
+            rooms=self._rooms,
+            publish=self._publish,
+            instance_id=self.instance_id,
+        )
+        self._access = Access(
+            store=store,
+            gateway=gateway,
+            settings=self.settings,
+            clock=clock,
+            rooms=self._rooms,
+            publish=self._publish,
+            instance_id=self.instance_id,
+            remove=self._remove_member,
+        )
+        # The very set the access part re-reads roles for: an edit adds its
+        # member with no call into that part (the edit path's cost).
+        self._recent_editors = self._access.recent_editors
         self.rate_limited = 0
         self.flood_disconnects = 0
         # Plain counters on the hot path, read by the metrics collector at scrape time.
@@ -236,8 +226,8 @@ class CollabService:
         self.committer.start()
         loop = asyncio.get_running_loop()
         self._publisher.start()
-        self._reaper = loop.create_task(self._reap_loop(), name="presence-reaper")
-        self._role_refresher = loop.create_task(self._refresh_roles_loop(), name="role-refresher")
+        self._relay.start()
+        self._access.start()
         if self.settings.retention.interval > 0:
             self._compactor = loop.create_task(
                 compaction_loop(self.store, self.settings.retention), name="compaction"
@@ -258,9 +248,7 @@ class CollabService:
 
     def announce_departures(self, pairs: list[tuple[str, str]]) -> None:
         """Users who left documents for good (this instance is going away)."""
-        for doc_id, user_id in pairs:
-            self._announce_left(doc_id, user_id)
-            self._publish(PresenceMessage(doc_id, self.instance_id, user_id, user_id, "left", None))
+        self._relay.departures(pairs)
 
     async def stop(self) -> None:
         """Commit everything already accepted, hand the last messages to the
@@ -271,9 +259,6 @@ class CollabService:
         if self._records is not None:
             await self._records.stop()
         tasks = (
-            self._presence_task,
-            self._reaper,
-            self._role_refresher,
             self._compactor,
             self._refresher,
         )
@@ -281,8 +266,8 @@ class CollabService:
             if task is not None:
                 task.cancel()
         self._publisher.cancel()
-        for coalescer in (self._creates, self._presence_joins):
-            coalescer.cancel()
+        self._access.cancel()
+        self._relay.cancel()
         self._history.cancel()
         self._sequencer.stop()
         await self.broker.stop()
@@ -316,6 +301,11 @@ class CollabService:
     @observe_delivery.setter
     def observe_delivery(self, observe: Callable[[float], None] | None) -> None:
         self._sequencer.observe_delivery = observe
+
+    @property
+    def _presence_dirty(self) -> set[Member]:
+        """Members with a state update to send (tests/security checks it empties)."""
+        return self._relay.dirty
 
     @property
     def document_count(self) -> int:
@@ -382,7 +372,7 @@ class CollabService:
         if existing is None and len(conn.docs) >= self.settings.max_documents_per_connection:
             return error("too_many_documents", "Too many documents open on this connection")
         try:
-            role = await self._resolve_role(conn.identity, doc_id, create=True)
+            role = await self._access.resolve_role(conn.identity, doc_id, create=True)
             if role is None:
                 self.access_denied += 1
                 self.gateway.send(sid, "error", "Access denied")
@@ -410,14 +400,14 @@ class CollabService:
                         self._sequencer.close(room)  # nobody else opened it meanwhile
                     return error("not_connected", "Disconnected")
                 member = Member(conn, doc_id, role, since, self.clock())
-                member.role_from_store = self._claim_role(conn.identity, doc_id) is None
+                member.role_from_store = self._access.claim_role(conn.identity, doc_id) is None
                 member.snapshots = wants_snapshot
                 conn.docs[doc_id] = member
                 room.members[sid] = member
                 # Awaited before anything else: a disconnect that runs later
                 # finds the connection in the presence store to remove (its
                 # leave waits for this join: ``_remove_member``).
-                first, roster = await self._join_presence(member)
+                first, roster = await self._relay.join(member)
                 snapshot, ops, head, more = await self._history.read_from(
                     doc_id, since, self.settings.page_size, wants_snapshot, True
                 )
@@ -439,7 +429,7 @@ class CollabService:
             self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
         self._sequencer.caught_up_to(member, ops[-1].seq if ops else start, final=not more)
         if first:
-            self._user_arrived(conn, doc_id)
+            self._relay.arrived(conn, doc_id)
         ack: Ack = {
             "ok": True,
             "documentId": doc_id,
@@ -447,23 +437,11 @@ class CollabService:
             "head": max(head, ops[-1].seq if ops else 0),
             "ops": [op_dict(op) for op in ops],
             "more": more,
-            "presence": _roster(roster),
+            "presence": roster_of(roster),
         }
         if snapshot is not None:
             self._add_snapshot(ack, snapshot, since)
         return ack
-
-    async def _join_presence(self, member: Member) -> tuple[bool, list[PresenceEntry]]:
-        """Join the shared presence (maybe in a batch with other joins); a
-        leave that runs meanwhile waits for it (``_remove_member``)."""
-        identity = member.conn.identity
-        member.presence_joining = True
-        try:
-            return await self._presence_joins.run(
-                (member.document_id, identity.user_id, identity.name, member.conn.presence_id)
-            )
-        finally:
-            _presence_joined(member)
 
     def _add_snapshot(self, ack: Ack, snapshot: Snapshot, since: int) -> None:
         ack["snapshot"] = snapshot_dict(snapshot)
@@ -472,17 +450,6 @@ class CollabService:
             ack["resync"] = True
             self.snapshot_resyncs += 1
         self.snapshots_sent += 1
-
-    def _user_arrived(self, conn: Conn, doc_id: str) -> None:
-        """The connection's user is now in the document (their first connection
-        there): tell the room, here and on the other instances."""
-        identity = conn.identity
-        self._announce_joined(doc_id, identity.user_id, identity.name, exclude=conn.sid)
-        self._publish(
-            PresenceMessage(
-                doc_id, self.instance_id, identity.user_id, identity.name, "joined", None
-            )
-        )
 
     async def leave(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -505,7 +472,7 @@ class CollabService:
             del room.members[member.sid]
             if not room.members:
                 self._sequencer.close(room)
-        self._presence_dirty.discard(member)
+        self._relay.forget(member)
         if conn.restoring:
             conn.restoring.pop(doc_id, None)
         self._record_changed(conn)  # left or revoked: not resumed there
@@ -513,27 +480,7 @@ class CollabService:
             # The instance is going away: ``presence.stop()`` forgets all of
             # its connections at once and reports who left; no per-member trips.
             return
-        try:
-            if member.presence_joining is True:
-                member.presence_joining = asyncio.get_running_loop().create_future()
-            if isinstance(member.presence_joining, asyncio.Future):
-                await member.presence_joining
-            last = await self.presence.leave(doc_id, conn.identity.user_id, conn.presence_id)
-        except Exception:
-            log.exception("presence leave failed")
-            return
-        if last:
-            self._announce_left(doc_id, conn.identity.user_id)
-            self._publish(
-                PresenceMessage(
-                    doc_id,
-                    self.instance_id,
-                    conn.identity.user_id,
-                    conn.identity.name,
-                    "left",
-                    None,
-                )
-            )
+        await self._relay.leave(member)
 
     # -- operations ----------------------------------------------------------
 
@@ -560,7 +507,7 @@ class CollabService:
         member, doc_id, client_op_id = checked
         now = self.clock()
         if now - member.role_checked_at > self.settings.role_cache_seconds:
-            claimed = self._claim_role(conn.identity, doc_id)
+            claimed = self._access.claim_role(conn.identity, doc_id)
             if claimed is not None:
                 # The token's claim is the role: re-reading it needs no store.
                 member.role = claimed
@@ -572,7 +519,7 @@ class CollabService:
                 self._edit_after_role_check(member, doc_id, client_op_id, payload["operation"])
             )
             return task
-        if member.role not in _WRITERS:
+        if member.role not in WRITERS:
             future.set_result(error("read_only", "Your role in this document cannot edit"))
             return future
         self._submit_edit(member, doc_id, client_op_id, payload["operation"], future)
@@ -602,7 +549,7 @@ class CollabService:
         self, member: Member, doc_id: str, client_op_id: str | None, operation: Any
     ) -> Ack:
         try:
-            if not await self._check_role(member, _WRITERS):
+            if not await self._access.check_role(member, WRITERS):
                 return error("read_only", "Your role in this document cannot edit")
         except StoreError:
             return error("unavailable", "The document store is unavailable")
@@ -708,26 +655,9 @@ class CollabService:
         if isinstance(message, OperationMessage):
             self._sequencer.receive(room, message)
         elif isinstance(message, PresenceMessage):
-            if message.kind == "joined":
-                self._announce_joined(message.document_id, message.user_id, message.name)
-            elif message.kind == "left":
-                self._announce_left(message.document_id, message.user_id)
-            else:
-                prepared = self.gateway.prepare(
-                    "presence",
-                    {
-                        "documentId": message.document_id,
-                        "userId": message.user_id,
-                        "state": message.state,
-                    },
-                )
-                self._to_room(message.document_id, prepared)
+            self._relay.receive(message)
         elif isinstance(message, RoleMessage):
-            role = Role(message.role) if message.role in tuple(Role) else None
-            task = asyncio.get_running_loop().create_task(
-                self.apply_role_change(message.document_id, message.user_id, role)
-            )
-            task.add_done_callback(log_failure)
+            self._access.receive(message)
 
     def on_instance_message(self, message: InstanceMessage) -> None:
         """A message for every instance (see ``core/api.py``)."""
@@ -741,36 +671,6 @@ class CollabService:
             log.warning("broker unavailable: remote edits wait for it (local ones still commit)")
             return
         self._sequencer.check_all()
-
-    async def _reap_loop(self) -> None:
-        """Users of instances that died without saying goodbye leave the roster."""
-        reap = getattr(self.presence, "reap", None)
-        if reap is None:
-            return
-        while True:
-            await asyncio.sleep(self.settings.presence_reap_interval)
-            try:
-                gone: list[tuple[str, str]] = await reap()
-            except Exception:
-                log.exception("presence reap failed")
-                continue
-            for doc_id, user_id in gone:
-                self._announce_left(doc_id, user_id)
-                self._publish(
-                    PresenceMessage(doc_id, self.instance_id, user_id, user_id, "left", None)
-                )
-
-    def _announce_joined(
-        self, doc_id: str, user_id: str, name: str, exclude: str | None = None
-    ) -> None:
-        prepared = self.gateway.prepare(
-            "user-joined", {"documentId": doc_id, "userId": user_id, "name": name}
-        )
-        self._to_room(doc_id, prepared, exclude=exclude)
-
-    def _announce_left(self, doc_id: str, user_id: str) -> None:
-        prepared = self.gateway.prepare("user-left", {"documentId": doc_id, "userId": user_id})
-        self._to_room(doc_id, prepared)
 
     async def sync(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -786,7 +686,7 @@ class CollabService:
         if member is None:
             return error("not_joined", "Join the document first")
         try:
-            if not await self._check_role(member, tuple(Role)):
+            if not await self._access.check_role(member, tuple(Role)):
                 return error("access_denied", "Access denied")
             snapshot, ops, head, more = await self._history.read_from(
                 doc_id, since, limit, member.snapshots, False
@@ -839,7 +739,7 @@ class CollabService:
                 "payload_too_large", f"snapshot exceeds {self.settings.max_snapshot_bytes} bytes"
             )
         try:
-            if not await self._check_role(member, _WRITERS):
+            if not await self._access.check_role(member, WRITERS):
                 return error("read_only", "Your role in this document cannot store snapshots")
             await self.store.store_snapshot(doc_id, seq, conn.identity.user_id, encoded)
         except SnapshotRefused as exc:
@@ -905,7 +805,7 @@ class CollabService:
         revoked: list[str] = []
         try:
             for doc_id, position in positions.items():
-                role = await self._resolve_role(identity, doc_id, create=False)
+                role = await self._access.resolve_role(identity, doc_id, create=False)
                 if role is None:
                     revoked.append(doc_id)
                 else:
@@ -934,7 +834,7 @@ class CollabService:
         members = []
         for doc_id, (position, role) in ticket.documents.items():
             member = Member(conn, doc_id, Role(role), position, now)
-            member.role_from_store = self._claim_role(conn.identity, doc_id) is None
+            member.role_from_store = self._access.claim_role(conn.identity, doc_id) is None
             conn.docs[doc_id] = member
             members.append(member)
         for doc_id in ticket.revoked:
@@ -969,9 +869,9 @@ class CollabService:
                 self._sequencer.close(room)
             return
         room.members[conn.sid] = member
-        first, _roster = await self._join_presence(member)
+        first, _roster = await self._relay.join(member)
         if first:
-            self._user_arrived(conn, doc_id)
+            self._relay.arrived(conn, doc_id)
         position = member.next_seq - 1
         replayed = 0
         while conn.docs.get(doc_id) is member and member.pending is held:
@@ -1019,50 +919,8 @@ class CollabService:
             return error("invalid_payload", "state must be JSON")
         if size > self.settings.max_presence_bytes:
             return error("payload_too_large", "presence state is too large")
-        member.presence_state = state
-        member.presence_dirty = True
-        self._presence_dirty.add(member)
-        if self._presence_task is None or self._presence_task.done():
-            self._presence_task = asyncio.get_running_loop().create_task(self._flush_presence())
+        self._relay.update(member, state)
         return {"ok": True}
-
-    async def _flush_presence(self) -> None:
-        """Coalesce presence: every ``presence_interval``, send each member's latest state."""
-        while self._presence_dirty:
-            await asyncio.sleep(self.settings.presence_interval)
-            dirty, self._presence_dirty = self._presence_dirty, set()
-            for member in dirty:
-                if not member.presence_dirty:
-                    continue
-                member.presence_dirty = False
-                if member.conn.docs.get(member.document_id) is not member:
-                    continue
-                user_id = member.conn.identity.user_id
-                try:
-                    await self.presence.set_state(
-                        member.document_id, user_id, member.presence_state
-                    )
-                except Exception:
-                    log.exception("presence update failed")
-                prepared = self.gateway.prepare(
-                    "presence",
-                    {
-                        "documentId": member.document_id,
-                        "userId": user_id,
-                        "state": member.presence_state,
-                    },
-                )
-                self._to_room(member.document_id, prepared, exclude=member.sid)
-                self._publish(
-                    PresenceMessage(
-                        member.document_id,
-                        self.instance_id,
-                        user_id,
-                        member.conn.identity.name,
-                        "state",
-                        member.presence_state,
-                    )
-                )
 
     # -- sharing -------------------------------------------------------------
 
@@ -1085,7 +943,7 @@ class CollabService:
         if target == conn.identity.user_id:
             return error("invalid_payload", "You cannot change your own role")
         try:
-            role = await self._resolve_role(conn.identity, doc_id, create=False)
+            role = await self._access.resolve_role(conn.identity, doc_id, create=False)
             if role is not Role.OWNER:
                 return error("access_denied", "Only an owner can share this document")
             await self.change_role(doc_id, target, new_role)
@@ -1103,124 +961,11 @@ class CollabService:
         here and, through the broker, on every instance that has the document
         open.  Raises ``StoreError`` (``UnknownDocument`` when granting on a
         document that does not exist)."""
-        if role is None:
-            await self.store.revoke(doc_id, user_id)
-        else:
-            await self.store.set_role(doc_id, user_id, role)
-        await self.apply_role_change(doc_id, user_id, role)
-        self._publish(RoleMessage(doc_id, self.instance_id, user_id, role.value if role else None))
+        await self._access.change_role(doc_id, user_id, role)
 
     async def apply_role_change(self, doc_id: str, user_id: str, role: Role | None) -> None:
         """Enforce a new role on the user's open connections at once."""
-        room = self._rooms.get(doc_id)
-        if room is None:
-            return
-        now = self.clock()
-        for member in list(room.members.values()):
-            if member.conn.identity.user_id != user_id:
-                continue
-            if role is None and self._claim_role(member.conn.identity, doc_id) is None:
-                self.gateway.send(member.sid, "error", "Access denied")
-                self.gateway.send(member.sid, "access-revoked", {"documentId": doc_id})
-                await self._remove_member(member)
-            elif role is not None:
-                member.role = role
-                member.role_checked_at = now
-
-    # -- roles ---------------------------------------------------------------
-
-    def _claim_role(self, identity: Identity, doc_id: str) -> Role | None:
-        if not self.settings.docs_claim:
-            return None
-        return _ROLE_OF.get(identity.docs.get(doc_id))  # type: ignore[arg-type]
-
-    async def _resolve_role(self, identity: Identity, doc_id: str, *, create: bool) -> Role | None:
-        claimed = self._claim_role(identity, doc_id)
-        if claimed is not None:
-            # Documents are never deleted: once seen to exist, skip the query.
-            if create and doc_id not in self._known_docs:
-                # Creating is idempotent (nothing happens when it exists).
-                await asyncio.shield(self._create_document(doc_id, identity.user_id))
-            return claimed
-        role = await self.store.get_role(doc_id, identity.user_id)
-        if role is not None:
-            return role
-        if create and self.settings.auto_create and not await self.store.document_exists(doc_id):
-            if await self.store.create_document(doc_id, identity.user_id):
-                return Role.OWNER
-            return await self.store.get_role(doc_id, identity.user_id)
-        return None
-
-    def _create_document(self, doc_id: str, owner_id: str) -> asyncio.Future[None]:
-        """Done when ``doc_id`` exists (created with ``owner_id`` as its owner
-        if it did not); concurrent joins of one document share one future."""
-        future = self._creating.get(doc_id)
-        if future is None:
-            future = self._creating[doc_id] = asyncio.ensure_future(
-                self._creates.run((doc_id, owner_id))
-            )
-            future.add_done_callback(lambda f: self._created(doc_id, f))
-        return future
-
-    def _created(self, doc_id: str, future: asyncio.Future[None]) -> None:
-        del self._creating[doc_id]
-        if not future.cancelled() and future.exception() is None:
-            if len(self._known_docs) >= 100_000:
-                self._known_docs.clear()
-            self._known_docs.add(doc_id)
-
-    async def _create_documents(self, documents: list[tuple[str, str]]) -> list[None]:
-        await self.store.create_documents(documents)
-        return [None] * len(documents)
-
-    async def _refresh_roles_loop(self) -> None:
-        """Re-read, a document at a time, the stored roles of members who edit,
-        before their cached role is ``role_cache_seconds`` old: edits then find
-        a fresh role in memory.  A revocation made behind our back (``cowrite
-        revoke``) still takes effect within ``role_cache_seconds``; ones made
-        through ``share-document`` (any instance) take effect at once."""
-        period = self.settings.role_cache_seconds / 4
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self._refresh_roles()
-            except Exception:
-                log.exception("role refresh failed")
-
-    async def _refresh_roles(self) -> None:
-        now = self.clock()
-        due: dict[str, list[Member]] = {}
-        editors, self._recent_editors = self._recent_editors, set()
-        for member in editors:
-            if now - member.role_checked_at >= self.settings.role_cache_seconds / 2:
-                due.setdefault(member.document_id, []).append(member)
-        for doc_id, members in due.items():
-            try:
-                roles = await self.store.list_roles(doc_id)
-            except StoreError:
-                continue  # the edits themselves re-check (and refuse) when stale
-            for member in members:
-                user_id = member.conn.identity.user_id
-                if member.conn.docs.get(doc_id) is not member:
-                    continue
-                role = roles.get(user_id)
-                member.role_checked_at = now
-                if role is None:
-                    await self.apply_role_change(doc_id, user_id, None)
-                else:
-                    member.role = role
-
-    async def _check_role(self, member: Member, allowed: tuple[Role, ...]) -> bool:
-        """Enforce the role on every operation; re-read it when the cached one is old."""
-        now = self.clock()
-        if now - member.role_checked_at > self.settings.role_cache_seconds:
-            role = await self._resolve_role(member.conn.identity, member.document_id, create=False)
-            member.role_checked_at = now
-            if role is None:
-                await self.apply_role_change(member.document_id, member.conn.identity.user_id, None)
-                return False
-            member.role = role
-        return member.role in allowed
+        await self._access.apply_role_change(doc_id, user_id, role)
 
     # -- helpers -------------------------------------------------------------
 
@@ -1291,16 +1036,7 @@ class CollabService:
 
     async def roster(self, doc_id: str) -> list[dict[str, Any]]:
         """Who is in the document, on every instance."""
-        return _roster(await self.presence.roster(doc_id))
-
-    def _to_room(self, doc_id: str, prepared: object, exclude: str | None = None) -> None:
-        room = self._rooms.get(doc_id)
-        if room is None:
-            return
-        send = self.gateway.send_prepared
-        for sid in room.members:
-            if sid != exclude:
-                send(sid, prepared)
+        return await self._relay.roster(doc_id)
 
 
 def refusal(exc: AuthError) -> tuple[str, dict[str, str]]:
