@@ -60,10 +60,12 @@ from cowrite.backends.store import (
     StoreError,
 )
 from cowrite.core.access import WRITERS, Access
+from cowrite.core.acks import Ack, error
 from cowrite.core.committer import Committed, Committer, Failed
 from cowrite.core.compaction import compaction_loop
 from cowrite.core.gateway import ClientGateway
 from cowrite.core.history import HistoryCompacted, LogReader, op_dict, snapshot_dict
+from cowrite.core.limits import RateLimiter
 from cowrite.core.members import Conn, Member
 from cowrite.core.opcodec import (
     depth_within,
@@ -72,7 +74,6 @@ from cowrite.core.opcodec import (
 )
 from cowrite.core.presence import PresenceRelay, roster_of
 from cowrite.core.publisher import Publisher
-from cowrite.core.ratelimit import TokenBucket
 from cowrite.core.recovery import (
     TICKET_LIFETIME,
     RecordWriter,
@@ -87,7 +88,6 @@ from cowrite.errors import ProtocolError
 
 log = logging.getLogger("cowrite.collab")
 
-Ack = dict[str, Any]
 _MAX_ID = 256
 _MAX_SEQ = 2**53  # exact in a JavaScript number, fits every store's integer
 # Nesting allowed inside an operation: the envelopes it travels in (acks,
@@ -97,10 +97,6 @@ MAX_OPERATION_DEPTH = 200
 
 class Verifier(Protocol):
     def verify(self, token: object) -> Identity: ...
-
-
-def error(code: str, message: str) -> Ack:
-    return {"ok": False, "error": {"code": code, "message": message}}
 
 
 _NOT_STORED = error("unavailable", "Not stored: the document store is unavailable; retry")
@@ -203,8 +199,12 @@ class CollabService:
         # The very set the access part re-reads roles for: an edit adds its
         # member with no call into that part (the edit path's cost).
         self._recent_editors = self._access.recent_editors
-        self.rate_limited = 0
-        self.flood_disconnects = 0
+        self._limiter = RateLimiter(
+            settings=self.settings, clock=clock, gateway=gateway, conns=self._conns
+        )
+        # Bound once: the edit path calls them with no attribute chain.
+        self._rate_limit = self._limiter.check
+        self._settled = self._limiter.settled
         # Plain counters on the hot path, read by the metrics collector at scrape time.
         self.connects_ok = 0
         self.auth_failures: dict[str, int] = {}
@@ -306,6 +306,14 @@ class CollabService:
     def _presence_dirty(self) -> set[Member]:
         """Members with a state update to send (tests/security checks it empties)."""
         return self._relay.dirty
+
+    @property
+    def rate_limited(self) -> int:
+        return self._limiter.rate_limited
+
+    @property
+    def flood_disconnects(self) -> int:
+        return self._limiter.flood_disconnects
 
     @property
     def document_count(self) -> int:
@@ -618,16 +626,6 @@ class CollabService:
             if not future.done():
                 future.set_result(_NOT_STORED)
             self._settled(context[0])
-
-    def _settled(self, sid: str) -> None:
-        """One accepted edit of ``sid`` got its ack; a flooding connection is
-        disconnected once all of them have (the ack callbacks run first)."""
-        conn = self._conns.get(sid)
-        if conn is None:
-            return
-        conn.inflight -= 1
-        if conn.flooded and conn.inflight == 0:
-            asyncio.get_running_loop().call_soon(self.gateway.disconnect, sid)
 
     def _deliver_committed(self, committed: Committed) -> None:
         """Runs right after each commit, in commit order: the sequencer hands
@@ -968,43 +966,6 @@ class CollabService:
         await self._access.apply_role_change(doc_id, user_id, role)
 
     # -- helpers -------------------------------------------------------------
-
-    def _rate_limit(self, conn: Conn, kind: str) -> Ack | None:
-        """Token bucket per connection and kind; ``None`` when allowed."""
-        st = self.settings
-        now = self.clock()
-        if kind == "edit":
-            if st.edit_rate <= 0:
-                return None
-            if conn.edit_bucket is None:
-                conn.edit_bucket = TokenBucket(st.edit_rate, st.edit_burst, now)
-            wait = conn.edit_bucket.take(now)
-        else:
-            if st.presence_rate <= 0:
-                return None
-            if conn.presence_bucket is None:
-                conn.presence_bucket = TokenBucket(st.presence_rate, st.presence_burst, now)
-            wait = conn.presence_bucket.take(now)
-        if wait <= 0:
-            return None
-        self.rate_limited += 1
-        refusals = conn.refusals
-        refusals.append(now)
-        while refusals and refusals[0] < now - st.flood_window:
-            refusals.pop(0)
-        if len(refusals) >= st.flood_refusals and not conn.flooded:
-            conn.flooded = True
-            log.warning(
-                "disconnecting %s (%s): rate limit exceeded", conn.sid, conn.identity.user_id
-            )
-            self.flood_disconnects += 1
-            if conn.inflight == 0:
-                self.gateway.disconnect(conn.sid)
-            # else: after the acks of its accepted edits (``_settled``), so the
-            # client learns which of them are stored before it is cut off.
-        ack = error("rate_limited", f"Too many {kind} messages; retry later")
-        ack["error"]["retryAfter"] = round(wait, 3)
-        return ack
 
     # -- for the server API (core/api.py) -------------------------------------
 
