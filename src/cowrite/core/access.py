@@ -67,6 +67,8 @@ class Access:
         # edit never waits for a role query (see ``_refresh_loop``).  The
         # service's edit path adds to this very set.
         self.recent_editors: set[Member] = set()
+        # Joins and resumes refused for want of a role (the access_denied metric).
+        self.denied = 0
         self._refresher: asyncio.Task[None] | None = None
         self._known_docs: set[str] = set()
         # Claim-granted documents that joins open together are created in one

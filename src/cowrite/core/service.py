@@ -50,7 +50,7 @@ from cowrite.backends.broker import (
     RoleMessage,
 )
 from cowrite.backends.presence import PresenceStore
-from cowrite.backends.recovery import RecoveryRecord, RecoveryStore
+from cowrite.backends.recovery import RecoveryStore
 from cowrite.backends.store import (
     AppendRequest,
     OperationStore,
@@ -75,15 +75,11 @@ from cowrite.core.opcodec import (
 from cowrite.core.presence import PresenceRelay, roster_of
 from cowrite.core.publisher import Publisher
 from cowrite.core.recovery import (
-    TICKET_LIFETIME,
     RecordWriter,
-    ResumeTicket,
-    decode_offset,
-    encode_offset,
 )
-from cowrite.core.sequencer import Sequencer, positions
+from cowrite.core.resume import Resumer
+from cowrite.core.sequencer import Sequencer
 from cowrite.core.settings import CollabSettings
-from cowrite.core.tasks import log_failure
 from cowrite.errors import ProtocolError
 
 log = logging.getLogger("cowrite.collab")
@@ -153,15 +149,6 @@ class CollabService:
             enough=self.settings.commit_enough,
         )
         self._conns: dict[str, Conn] = {}
-        # Connection-state recovery (None: off, and no cost on the edit path).
-        self._records = (
-            RecordWriter(recovery, self.settings.recovery_window) if recovery is not None else None
-        )
-        self._tickets: dict[str, ResumeTicket] = {}
-        self._refresher: asyncio.Task[None] | None = None
-        self.resumed = 0
-        self.resume_failed: dict[str, int] = {}
-        self.ops_resumed = 0
         self._compactor: asyncio.Task[None] | None = None
         self._history = LogReader(store)
         self._shutting_down = False
@@ -205,10 +192,26 @@ class CollabService:
         # Bound once: the edit path calls them with no attribute chain.
         self._rate_limit = self._limiter.check
         self._settled = self._limiter.settled
+        # Connection-state recovery (None: off, and no cost on the edit path).
+        self._resumer = (
+            Resumer(
+                records=RecordWriter(recovery, self.settings.recovery_window),
+                conns=self._conns,
+                verify=verifier.verify,
+                gateway=gateway,
+                settings=self.settings,
+                clock=clock,
+                access=self._access,
+                sequencer=self._sequencer,
+                relay=self._relay,
+                history=self._history,
+            )
+            if recovery is not None
+            else None
+        )
         # Plain counters on the hot path, read by the metrics collector at scrape time.
         self.connects_ok = 0
         self.auth_failures: dict[str, int] = {}
-        self.access_denied = 0
         self.ops_received = 0
         self.ops_replayed = 0
         self.broker_received = 0
@@ -232,9 +235,26 @@ class CollabService:
             self._compactor = loop.create_task(
                 compaction_loop(self.store, self.settings.retention), name="compaction"
             )
-        if self._records is not None:
-            self._records.start()
-            self._refresher = loop.create_task(self._refresh_records_loop(), name="record-refresh")
+        if self._resumer is not None:
+            self._resumer.start()
+
+    async def resume(self, namespace: str, pid: str, offset: str | None, auth: Any) -> str | None:
+        """The Socket.IO server's ``restore`` hook: claim the record of socket
+        ``pid`` and return its sid, or ``None`` (a new socket, not resumed).
+
+        The token must be valid and name the record's user; each document's
+        role is read again (a revoked one is not resumed: the client gets
+        ``access-revoked`` for it).  The connect handler then calls
+        ``connect(sid, auth, pid=pid)``, which picks up the ticket."""
+        if self._resumer is None:
+            return None
+        return await self._resumer.resume(namespace, pid, offset, auth)
+
+    def _record_changed(self, conn: Conn) -> None:
+        """The connection caught up in, or left, a document: its recovery
+        record is saved again (recovery on)."""
+        if self._resumer is not None:
+            self._resumer.record_changed(conn)
 
     def begin_shutdown(self) -> None:
         """From now on members leave locally only (see ``_remove_member``)."""
@@ -256,12 +276,9 @@ class CollabService:
         await self.committer.stop()
         # Give the publisher a moment to hand the last operations to the broker.
         await self._publisher.drain()
-        if self._records is not None:
-            await self._records.stop()
-        tasks = (
-            self._compactor,
-            self._refresher,
-        )
+        if self._resumer is not None:
+            await self._resumer.stop()
+        tasks = (self._compactor,)
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -316,6 +333,22 @@ class CollabService:
         return self._limiter.flood_disconnects
 
     @property
+    def access_denied(self) -> int:
+        return self._access.denied
+
+    @property
+    def resumed(self) -> int:
+        return self._resumer.resumed if self._resumer is not None else 0
+
+    @property
+    def resume_failed(self) -> dict[str, int]:
+        return self._resumer.resume_failed if self._resumer is not None else {}
+
+    @property
+    def ops_resumed(self) -> int:
+        return self._resumer.ops_resumed if self._resumer is not None else 0
+
+    @property
     def document_count(self) -> int:
         return len(self._rooms)
 
@@ -338,12 +371,8 @@ class CollabService:
             raise
         conn = self._conns[sid] = Conn(sid, identity)
         self.connects_ok += 1
-        if pid is not None and self._records is not None:
-            conn.pid = pid
-            ticket = self._tickets.pop(sid, None)
-            if ticket is not None and ticket.pid == pid and ticket.user_id == identity.user_id:
-                self._resume(conn, ticket)
-            self._records.live(pid, lambda: self._record_of(conn))
+        if pid is not None and self._resumer is not None:
+            self._resumer.connected(conn, pid)
         return identity
 
     async def disconnect(self, sid: str, *, recoverable: bool = False) -> None:
@@ -352,11 +381,8 @@ class CollabService:
         conn = self._conns.pop(sid, None)
         if conn is None:
             return
-        if conn.pid is not None and self._records is not None:
-            if recoverable:
-                self._records.lost(conn.pid, self._record_of(conn))
-            else:
-                self._records.ended(conn.pid, conn.epoch)
+        if self._resumer is not None:
+            self._resumer.disconnected(conn, recoverable)
         for member in list(conn.docs.values()):
             await self._remove_member(member)
 
@@ -382,7 +408,7 @@ class CollabService:
         try:
             role = await self._access.resolve_role(conn.identity, doc_id, create=True)
             if role is None:
-                self.access_denied += 1
+                self._access.denied += 1
                 self.gateway.send(sid, "error", "Access denied")
                 return error("access_denied", "Access denied")
             if self._conns.get(sid) is not conn:
@@ -748,154 +774,6 @@ class CollabService:
             return error("unavailable", "The document store is unavailable")
         self.snapshots_stored += 1
         return {"ok": True, "documentId": doc_id, "seq": seq}
-
-    # -- connection-state recovery (core/recovery.py) -----------------------
-
-    def _record_of(self, conn: Conn) -> RecoveryRecord:
-        return RecoveryRecord(conn.sid, conn.identity.user_id, conn.epoch, positions(conn))
-
-    def _record_changed(self, conn: Conn) -> None:
-        if conn.pid is not None and self._records is not None and self._conns.get(conn.sid) is conn:
-            self._records.live(conn.pid, lambda: self._record_of(conn))
-
-    async def _refresh_records_loop(self) -> None:
-        """Connected sockets' records expire in 1.5 windows unless saved again."""
-        assert self._records is not None
-        while True:
-            await asyncio.sleep(self._records.refresh_interval)
-            for conn in list(self._conns.values()):
-                self._record_changed(conn)
-            now = self.clock()
-            for sid in [s for s, t in self._tickets.items() if now - t.issued_at > TICKET_LIFETIME]:
-                del self._tickets[sid]
-
-    async def resume(self, namespace: str, pid: str, offset: str | None, auth: Any) -> str | None:
-        """The Socket.IO server's ``restore`` hook: claim the record of socket
-        ``pid`` and return its sid, or ``None`` (a new socket, not resumed).
-
-        The token must be valid and name the record's user; each document's
-        role is read again (a revoked one is not resumed: the client gets
-        ``access-revoked`` for it).  The connect handler then calls
-        ``connect(sid, auth, pid=pid)``, which picks up the ticket."""
-        if self._records is None or namespace != "/":
-            return None
-        token = auth.get("token") if isinstance(auth, dict) else None
-        try:
-            identity = self.verifier.verify(token)
-        except AuthError:
-            return None  # the connect handler refuses it with the reason
-        try:
-            record = await self._records.store.claim(pid, self._records.connected_ttl)
-        except Exception:
-            log.exception("claiming recovery record failed")
-            return self._resume_failed("unavailable")
-        if record is None:
-            return self._resume_failed("unknown")
-        if record.user_id != identity.user_id:
-            return self._resume_failed("other_user")
-        if record.sid in self._conns:
-            return self._resume_failed("still_connected")
-        positions = dict(record.documents)
-        for doc_id, seq in decode_offset(offset).items():
-            if doc_id in positions and seq > positions[doc_id]:
-                positions[doc_id] = seq
-        documents: dict[str, tuple[int, str]] = {}
-        revoked: list[str] = []
-        try:
-            for doc_id, position in positions.items():
-                role = await self._access.resolve_role(identity, doc_id, create=False)
-                if role is None:
-                    revoked.append(doc_id)
-                else:
-                    documents[doc_id] = (position, role.value)
-        except StoreError:
-            return self._resume_failed("unavailable")
-        self._tickets[record.sid] = ResumeTicket(
-            pid, record.epoch, identity.user_id, documents, revoked, self.clock()
-        )
-        return record.sid
-
-    def _resume_failed(self, why: str) -> str | None:
-        """Count a refused resume (by reason); ``None``: not resumed."""
-        self.resume_failed[why] = self.resume_failed.get(why, 0) + 1
-        return None
-
-    def _resume(self, conn: Conn, ticket: ResumeTicket) -> None:
-        """Give a resumed socket its documents back: members at once (held
-        like a joiner catching up), then, in a task, each document's room,
-        presence and the operations missed since its position."""
-        self.resumed += 1
-        conn.epoch = ticket.epoch
-        conn.presence_id = f"{conn.sid}.{ticket.epoch}"
-        conn.restoring = {doc: position for doc, (position, _) in ticket.documents.items()}
-        now = self.clock()
-        members = []
-        for doc_id, (position, role) in ticket.documents.items():
-            member = Member(conn, doc_id, Role(role), position, now)
-            member.role_from_store = self._access.claim_role(conn.identity, doc_id) is None
-            conn.docs[doc_id] = member
-            members.append(member)
-        for doc_id in ticket.revoked:
-            self.access_denied += 1
-            self.gateway.send(conn.sid, "access-revoked", {"documentId": doc_id})
-        task = asyncio.get_running_loop().create_task(self._restore_documents(conn, members))
-        task.add_done_callback(log_failure)
-
-    async def _restore_documents(self, conn: Conn, members: list[Member]) -> None:
-        for member in members:
-            if self._conns.get(conn.sid) is not conn:
-                return
-            if conn.docs.get(member.document_id) is not member:
-                continue
-            try:
-                await self._restore_document(conn, member)
-            except Exception as exc:  # the store or the broker failed
-                log.warning("resuming %s in %s failed: %s", conn.sid, member.document_id, exc)
-                # Ended from the server's side (its record is discarded): the
-                # application connects again and joins, as after any refusal.
-                self.gateway.disconnect(conn.sid)
-                return
-
-    async def _restore_document(self, conn: Conn, member: Member) -> None:
-        doc_id = member.document_id
-        # A join-document of the application, a leave or a revocation meanwhile
-        # takes over from here (a join makes a new held list).
-        held = member.pending
-        room = await self._sequencer.open(doc_id)
-        if self._conns.get(conn.sid) is not conn or conn.docs.get(doc_id) is not member:
-            if not room.members:
-                self._sequencer.close(room)
-            return
-        room.members[conn.sid] = member
-        first, _roster = await self._relay.join(member)
-        if first:
-            self._relay.arrived(conn, doc_id)
-        position = member.next_seq - 1
-        replayed = 0
-        while conn.docs.get(doc_id) is member and member.pending is held:
-            ops, _head, more = await self._history.read_page(
-                doc_id, position, self.settings.max_page_size
-            )
-            if conn.docs.get(doc_id) is not member or member.pending is not held:
-                return
-            for op in ops:
-                offset = encode_offset(positions(conn, doc_id, op.seq))
-                self.gateway.send_prepared(
-                    conn.sid, self.gateway.prepare("remote-edit", op_dict(op), offset)
-                )
-            if ops:
-                position = ops[-1].seq
-            replayed += len(ops)
-            self.ops_resumed += len(ops)
-            done = not more or replayed >= self.settings.max_pending
-            self._sequencer.caught_up_to(member, position, final=not more)
-            if done:
-                if more:
-                    # Too much missed for one go: the client pages the rest
-                    # with ``sync`` (``resync`` is what a held-list overflow
-                    # sends too).
-                    self.gateway.send(conn.sid, "resync", {"documentId": doc_id, "since": position})
-                return
 
     # -- presence ------------------------------------------------------------
 
