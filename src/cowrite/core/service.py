@@ -1,23 +1,31 @@
-"""Collaborative documents: join, edit, sync, leave, presence, sharing.
+"""CollabService: the collaboration events' handlers, thin, over the service's parts.
 
 The events are ADR-003's (``join-document``, ``edit-operation``,
 ``remote-edit``, ``user-joined``, ``user-left``, ``error``), extended with
 ``sync``, ``presence-update``/``presence``, ``share-document`` and
-``store-snapshot``.  Every
-handler returns the acknowledgement: ``{"ok": True, ...}`` or
-``{"ok": False, "error": {"code": ..., "message": ...}}``.
+``store-snapshot``.  Every handler returns the acknowledgement
+(core/acks.py): ``{"ok": True, ...}`` or ``{"ok": False, "error": {"code":
+..., "message": ...}}``.
 
-Exactly-once, in-order delivery to each connection
---------------------------------------------------
-Every member (one connection in one document) has ``next_seq``: the next
-operation number that connection must receive.  A committed operation with
-number ``s`` is sent to a member only when ``s == next_seq``; one it already
-has (``s < next_seq``) is skipped.  While a member is catching up (between
-``join-document`` and the last ``sync`` page) live operations are held in its
-``pending`` list and released, in order, right after the acknowledgement that
-brings it up to date.  So the boundary between catch-up (``ops``) and live
-``remote-edit`` events has neither gaps nor duplicates.  The sender of an
-operation gets its ``seq`` in the ack, not a ``remote-edit``.
+Invariant: a handler validates its payload and the connection's membership
+here, answers with exactly one ack, and leaves each idea to its part:
+
+* core/sequencer.py: each member gets a document's operations exactly once,
+  in order, with no gap (rooms, held operations, gap fill, tail check, the
+  fan-out after a commit);
+* core/presence.py: who is in a document and what they show;
+* core/access.py: who may do what, and how a role change reaches them;
+* core/limits.py: per-connection rate limits and the flood rule;
+* core/history.py: pages of the log without holes, heads, snapshots;
+* core/resume.py: connection-state recovery (records, resumes, replays);
+* core/publisher.py: what this instance tells the others, in order.
+
+The service owns the connection table (``Conn`` by sid, core/members.py) and
+the edit path up to the group commit (``edit`` -> ``_check_edit`` ->
+``_submit_edit`` -> ``_encode`` -> ``Committer.submit``), which stays here
+whole: it costs no call into another part per edit except the rate limit's
+bucket (bound once, ``_rate_limit``); the commit's fan-out is the
+sequencer's, and the acks resolve here right after it.
 
 Snapshots
 ---------
@@ -67,16 +75,10 @@ from cowrite.core.gateway import ClientGateway
 from cowrite.core.history import HistoryCompacted, LogReader, op_dict, snapshot_dict
 from cowrite.core.limits import RateLimiter
 from cowrite.core.members import Conn, Member
-from cowrite.core.opcodec import (
-    depth_within,
-    encode_operation,
-    operation_size,
-)
+from cowrite.core.opcodec import depth_within, encode_operation, operation_size
 from cowrite.core.presence import PresenceRelay, roster_of
 from cowrite.core.publisher import Publisher
-from cowrite.core.recovery import (
-    RecordWriter,
-)
+from cowrite.core.recovery import RecordWriter
 from cowrite.core.resume import Resumer
 from cowrite.core.sequencer import Sequencer
 from cowrite.core.settings import CollabSettings
@@ -238,24 +240,6 @@ class CollabService:
         if self._resumer is not None:
             self._resumer.start()
 
-    async def resume(self, namespace: str, pid: str, offset: str | None, auth: Any) -> str | None:
-        """The Socket.IO server's ``restore`` hook: claim the record of socket
-        ``pid`` and return its sid, or ``None`` (a new socket, not resumed).
-
-        The token must be valid and name the record's user; each document's
-        role is read again (a revoked one is not resumed: the client gets
-        ``access-revoked`` for it).  The connect handler then calls
-        ``connect(sid, auth, pid=pid)``, which picks up the ticket."""
-        if self._resumer is None:
-            return None
-        return await self._resumer.resume(namespace, pid, offset, auth)
-
-    def _record_changed(self, conn: Conn) -> None:
-        """The connection caught up in, or left, a document: its recovery
-        record is saved again (recovery on)."""
-        if self._resumer is not None:
-            self._resumer.record_changed(conn)
-
     def begin_shutdown(self) -> None:
         """From now on members leave locally only (see ``_remove_member``)."""
         self._shutting_down = True
@@ -278,10 +262,8 @@ class CollabService:
         await self._publisher.drain()
         if self._resumer is not None:
             await self._resumer.stop()
-        tasks = (self._compactor,)
-        for task in tasks:
-            if task is not None:
-                task.cancel()
+        if self._compactor is not None:
+            self._compactor.cancel()
         self._publisher.cancel()
         self._access.cancel()
         self._relay.cancel()
@@ -292,69 +274,6 @@ class CollabService:
     async def ready(self) -> bool:
         """Store reachable and broker subscriber connected (for /readyz)."""
         return self.broker.available and await self.store.ping()
-
-    @property
-    def broker_published(self) -> int:
-        return self._publisher.published
-
-    @property
-    def publish_failures(self) -> int:
-        return self._publisher.failures
-
-    @property
-    def gaps_filled(self) -> int:
-        return self._sequencer.gaps_filled
-
-    @property
-    def ops_delivered(self) -> int:
-        return self._sequencer.ops_delivered
-
-    @property
-    def observe_delivery(self) -> Callable[[float], None] | None:
-        """Called with seconds from receiving an operation to queueing it for
-        its last local recipient."""
-        return self._sequencer.observe_delivery
-
-    @observe_delivery.setter
-    def observe_delivery(self, observe: Callable[[float], None] | None) -> None:
-        self._sequencer.observe_delivery = observe
-
-    @property
-    def _presence_dirty(self) -> set[Member]:
-        """Members with a state update to send (tests/security checks it empties)."""
-        return self._relay.dirty
-
-    @property
-    def rate_limited(self) -> int:
-        return self._limiter.rate_limited
-
-    @property
-    def flood_disconnects(self) -> int:
-        return self._limiter.flood_disconnects
-
-    @property
-    def access_denied(self) -> int:
-        return self._access.denied
-
-    @property
-    def resumed(self) -> int:
-        return self._resumer.resumed if self._resumer is not None else 0
-
-    @property
-    def resume_failed(self) -> dict[str, int]:
-        return self._resumer.resume_failed if self._resumer is not None else {}
-
-    @property
-    def ops_resumed(self) -> int:
-        return self._resumer.ops_resumed if self._resumer is not None else 0
-
-    @property
-    def document_count(self) -> int:
-        return len(self._rooms)
-
-    @property
-    def connection_count(self) -> int:
-        return len(self._conns)
 
     # -- connection ----------------------------------------------------------
 
@@ -385,6 +304,24 @@ class CollabService:
             self._resumer.disconnected(conn, recoverable)
         for member in list(conn.docs.values()):
             await self._remove_member(member)
+
+    async def resume(self, namespace: str, pid: str, offset: str | None, auth: Any) -> str | None:
+        """The Socket.IO server's ``restore`` hook: claim the record of socket
+        ``pid`` and return its sid, or ``None`` (a new socket, not resumed).
+
+        The token must be valid and name the record's user; each document's
+        role is read again (a revoked one is not resumed: the client gets
+        ``access-revoked`` for it).  The connect handler then calls
+        ``connect(sid, auth, pid=pid)``, which picks up the ticket."""
+        if self._resumer is None:
+            return None
+        return await self._resumer.resume(namespace, pid, offset, auth)
+
+    def _record_changed(self, conn: Conn) -> None:
+        """The connection caught up in, or left, a document: its recovery
+        record is saved again (recovery on)."""
+        if self._resumer is not None:
+            self._resumer.record_changed(conn)
 
     # -- join / leave --------------------------------------------------------
 
@@ -668,33 +605,7 @@ class CollabService:
                 future.set_result(ack)
             self._settled(context[0])
 
-    # -- BrokerListener --------------------------------------------------------
-
-    def on_message(self, message: BrokerMessage) -> None:
-        """Another instance's message for a document with local members."""
-        room = self._rooms.get(message.document_id)
-        if room is None:
-            return
-        self.broker_received += 1
-        if isinstance(message, OperationMessage):
-            self._sequencer.receive(room, message)
-        elif isinstance(message, PresenceMessage):
-            self._relay.receive(message)
-        elif isinstance(message, RoleMessage):
-            self._access.receive(message)
-
-    def on_instance_message(self, message: InstanceMessage) -> None:
-        """A message for every instance (see ``core/api.py``)."""
-        if self.instance_handler is not None:
-            self.instance_handler(message)
-
-    def on_availability(self, available: bool) -> None:
-        """The broker's subscriber came back: whatever was published meanwhile
-        is lost to us, so every open document catches up from the log."""
-        if not available:
-            log.warning("broker unavailable: remote edits wait for it (local ones still commit)")
-            return
-        self._sequencer.check_all()
+    # -- catch-up and snapshots ---------------------------------------------
 
     async def sync(self, sid: str, payload: Any) -> Ack:
         conn = self._conns.get(sid)
@@ -843,7 +754,33 @@ class CollabService:
         """Enforce a new role on the user's open connections at once."""
         await self._access.apply_role_change(doc_id, user_id, role)
 
-    # -- helpers -------------------------------------------------------------
+    # -- BrokerListener --------------------------------------------------------
+
+    def on_message(self, message: BrokerMessage) -> None:
+        """Another instance's message for a document with local members."""
+        room = self._rooms.get(message.document_id)
+        if room is None:
+            return
+        self.broker_received += 1
+        if isinstance(message, OperationMessage):
+            self._sequencer.receive(room, message)
+        elif isinstance(message, PresenceMessage):
+            self._relay.receive(message)
+        elif isinstance(message, RoleMessage):
+            self._access.receive(message)
+
+    def on_instance_message(self, message: InstanceMessage) -> None:
+        """A message for every instance (see ``core/api.py``)."""
+        if self.instance_handler is not None:
+            self.instance_handler(message)
+
+    def on_availability(self, available: bool) -> None:
+        """The broker's subscriber came back: whatever was published meanwhile
+        is lost to us, so every open document catches up from the log."""
+        if not available:
+            log.warning("broker unavailable: remote edits wait for it (local ones still commit)")
+            return
+        self._sequencer.check_all()
 
     # -- for the server API (core/api.py) -------------------------------------
 
@@ -876,6 +813,71 @@ class CollabService:
     async def roster(self, doc_id: str) -> list[dict[str, Any]]:
         """Who is in the document, on every instance."""
         return await self._relay.roster(doc_id)
+
+    # -- counters and sizes, read by the metrics collector at scrape time -----
+
+    @property
+    def broker_published(self) -> int:
+        return self._publisher.published
+
+    @property
+    def publish_failures(self) -> int:
+        return self._publisher.failures
+
+    @property
+    def gaps_filled(self) -> int:
+        return self._sequencer.gaps_filled
+
+    @property
+    def ops_delivered(self) -> int:
+        return self._sequencer.ops_delivered
+
+    @property
+    def observe_delivery(self) -> Callable[[float], None] | None:
+        """Called with seconds from receiving an operation to queueing it for
+        its last local recipient."""
+        return self._sequencer.observe_delivery
+
+    @observe_delivery.setter
+    def observe_delivery(self, observe: Callable[[float], None] | None) -> None:
+        self._sequencer.observe_delivery = observe
+
+    @property
+    def _presence_dirty(self) -> set[Member]:
+        """Members with a state update to send (tests/security checks it empties)."""
+        return self._relay.dirty
+
+    @property
+    def rate_limited(self) -> int:
+        return self._limiter.rate_limited
+
+    @property
+    def flood_disconnects(self) -> int:
+        return self._limiter.flood_disconnects
+
+    @property
+    def access_denied(self) -> int:
+        return self._access.denied
+
+    @property
+    def resumed(self) -> int:
+        return self._resumer.resumed if self._resumer is not None else 0
+
+    @property
+    def resume_failed(self) -> dict[str, int]:
+        return self._resumer.resume_failed if self._resumer is not None else {}
+
+    @property
+    def ops_resumed(self) -> int:
+        return self._resumer.ops_resumed if self._resumer is not None else 0
+
+    @property
+    def document_count(self) -> int:
+        return len(self._rooms)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
 
 
 def refusal(exc: AuthError) -> tuple[str, dict[str, str]]:
