@@ -306,13 +306,9 @@ class CollabService:
             await self._remove_member(member)
 
     async def resume(self, namespace: str, pid: str, offset: str | None, auth: Any) -> str | None:
-        """The Socket.IO server's ``restore`` hook: claim the record of socket
-        ``pid`` and return its sid, or ``None`` (a new socket, not resumed).
-
-        The token must be valid and name the record's user; each document's
-        role is read again (a revoked one is not resumed: the client gets
-        ``access-revoked`` for it).  The connect handler then calls
-        ``connect(sid, auth, pid=pid)``, which picks up the ticket."""
+        """The Socket.IO server's ``restore`` hook (``Resumer.resume``): the sid
+        of the socket to resume, or ``None`` (a new socket; always with
+        recovery off)."""
         if self._resumer is None:
             return None
         return await self._resumer.resume(namespace, pid, offset, auth)
@@ -744,10 +740,8 @@ class CollabService:
         }
 
     async def change_role(self, doc_id: str, user_id: str, role: Role | None) -> None:
-        """Store the user's new role (``None``: revoke) and enforce it at once
-        here and, through the broker, on every instance that has the document
-        open.  Raises ``StoreError`` (``UnknownDocument`` when granting on a
-        document that does not exist)."""
+        """Store the user's new role (``None``: revoke) and enforce it
+        everywhere (``Access.change_role``).  Raises ``StoreError``."""
         await self._access.change_role(doc_id, user_id, role)
 
     async def apply_role_change(self, doc_id: str, user_id: str, role: Role | None) -> None:
