@@ -199,7 +199,8 @@ class CollabService:
             Resumer(
                 records=RecordWriter(recovery, self.settings.recovery_window),
                 conns=self._conns,
-                verify=verifier.verify,
+                # Looked up at each resume, as ``connect`` does.
+                verify=lambda token: self.verifier.verify(token),
                 gateway=gateway,
                 settings=self.settings,
                 clock=clock,
