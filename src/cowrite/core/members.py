@@ -5,8 +5,11 @@ document.  Each part of the service owns some of a member's fields: the
 sequencer ``next_seq`` and ``pending`` (core/sequencer.py), the presence
 relay the ``presence_*`` fields (core/presence.py), access control the
 ``role*`` fields (core/access.py), the rate limiter the connection's buckets,
-refusals and ``inflight`` (core/limits.py), recovery ``pid``, ``epoch`` and
-``restoring`` (core/resume.py).
+refusals and ``inflight`` (core/limits.py; the service's edit path counts
+``inflight`` up), recovery ``pid``, ``epoch`` and ``restoring``
+(core/resume.py; the sequencer reads ``restoring`` for offsets and empties it
+as documents catch up).  The service's join (re)sets a member's fields when
+it starts a catch-up, and its leave takes the member out everywhere.
 
 Invariant: a member is current while ``conn.docs[document_id] is member``.
 A leave, a revocation or a second join replaces or removes it there first,
