@@ -18,8 +18,9 @@ from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.recovery import RecoveryStore
 from cowrite.backends.store import OperationStore
 from cowrite.config import AppSettings
+from cowrite.core.acks import error
 from cowrite.core.api import ServerApi
-from cowrite.core.collab import CollabService, error, refusal
+from cowrite.core.service import CollabService, refusal
 from cowrite.errors import CloseReason, ConfigError, ConnectionRefused
 from cowrite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cowrite.metrics import Metrics

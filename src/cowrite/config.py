@@ -195,7 +195,7 @@ class AppSettings:
 
     server: ServerSettings
     auth: Any  # cowrite.auth.AuthSettings (imported lazily: config stays import-light)
-    collab: Any  # cowrite.core.collab.CollabSettings
+    collab: Any  # cowrite.core.settings.CollabSettings
     store: str
     data_dir: str
     dev_mode: bool
@@ -257,7 +257,7 @@ def load_app_settings(
     recovery_window: float | None = None,
 ) -> AppSettings:
     """Defaults < TOML file < ``COWRITE_*`` environment < explicit arguments (the CLI flags)."""
-    from cowrite.core.collab import CollabSettings
+    from cowrite.core.settings import CollabSettings
 
     env = _merged_env(environ, config_file)
     dev = dev_mode if dev_mode is not None else _env_bool(env, "COWRITE_DEV", False)

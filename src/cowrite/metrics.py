@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from cowrite.protocol.session import Transport
 
 if TYPE_CHECKING:
-    from cowrite.core.collab import CollabService
+    from cowrite.core.service import CollabService
     from cowrite.server.socketio import SocketServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -104,7 +104,7 @@ _ASSET_HEADERS: Final = (("X-Content-Type-Options", "nosniff"),)
 
 _USER_ID: Final = re.compile(r"[A-Za-z0-9._@:-]{1,64}")
 _MAX_NAME: Final = 64
-_MAX_DOC_ID: Final = 256  # as core/collab.py
+_MAX_DOC_ID: Final = 256  # as core/service.py
 
 _NOT_BUILT: Final = (
     b"The demo page is not built. Run `make serve` (or: cd web && npm ci && npm run build).\n"

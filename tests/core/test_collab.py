@@ -15,7 +15,8 @@ from cowrite.backends.broker_memory import MemoryBroker
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store import Role, StoreError
 from cowrite.backends.store_sqlite import SqliteStore
-from cowrite.core.collab import CollabService, CollabSettings
+from cowrite.core.service import CollabService
+from cowrite.core.settings import CollabSettings
 
 
 async def open_service(

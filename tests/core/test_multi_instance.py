@@ -16,7 +16,8 @@ from cowrite.backends.broker import BrokerListener, BrokerMessage, OperationMess
 from cowrite.backends.broker_memory import MemoryBroker, MemoryHub
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store_sqlite import SqliteStore
-from cowrite.core.collab import CollabService, CollabSettings
+from cowrite.core.service import CollabService
+from cowrite.core.settings import CollabSettings
 
 
 class LossyBroker:

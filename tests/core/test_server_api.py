@@ -15,7 +15,7 @@ from cowrite.backends.broker_memory import MemoryBroker, MemoryHub
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.api import ApiError, ServerApi
-from cowrite.core.collab import CollabService
+from cowrite.core.service import CollabService
 
 Node = tuple[CollabService, RecordingGateway]
 

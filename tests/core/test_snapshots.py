@@ -14,8 +14,9 @@ from test_collab import close_service, connect, open_service
 from cowrite.backends.broker import OperationMessage
 from cowrite.backends.store import AppendRequest
 from cowrite.backends.store_sqlite import SqliteStore
-from cowrite.core.collab import CollabService, CollabSettings
 from cowrite.core.compaction import RetentionSettings, compact_documents
+from cowrite.core.service import CollabService
+from cowrite.core.settings import CollabSettings
 
 Svc = tuple[CollabService, Any, SqliteStore]
 

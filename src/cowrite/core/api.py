@@ -37,7 +37,7 @@ from typing import Any
 
 from cowrite.backends.broker import DisconnectMessage, InfoReply, InfoRequest, InstanceMessage
 from cowrite.backends.store import Role, StoreError, UnknownDocument
-from cowrite.core.collab import CollabService, _document_id, _seq
+from cowrite.core.service import CollabService, _document_id, _seq
 from cowrite.errors import RemoteError
 
 log = logging.getLogger("cowrite.api")
