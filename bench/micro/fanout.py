@@ -1,4 +1,4 @@
-"""Python CPU of one committed operation's fan-out in ``CollabService``, alone.
+"""Python CPU of one committed operation's fan-out in the sequencer (core/sequencer.py), alone.
 
 ``_deliver`` of a ``remote-edit`` to a room of ``--room`` members (one of them
 the sender) through a gateway that encodes like ``SocketServer.prepare`` and
@@ -21,7 +21,9 @@ from cowrite.auth import Identity
 from cowrite.backends.broker_memory import MemoryBroker
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.store import Role
-from cowrite.core.collab import CollabService, Conn, Member, Room
+from cowrite.core.members import Conn, Member
+from cowrite.core.sequencer import Room
+from cowrite.core.service import CollabService
 from cowrite.protocol.socketio import encode_event_text
 
 
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> float:
         **extra,
     )
     # Before recovery existed (to compare with an older checkout): encode once.
-    prepare = getattr(service, "_prepare_edit", None) or (
+    sequencer = service._sequencer
+    prepare = getattr(sequencer, "_prepare_edit", None) or (
         lambda body: gateway.prepare("remote-edit", body)
     )
     room = Room("doc", asyncio.get_event_loop().create_future())
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> float:
             "clientOpId": "c",
             "operation": operation,
         }
-        service._deliver(room, seq, prepare(body), "s0")
+        sequencer._deliver(room, seq, prepare(body), "s0")
         if len(gateway.sent) > 10_000:
             gateway.sent.clear()
     return (time.process_time() - start) / args.n * 1e6
