@@ -300,7 +300,7 @@ def test_connections_reset_before_the_upgrade_fail_cleanly() -> None:
         listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
         listener_fd = listener.fileno()
         port = listener.getsockname()[1]
-        plan = Plan(urls=(f"http://127.0.0.1:{port}",), clients=1000, secret=SECRET)
+        plan = Plan(urls=(f"http://127.0.0.1:{port}",), clients=500, secret=SECRET)
         ctx = Context(plan, "127.0.0.1")
         bystander = socket.socket()
         before = _open_sockets()
@@ -309,7 +309,7 @@ def test_connections_reset_before_the_upgrade_fail_cleanly() -> None:
         closer = threading.Timer(0.02, listener.close)
         closer.start()
         clients = [
-            Client(ctx, i, "TOKEN", doc_id="doc-0", editor=False, members=1) for i in range(1000)
+            Client(ctx, i, "TOKEN", doc_id="doc-0", editor=False, members=1) for i in range(500)
         ]
         outcomes = await asyncio.gather(*(c.open(0, 5.0) for c in clients), return_exceptions=True)
         closer.join()
