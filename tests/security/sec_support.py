@@ -428,7 +428,7 @@ def live_state(running: Running) -> dict[str, int]:
         "sio.tasks": len(server._tasks),
         "service.connections": service.connection_count,
         "service.documents": service.document_count,
-        "service.presence_dirty": len(service._presence_dirty),
+        "service.presence_dirty": len(service._relay.dirty),
         "engine.timers": len(engine._timers),
     }
     count = getattr(app.presence, "document_count", None)

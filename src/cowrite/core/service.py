@@ -838,11 +838,6 @@ class CollabService:
         self._sequencer.observe_delivery = observe
 
     @property
-    def _presence_dirty(self) -> set[Member]:
-        """Members with a state update to send (tests/security checks it empties)."""
-        return self._relay.dirty
-
-    @property
     def rate_limited(self) -> int:
         return self._limiter.rate_limited
 

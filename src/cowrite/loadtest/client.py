@@ -219,7 +219,6 @@ class Client:
         "doc_id",
         "drain_delay",
         "editor",
-        "home",
         "index",
         "last_seq",
         "lost_at",
@@ -238,7 +237,6 @@ class Client:
         self.doc_id = doc_id
         self.editor = editor
         self.members = members
-        self.home = ctx.plan.url_index(index)
         self.conn: SioWebSocket | None = None
         self.attempt: SioWebSocket | None = None  # the connection being opened
         self.last_seq = 0

@@ -206,9 +206,10 @@ class Worker:
     async def _first_connect(self, client: Client, gate: asyncio.Semaphore) -> None:
         stats = self.ctx.stats
         stats.attempted += 1
+        plan = self.wplan.plan
         began = time.monotonic()
         try:
-            await client.open(client.home, self.wplan.plan.connect_timeout)
+            await client.open(plan.url_index(client.index), plan.connect_timeout)
         except ConnectFailed as exc:
             stats.connect_failed += 1
             stats.errors[exc.reason] += 1
