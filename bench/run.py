@@ -42,25 +42,17 @@ from pathlib import Path
 from typing import Any
 
 import collab
+from proccpu import CLK_TCK, cpu_seconds
 from reportlines import closing_lines, failure_lines
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_SERVERS = ("node", "pysio", "cowrite")
 SCENARIO_SERVERS = {"broadcast": ALL_SERVERS, "collab": collab.COLLAB_SERVERS}
 DEFAULT_RATES = "1000,2000,4000,8000,16000,32000,64000,128000"
 
 
 # --------------------------------------------------------------------------- /proc
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    # rest[0] is field 3 (state); utime/stime are fields 14/15.
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
 def mem_kib(pid: int) -> dict[str, int]:

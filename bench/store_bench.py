@@ -13,7 +13,9 @@ Stores: ``sqlite-full`` (the default ``SqliteStore``, ``synchronous=FULL``),
 ``sqlite-normal`` (``synchronous=NORMAL``: not durable on power loss, shown
 for comparison) and ``postgres`` (``PostgresStore`` on
 ``COWRITE_BENCH_POSTGRES_DSN``, default ``postgresql://postgres@127.0.0.1:5432/test``,
-in a throw-away schema).  The SQLite file goes to ``--dir`` (default: a
+in a throw-away schema).  For PostgreSQL the table also gives the database's
+CPU per commit: the store's backends' user + system time from ``/proc``, so
+the database must run on this machine.  The SQLite file goes to ``--dir`` (default: a
 temporary directory); put it on the disk you mean to measure.
 """
 
@@ -38,9 +40,12 @@ import asyncpg
 from cowrite.backends.store import AppendRequest, OperationStore
 from cowrite.backends.store_postgres import PostgresStore
 from cowrite.backends.store_sqlite import SqliteStore
+from proccpu import cpu_seconds
 
 PG_DSN = os.environ.get("COWRITE_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PAYLOAD_SIZE = 200
+#: How the store's connections name themselves, so their backends can be found.
+APP_NAME = "cowrite-store-bench"
 
 
 @asynccontextmanager
@@ -62,7 +67,12 @@ async def open_store(kind: str, directory: Path) -> AsyncIterator[OperationStore
     schema = f"cowrite_bench_{uuid.uuid4().hex}"
     admin = await asyncpg.connect(PG_DSN)
     await admin.execute(f'CREATE SCHEMA "{schema}"')
-    store = PostgresStore(PG_DSN, min_size=1, max_size=2, server_settings={"search_path": schema})
+    store = PostgresStore(
+        PG_DSN,
+        min_size=1,
+        max_size=2,
+        server_settings={"search_path": schema, "application_name": APP_NAME},
+    )
     try:
         await store.open()
         yield store
@@ -72,8 +82,24 @@ async def open_store(kind: str, directory: Path) -> AsyncIterator[OperationStore
         await admin.close()
 
 
+async def backend_pids() -> list[int]:
+    """The process ids of the PostgreSQL backends serving the store."""
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        rows = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1", APP_NAME
+        )
+    finally:
+        await admin.close()
+    return [row["pid"] for row in rows]
+
+
+def database_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 async def measure(
-    store: OperationStore, docs: list[str], size: int, seconds: float
+    store: OperationStore, docs: list[str], size: int, seconds: float, postgres: bool
 ) -> dict[str, float]:
     counter = itertools.count()
     doc_cycle = itertools.cycle(docs)
@@ -87,6 +113,9 @@ async def measure(
 
     for _ in range(3):  # warm up: connections, statement caches, file growth
         await store.append_batch(batch())
+    pids = await backend_pids() if postgres else []
+    db_cpu = database_cpu(pids)
+    own_cpu = time.process_time()
     latencies: list[float] = []
     ops = 0
     start = time.perf_counter()
@@ -96,12 +125,16 @@ async def measure(
         latencies.append(time.perf_counter() - now)
         ops += len(requests)
     elapsed = time.perf_counter() - start
+    db_cpu = database_cpu(pids) - db_cpu
+    own_cpu = time.process_time() - own_cpu
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "ops_per_s": ops / elapsed,
         "commits_per_s": len(latencies) / elapsed,
         "p50_ms": quantiles[49] * 1000,
         "p99_ms": quantiles[98] * 1000,
+        "own_us_per_commit": own_cpu / len(latencies) * 1e6,
+        "db_us_per_commit": db_cpu / len(latencies) * 1e6 if postgres else float("nan"),
     }
 
 
@@ -125,7 +158,9 @@ async def main() -> None:
                     docs = [f"doc-{i}" for i in range(args.docs)]
                     for doc in docs:
                         await store.create_document(doc, "bench-user")
-                    result = await measure(store, docs, size, args.seconds)
+                    result = await measure(
+                        store, docs, size, args.seconds, postgres=kind == "postgres"
+                    )
                 rows.append((kind, size, result))
                 print(f"{kind} batch={size}: {result['ops_per_s']:,.0f} ops/s", file=sys.stderr)
 
@@ -134,12 +169,16 @@ async def main() -> None:
         f"{args.docs} documents, {PAYLOAD_SIZE}-byte payloads with client_op_ids, "
         f"one writer, {args.seconds:g} s per cell\n"
     )
-    print("| store | ops per commit | ops/s | commits/s | commit p50 ms | commit p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| store | ops per commit | ops/s | commits/s | commit p50 ms | commit p99 ms "
+        "| this process's CPU per commit (us) | database CPU per commit (us) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, size, r in rows:
+        db = "-" if kind != "postgres" else f"{r['db_us_per_commit']:,.0f}"
         print(
             f"| {kind} | {size} | {r['ops_per_s']:,.0f} | {r['commits_per_s']:,.0f} "
-            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['own_us_per_commit']:,.0f} | {db} |"
         )
 
 

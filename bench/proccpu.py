@@ -1,0 +1,15 @@
+"""CPU time of a process from Linux ``/proc``, shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import os
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    # rest[0] is field 3 (state); utime/stime are fields 14/15.
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
