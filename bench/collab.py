@@ -74,7 +74,8 @@ def _run(coro: Any) -> Any:
 
 
 def _admin(admin_url: str, sql: str) -> None:
-    """Run one statement on the administration connection (CREATE/DROP DATABASE)."""
+    """Run one statement on the administration connection (CREATE/DROP DATABASE,
+    CHECKPOINT)."""
     import asyncpg
 
     async def go() -> None:
@@ -89,6 +90,11 @@ def _admin(admin_url: str, sql: str) -> None:
 
 def create_db(admin_url: str, dbname: str) -> None:
     _admin(admin_url, f'CREATE DATABASE "{dbname}"')
+    # Every server starts right after a checkpoint: the WAL of the server
+    # measured before (nodeadr-pg's backlog of INSERTs at a saturated step)
+    # must not put a checkpoint, and its full-page writes, into the next
+    # server's steps.
+    _admin(admin_url, "CHECKPOINT")
 
 
 def drop_db(admin_url: str, dbname: str) -> None:
