@@ -102,11 +102,12 @@ from typing import Any, Final, Literal, Protocol, assert_never
 import orjson
 
 from cowrite.errors import LocalError
+from cowrite.records import record
 
 PresenceKind = Literal["joined", "left", "state"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OperationMessage:
     """Operation ``seq`` of a document was committed by ``user_id``.
 
@@ -122,7 +123,7 @@ class OperationMessage:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PresenceMessage:
     """A user joined or left a document, or changed their presence ``state``.
 

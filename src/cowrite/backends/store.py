@@ -93,6 +93,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from cowrite.records import record
+
 
 class StoreError(Exception):
     """Base of every error an operation store raises on purpose."""
@@ -137,7 +139,7 @@ class Role(StrEnum):
     VIEWER = "viewer"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AppendRequest:
     """One operation to append to ``document_id`` on behalf of ``user_id``.
 
@@ -152,7 +154,7 @@ class AppendRequest:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AppendResult:
     """Where an ``AppendRequest`` landed.
 
@@ -165,7 +167,7 @@ class AppendResult:
     duplicate: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StoredOp:
     """An operation as read back from the log.
 
@@ -243,7 +245,7 @@ def idempotency_key(request: AppendRequest) -> IdempotencyKey | None:
     return (request.document_id, request.user_id, request.client_op_id)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AppendPlan:
     """What one ``append_batch`` must write; see ``plan_append``.
 

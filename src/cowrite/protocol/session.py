@@ -56,6 +56,7 @@ from cowrite.protocol.engineio import (
     decode_text,
     encode_payload,
 )
+from cowrite.records import record
 
 #: Float sums of deadlines carry rounding error (``t + 0.3 + 0.2`` may exceed
 #: ``t + 0.5`` by one ulp); a deadline counts as reached this close to it.
@@ -115,7 +116,7 @@ class EngineConfig:
 # Events for the application -------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageReceived:
     data: str | bytes
 

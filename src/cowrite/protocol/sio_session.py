@@ -24,6 +24,7 @@ import orjson
 
 from cowrite.errors import ProtocolError
 from cowrite.protocol.socketio import Decoder, SioPacket, SioType, encode, fast_event
+from cowrite.records import record
 
 
 class NsState(Enum):
@@ -37,7 +38,7 @@ class ConnectRequested:
     auth: dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventReceived:
     namespace: str
     event: str
@@ -45,7 +46,7 @@ class EventReceived:
     ack_id: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AckReceived:
     namespace: str
     ack_id: int
