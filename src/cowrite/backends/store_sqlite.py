@@ -134,9 +134,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 3: a document's head is its last op's seq (the last row of its
     # primary-key range; compaction never deletes the newest op) instead of a
-    # column every batch updated.  That UPDATE dirtied a page of documents
-    # per document per batch: about one WAL frame in four that a commit
-    # wrote, and a statement per document (docs/PERFORMANCE.md).
+    # column every batch updated.  That UPDATE was a statement per document
+    # per batch and dirtied pages of documents that the commit wrote to the
+    # WAL: about 20 % of the CPU per commit with ops spread over 2,000
+    # documents (docs/DESIGN.md, "No head column in SQLite either").
     ("ALTER TABLE documents DROP COLUMN head",),
 )
 
