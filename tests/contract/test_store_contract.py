@@ -131,6 +131,11 @@ def fresh(results: list[AppendResult]) -> list[int]:
     return [r.seq for r in results]
 
 
+def outcomes(results: list[AppendResult]) -> list[tuple[int, bool]]:
+    """(seq, duplicate) of each result, for comparing a batch's at a glance."""
+    return [(r.seq, r.duplicate) for r in results]
+
+
 # --- lifecycle and migrations ----------------------------------------------------
 
 

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from test_store_contract import PG_DSN, connect_postgres_or_skip, req
+from test_store_contract import PG_DSN, connect_postgres_or_skip, outcomes, req
 
-from cowrite.backends.store import AppendResult, UnknownDocument
+from cowrite.backends.store import UnknownDocument
 from cowrite.backends.store_postgres import MIGRATIONS, PostgresStore
 
 
@@ -72,13 +72,7 @@ async def test_a_version_3_database_upgrades_and_keeps_its_log(schema: str) -> N
                 req("d1", op="k3", payload=b"again"),  # earlier in this batch
             ]
         )
-        assert results == [
-            AppendResult(seq=1, duplicate=True),
-            AppendResult(seq=3, duplicate=False),
-            AppendResult(seq=1, duplicate=True),
-            AppendResult(seq=2, duplicate=False),
-            AppendResult(seq=3, duplicate=True),
-        ]
+        assert outcomes(results) == [(1, True), (3, False), (1, True), (2, False), (3, True)]
         ops, head = await store.read_page("d1", 0, 10)
         assert head == 3
         assert [(op.seq, op.client_op_id, op.payload) for op in ops] == [

@@ -12,9 +12,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from test_store_contract import req
+from test_store_contract import outcomes, req
 
-from cowrite.backends.store import AppendResult
 from cowrite.backends.store_sqlite import MIGRATIONS, SqliteStore
 
 
@@ -56,12 +55,7 @@ async def test_a_version_2_file_upgrades_and_keeps_its_log(tmp_path: Path) -> No
                 req("d3", op="k5", payload=b"f"),
             ]
         )
-        assert results == [
-            AppendResult(seq=1, duplicate=True),
-            AppendResult(seq=3, duplicate=False),
-            AppendResult(seq=2, duplicate=False),
-            AppendResult(seq=1, duplicate=False),
-        ]
+        assert outcomes(results) == [(1, True), (3, False), (2, False), (1, False)]
         ops, head = await store.read_page("d1", 1, 10)
         assert head == 3
         assert [(op.seq, op.payload) for op in ops] == [(2, b"b"), (3, b"d")]
