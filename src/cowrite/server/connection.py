@@ -138,6 +138,7 @@ class Connection(asyncio.Protocol):
         "router",
         "transport",
         "wbuf",
+        "websocket",
         "ws",
     )
 
@@ -154,6 +155,11 @@ class Connection(asyncio.Protocol):
         self.wbuf: list[bytes] = []
         self._closing = False
         self.busy = False  # a response is owed (e.g. a parked long-poll)
+        # In WebSocket framing (after the 101).  ``ws``, websockets' Protocol,
+        # is built only when a frame needs it (see _ws_fast): ~1.1 KB per
+        # connection that the usual client, whose data frames the fast path
+        # reads, never needs (tracemalloc, websockets 15).
+        self.websocket = False
         self.ws: WsProtocol | None = None
         self._fragments: list[bytes] | None = None
         self._fast = True  # see _ws_fast
@@ -204,7 +210,7 @@ class Connection(asyncio.Protocol):
                 self.transport.set_write_buffer_limits(high=limit)
 
     def data_received(self, data: bytes) -> None:
-        if self.ws is not None:
+        if self.websocket:
             self._ws_data(data)
             return
         parser = self._parser
@@ -323,7 +329,7 @@ class Connection(asyncio.Protocol):
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
         self.busy = False
-        self.ws = WsProtocol(Side.SERVER, max_size=max_size)
+        self.websocket = True
         self._ws_max = max_size
         self.listener = listener
         early = req.body
@@ -389,7 +395,11 @@ class Connection(asyncio.Protocol):
 
     def _ws_slow(self, data: bytes) -> None:
         ws = self.ws
-        assert ws is not None
+        if ws is None:
+            # Built at a frame boundary (the fast path hands over whole
+            # frames), so it parses from here exactly as if it had been
+            # built at the upgrade.
+            ws = self.ws = WsProtocol(Side.SERVER, max_size=self._ws_max)
         self._fast = False
         ws.receive_data(data)
         # A server-side Protocol built OPEN yields only frames.
@@ -485,14 +495,13 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self.flush()
-        ws = self.ws
         transport = self.transport
         self._closing = True
         self.listener = None
         self.close_code = code
         if transport is None or transport.is_closing():
             return
-        if ws is not None:
+        if self.websocket:
             try:
                 payload = Close(code, reason).serialize()
             except WsProtocolError:

@@ -205,7 +205,7 @@ class HttpServer:
             deadline = loop.time() + timeout
             while self.connections and loop.time() < deadline:
                 for conn in list(self.connections):
-                    if not conn.busy and conn.ws is None and conn.transport is not None:
+                    if not conn.busy and not conn.websocket and conn.transport is not None:
                         conn.transport.close()
                 await asyncio.sleep(0.02)
             for conn in list(self.connections):
