@@ -122,6 +122,17 @@ def test_control_and_fragmented_frames_go_to_websockets() -> None:
     assert b"\x8a\x02hi" in conn.transport.out  # type: ignore[attr-defined]
 
 
+def test_websockets_protocol_is_built_only_when_a_frame_needs_it() -> None:
+    conn, listener = websocket()
+    conn.data_received(Frame(Opcode.TEXT, b"4a").serialize(mask=True) * 3)
+    assert conn.ws is None  # the data frames went through the fast path
+    conn.data_received(Frame(Opcode.CLOSE, b"\x03\xe8").serialize(mask=True))
+    assert conn.ws is not None
+    assert listener.messages == ["4a", "4a", "4a"]
+    assert conn.close_code == 1000
+    assert listener.closed is CloseReason.TRANSPORT_CLOSE
+
+
 def test_unmasked_or_oversize_frames_close_the_connection() -> None:
     conn, listener = websocket()
     conn.data_received(Frame(Opcode.TEXT, b"4a").serialize(mask=False))
