@@ -251,13 +251,18 @@ async def test_stored_roles_of_editors_are_refreshed_in_the_background(tmp_path:
 
 
 class CountingStore(SqliteStore):
-    """The real SQLite store, counting ``create_documents`` calls; it fails
-    the calls while ``failing`` is set."""
+    """The real SQLite store, counting ``create_documents`` and ``read_pages``
+    calls; it fails the creations while ``failing`` is set."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.create_calls: list[list[tuple[str, str]]] = []
+        self.page_reads: list[list[tuple[str, int, int]]] = []
         self.failing = False
+
+    async def read_pages(self, pages: Any) -> Any:
+        self.page_reads.append(list(pages))
+        return await super().read_pages(pages)
 
     async def create_documents(self, documents: Any) -> set[str]:
         self.create_calls.append(list(documents))
@@ -307,6 +312,50 @@ async def test_claim_joins_that_arrive_together_create_their_documents_in_one_ca
         store.failing = False
         assert (await svc.join("y", "e"))["ok"]
         assert await store.list_roles("e") == {"uy": Role.OWNER}
+    finally:
+        await svc.stop()
+        await store.close()
+
+
+async def test_a_join_at_the_rooms_head_reads_nothing_and_misses_nothing(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "db.sqlite")
+    await store.open()
+    auth = AuthSettings(secret=SECRET, docs_claim=True)
+    gw = RecordingGateway()
+    svc = CollabService(
+        store=store,
+        presence=MemoryPresence(),
+        gateway=gw,
+        verifier=TokenVerifier(auth),
+        broker=MemoryBroker(),
+        settings=CollabSettings(docs_claim=True),
+    )
+    await svc.start()
+    try:
+        for sid in ("w", "a", "b", "c"):
+            svc.connect(sid, {"token": mint_token(auth, user_id=sid, docs={"d": "editor"})})
+        assert (await svc.join("w", "d"))["head"] == 0
+        assert store.page_reads == [[("d", 0, 0)]]  # the room's head, when it opened
+        for i in range(2):
+            await svc.edit("w", {"documentId": "d", "operation": i, "clientOpId": f"w{i}"})
+        # At the head: no read, an empty page.
+        ack = await svc.join("a", {"documentId": "d", "since": 2})
+        assert (ack["head"], ack["ops"], ack["more"]) == (2, [], False)
+        assert len(store.page_reads) == 1
+        # Behind it: the page from the log.
+        ack = await svc.join("b", {"documentId": "d", "since": 1})
+        assert [op["seq"] for op in ack["ops"]] == [2] and len(store.page_reads) == 2
+        # An edit committed while a join at the head is under way arrives
+        # once: in the page or, held until the ack, as a remote-edit.
+        ack, _ = await asyncio.gather(
+            svc.join("c", {"documentId": "d", "since": 2}),
+            svc.edit("w", {"documentId": "d", "operation": 2, "clientOpId": "w2"}),
+        )
+        await asyncio.sleep(0)
+        for sid in ("a", "b"):
+            assert [e["seq"] for e in gw.events(sid, "remote-edit")] == [3], sid
+        seen = [op["seq"] for op in ack["ops"]] + [e["seq"] for e in gw.events("c", "remote-edit")]
+        assert seen == [3]
     finally:
         await svc.stop()
         await store.close()

@@ -376,9 +376,16 @@ class CollabService:
                 # finds the connection in the presence store to remove (its
                 # leave waits for this join: ``_remove_member``).
                 first, roster = await self._relay.join(member)
-                snapshot, ops, head, more = await self._history.read_from(
-                    doc_id, since, self.settings.page_size, wants_snapshot, True
-                )
+                if since == room.next_seq - 1 and self._rooms.get(doc_id) is room:
+                    # The room has handed its members every operation up to
+                    # ``since`` and hands this one (held until the ack) every
+                    # later one: nothing to read (a reconnect that missed
+                    # nothing, or a join of a document nobody has written).
+                    snapshot, ops, head, more = None, [], since, False
+                else:
+                    snapshot, ops, head, more = await self._history.read_from(
+                        doc_id, since, self.settings.page_size, wants_snapshot, True
+                    )
         except HistoryCompacted as exc:
             if conn.docs.get(doc_id) is member:
                 await self._remove_member(member)
