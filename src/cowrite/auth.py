@@ -214,12 +214,13 @@ class _MemoHMAC(HMACAlgorithm):
     trying to parse the secret as a PEM, SSH and DER key and as an X.509
     certificate (to refuse asymmetric keys used as HMAC secrets): about half
     of a whole HS256 verification.  The answer depends only on the key bytes,
-    so it is computed once per secret; the signature check itself is
-    untouched."""
+    so it is computed once per secret, as is the key-length check (per
+    length); the signature check itself is untouched."""
 
     def __init__(self, hash_alg: Any) -> None:
         super().__init__(hash_alg)
         self._prepared: dict[bytes, bytes] = {}
+        self._short: dict[int, str | None] = {}
 
     def prepare_key(self, key: str | bytes) -> bytes:
         known = self._prepared.get(key) if isinstance(key, bytes) else None
@@ -228,6 +229,14 @@ class _MemoHMAC(HMACAlgorithm):
             if isinstance(key, bytes) and len(self._prepared) < 8:
                 self._prepared[key] = known
         return known
+
+    def check_key_length(self, key: bytes) -> str | None:
+        # PyJWT builds a hash object per verification to learn the digest
+        # size; the answer depends only on the key's length.
+        size = len(key)
+        if size not in self._short:
+            self._short[size] = super().check_key_length(key)
+        return self._short[size]
 
 
 def _pyjwt_with_memo_hmac() -> jwt.PyJWT:

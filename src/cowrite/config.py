@@ -8,7 +8,6 @@ transports websocket and polling; CORS allow-list with credentials).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import ipaddress
 import os
 import re
@@ -66,6 +65,7 @@ class ServerSettings:
     extra: dict[str, Any] = field(default_factory=dict)
     _proxy_nets: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
     _exempt_nets: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
+    _limited: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.ping_interval <= 0 or self.ping_timeout <= 0:
@@ -113,8 +113,16 @@ class ServerSettings:
         return peer
 
     def ip_limited(self, address: str) -> bool:
-        """Whether per-IP limits apply to ``address``."""
-        return _ip_limited(address, self._exempt_nets)
+        """Whether per-IP limits apply to ``address`` (remembered per address:
+        parsing one costs more than the rest of admission, and clients come
+        back from the same ones)."""
+        cache = self._limited
+        known = cache.get(address)
+        if known is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            known = cache[address] = _ip_limited(address, self._exempt_nets)
+        return known
 
     def _trusted(self, address: str) -> bool:
         try:
@@ -133,10 +141,7 @@ class ServerSettings:
         return dataclasses.replace(self, **changes)
 
 
-@functools.lru_cache(maxsize=4096)
 def _ip_limited(address: str, exempt: tuple[Any, ...]) -> bool:
-    """``ServerSettings.ip_limited``, remembered: parsing an address costs more
-    than the rest of admission, and clients come back from the same ones."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -166,7 +171,7 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
     base = ServerSettings()
     values: dict[str, Any] = {}
     for f in dataclasses.fields(ServerSettings):
-        if f.name in ("extra", "_proxy_nets", "_exempt_nets"):
+        if f.name in ("extra", "_proxy_nets", "_exempt_nets", "_limited"):
             continue
         raw = env.get(f"COWRITE_{f.name.upper()}")
         if raw is not None:

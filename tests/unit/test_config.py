@@ -76,3 +76,14 @@ def test_retention_and_snapshot_size_come_from_flags_env_file(tmp_path: Path) ->
     for bad in ({"COWRITE_COMPACT_KEEP_OPS": "1.5"}, {"COWRITE_COMPACT_INTERVAL": "-1"}):
         with pytest.raises(ConfigError):
             load_retention(environ=bad)
+
+
+def test_per_ip_exemption_is_remembered_per_settings() -> None:
+    exempt = ServerSettings(per_ip_exempt=("10.0.0.0/8",))
+    default = ServerSettings()
+    for _ in range(2):  # the second answers come from each one's memory
+        assert exempt.ip_limited("10.1.2.3") is False
+        assert exempt.ip_limited("192.0.2.1") is True
+        assert exempt.ip_limited("not an address") is True
+        assert default.ip_limited("192.0.2.1") is True
+    assert exempt == ServerSettings(per_ip_exempt=("10.0.0.0/8",))  # the memory is no field

@@ -350,3 +350,16 @@ def test_session_ids_are_distinct_20_char_base64url() -> None:
     ids = [new_id() for _ in range(3000)]  # several refills of the pool
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{20}", i) for i in ids)
+
+
+def test_handshake_queries_are_parsed_once_and_session_ones_every_time() -> None:
+    from cowrite.server.engine import _QUERIES, _parse_query
+
+    _QUERIES.clear()
+    first = _parse_query(b"EIO=4&transport=websocket")
+    assert first == {"EIO": ["4"], "transport": ["websocket"]}
+    assert _parse_query(b"EIO=4&transport=websocket") is first
+    for query in (b"EIO=4&transport=polling&t=OaB1", b"EIO=4&transport=polling&sid=abc"):
+        assert _parse_query(query) is not _parse_query(query)
+    assert _parse_query(b"EIO=4&transport=polling&sid=abc")["sid"] == ["abc"]
+    assert list(_QUERIES) == [b"EIO=4&transport=websocket"]

@@ -71,6 +71,26 @@ CLOSE_CODES: Final[dict[CloseReason, int]] = {
 DUPLICATE_WEBSOCKET = (1008, "session already has a websocket")
 
 
+# Parsed query strings of requests without a session id or cache-buster: every
+# WebSocket handshake of socket.io-client sends the same few
+# (``EIO=4&transport=websocket``), and parse_qs was 1.5 % of a join's CPU.
+_QUERIES: dict[bytes, dict[str, list[str]]] = {}
+_QUERIES_MAX = 64
+
+
+def _parse_query(raw: bytes) -> dict[str, list[str]]:
+    """``parse_qs`` of a request's query (``ValueError`` when malformed).  The
+    answer may be shared with other requests: read it, never change it."""
+    known = _QUERIES.get(raw)
+    if known is None:
+        known = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+        if "sid" not in known and "t" not in known and len(raw) <= 128:
+            if len(_QUERIES) >= _QUERIES_MAX:
+                _QUERIES.clear()
+            _QUERIES[raw] = known
+    return known
+
+
 class EngineApp(Protocol):
     """What the layer above implements to receive session events."""
 
@@ -439,7 +459,7 @@ class EngineServerCore:
             conn.respond(204, b"", headers=headers)
             return
         try:
-            query = parse_qs(req.query.decode("latin-1"), keep_blank_values=True)
+            query = _parse_query(req.query)
         except ValueError:
             self._refuse(conn, req, _BAD_REQUEST)
             return
@@ -462,9 +482,10 @@ class EngineServerCore:
             if req.method != "GET":
                 self._refuse(conn, req, _BAD_HANDSHAKE_METHOD)
                 return
-            if not self._admit(conn, req):
+            address = self._admit(conn, req)
+            if address is None:
                 return
-            handle = self._new_session(Transport.POLLING, origin, conn, req)
+            handle = self._new_session(Transport.POLLING, origin, address)
             text = handle.session.open(self.loop_time())
             conn.respond(200, text.encode(), headers=self._cors_headers(origin))
             self.app.engine_open(handle)
@@ -506,9 +527,10 @@ class EngineServerCore:
             self._refuse(conn, req, _BAD_REQUEST)
             return
         if sid is None:
-            if not self._admit(conn, req):
+            address = self._admit(conn, req)
+            if address is None:
                 return
-            handle = self._new_session(Transport.WEBSOCKET, req.header("origin"), conn, req)
+            handle = self._new_session(Transport.WEBSOCKET, req.header("origin"), address)
             if not conn.accept_websocket(handle, self.settings.max_payload):
                 self.sessions.pop(handle.sid, None)
                 return
@@ -532,16 +554,18 @@ class EngineServerCore:
         if not conn.accept_websocket(_Probe(handle), self.settings.max_payload):
             handle.session.probe_lost()
 
-    def _admit(self, conn: Connection, req: Request) -> bool:
-        """Apply the admission limits before any session state exists."""
-        key = self._limit_key(self._address(conn, req))
+    def _admit(self, conn: Connection, req: Request) -> str | None:
+        """Apply the admission limits before any session state exists: the
+        client's address when admitted, ``None`` when refused (answered)."""
+        address = self._address(conn, req)
+        key = self._limit_key(address)
         if self.draining or self.stopping:
             # Retry-After 0: another instance can take the client right away.
             refusal: Refusal | None = Refusal(503, "instance draining", 0.0)
         else:
             refusal = self.admission.admit(key, self.loop_time())
         if refusal is None:
-            return True
+            return address
         retry = str(max(0, round(refusal.retry_after + 0.49)) if refusal.retry_after else 0)
         body = orjson.dumps({"code": 3, "message": refusal.reason})
         headers = [*self._cors_headers(req.header("origin")), ("Retry-After", retry)]
@@ -552,7 +576,7 @@ class EngineServerCore:
             headers=headers,
             close=req.upgrade,
         )
-        return False
+        return None
 
     def _address(self, conn: Connection, req: Request) -> str:
         return self.settings.client_address(
@@ -565,9 +589,7 @@ class EngineServerCore:
             handle.handshaking = False
             self.admission.connected()
 
-    def _new_session(
-        self, transport: Transport, origin: str | None, conn: Connection, req: Request
-    ) -> SessionHandle:
+    def _new_session(self, transport: Transport, origin: str | None, address: str) -> SessionHandle:
         # The prefix names this instance (deploy/nginx.conf routes on it).
         prefix = self.settings.sid_prefix
         sid = prefix + new_id()
@@ -576,8 +598,8 @@ class EngineServerCore:
         handle = SessionHandle(self, EngineSession(sid, transport, self.config))
         handle.log_id = new_id()
         handle.origin = origin
-        handle.client_address = self._address(conn, req)
-        self.admission.opened(self._limit_key(handle.client_address))
+        handle.client_address = address
+        self.admission.opened(self._limit_key(address))
         self.sessions[sid] = handle
         return handle
 
