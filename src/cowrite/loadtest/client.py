@@ -33,6 +33,7 @@ import asyncio
 import errno
 import functools
 import random
+import socket
 import time
 from collections import Counter
 from typing import Any, assert_never
@@ -60,6 +61,7 @@ _EIO_CLOSE = b"1"
 #: The Socket.IO client's heartbeat deadline is not used here (the run has its own).
 _NO_DEADLINE = float("inf")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 _JOIN_ACK = 0
 
 
@@ -209,6 +211,30 @@ class Context:
         return delay
 
 
+async def _connect_from(
+    loop: asyncio.AbstractEventLoop, source: str, host: str, port: int
+) -> socket.socket:
+    """A TCP connection from ``source`` (any free port), connected; the
+    socket is closed here if anything fails or the wait is cancelled.
+
+    ``IP_BIND_ADDRESS_NO_PORT`` lets the kernel pick the port at ``connect``
+    by the whole 4-tuple: a plain ``bind`` to port 0 searched the address's
+    ephemeral ports for one no other socket holds, which cost more with
+    every connection the worker had (py-spy, 7,500 clients per address: a
+    quarter of a worker's CPU while its clients reconnected)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Client:
     """One user in one document, for the whole run (across reconnections)."""
 
@@ -255,20 +281,23 @@ class Client:
         done: asyncio.Future[None] = loop.create_future()
         proto = SioWebSocket(self, target, target_index, done)
         self.attempt = proto
-        # The loop makes the socket: a socket handed to uvloop's
-        # create_connection(sock=...) is closed by it when that call fails
-        # (a reset during the call, the timeout) while the socket object
-        # keeps the number, and uvloop's table of descriptors can keep the
-        # dead transport: both seen here as EBADF and "File descriptor N is
-        # used by transport" when a draining instance reset connections it
-        # had not accepted, and closing the number again would close another
-        # client's connection.
-        local = None if ctx.source is None else (ctx.source, 0)
+        deadline = loop.time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                await loop.create_connection(
-                    lambda: proto, target.host, target.port, local_addr=local
-                )
+            if ctx.source is None:
+                async with asyncio.timeout_at(deadline):
+                    await loop.create_connection(lambda: proto, target.host, target.port)
+            else:
+                async with asyncio.timeout_at(deadline):
+                    sock = await _connect_from(loop, ctx.source, target.host, target.port)
+                # Outside the timeout: wrapping a connected socket does no I/O
+                # and is never cancelled half-way.  (A socket handed to uvloop
+                # before it is connected, create_connection(sock=...), is closed
+                # by uvloop when that call fails, a reset or the timeout, while
+                # the object keeps the number: seen here as EBADF and "File
+                # descriptor N is used by transport" when a draining instance
+                # reset connections it had not accepted.)
+                await loop.connect_accepted_socket(lambda: proto, sock)
+            async with asyncio.timeout_at(deadline):
                 await done
         except TimeoutError:
             proto.abandon()
