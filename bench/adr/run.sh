@@ -11,8 +11,10 @@
 # fresh database cw_adr_<NAME>_<epoch>, Redis prefix adr-<NAME>-<epoch>:, runs
 #   timeout TIMEOUT_S cowrite loadtest --url ... --server-pid ... --json ...
 # prints the exact loadtest command, writes OUT/<run>/{report.json,loadtest.txt,
-# server-i.log,cpu.txt}, then stops the servers by PID, drops the database
-# and deletes the run's Redis keys.
+# server-i.log,cpu.txt,cpu-timeline.tsv}, then stops the servers by PID, drops
+# the database and deletes the run's Redis keys.  cpu-timeline.tsv: each
+# server's, the generator's, PostgreSQL's and Redis's CPU every 0.5 s
+# (bench/adr/cpu_timeline.py), to see who held a rejoin storm.
 set -u
 NAME=$1; N=$2; TMO=$3; shift 3
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -64,9 +66,15 @@ fi
 CMD=(timeout "$TMO" "$CW" loadtest "${URLS[@]}" "${SPIDS[@]}" "$@" "${KARGS[@]}" \
      --quiet --output "$OUT/report.json")
 echo "+ COWRITE_AUTH_SECRET=... ${CMD[*]}" | tee "$OUT/command.txt"
+# Who uses the CPU, every 0.5 s (servers, generator, PostgreSQL, Redis).
+"$ROOT/.venv/bin/python" "$ROOT/bench/adr/cpu_timeline.py" "${SPIDS[@]}" --seconds "$TMO" \
+  --out "$OUT/cpu-timeline.tsv" &
+SAMPLER=$!
 T0=$(date +%s.%N)
 COWRITE_AUTH_SECRET="$SECRET" "${CMD[@]}" | tee "$OUT/loadtest.txt"
 RC=${PIPESTATUS[0]}
+kill "$SAMPLER" 2>/dev/null
+wait "$SAMPLER" 2>/dev/null
 echo "loadtest exit $RC, wall $(echo "$(date +%s.%N) - $T0" | bc) s" | tee -a "$OUT/loadtest.txt"
 # Server CPU over the whole run (connect phase included) and open fds.
 for i in "${!PIDS[@]}"; do
