@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from collab_support import SECRET, RecordingGateway
 
@@ -15,9 +18,12 @@ from cowrite.auth import AuthSettings, TokenVerifier, mint_token
 from cowrite.backends.broker import BrokerListener, BrokerMessage, OperationMessage
 from cowrite.backends.broker_memory import MemoryBroker, MemoryHub
 from cowrite.backends.presence_memory import MemoryPresence
+from cowrite.backends.store_postgres import PostgresStore
 from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.service import CollabService
 from cowrite.core.settings import CollabSettings
+
+PG_DSN = os.environ.get("COWRITE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 class LossyBroker:
@@ -134,3 +140,66 @@ async def test_lossy_broker_gaps_are_filled_from_the_log(cluster: Any) -> None:
     # The writer on A sees B's operations (and not its own) in order too.
     assert seen_a == sorted(seqs_b)
     assert a.gaps_filled + b.gaps_filled > 0
+
+
+class PageCountingStore(PostgresStore):
+    """The real PostgreSQL store, counting its ``read_pages`` calls."""
+
+    page_calls = 0
+
+    async def read_pages(self, pages: Any) -> Any:
+        self.page_calls += 1
+        return await super().read_pages(pages)
+
+
+async def test_tail_checks_of_rooms_that_went_quiet_together_share_statements() -> None:
+    """Every remote operation starts a tail check of its room on the other
+    instances that have it open (a head read once it goes quiet); the checks
+    of rooms that went quiet together are due on one grid and share a
+    statement instead of one each (PostgreSQL: reads suspend, so they batch)."""
+    admin = await asyncpg.connect(PG_DSN)
+    schema = f"cowrite_test_{uuid.uuid4().hex}"
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    hub = MemoryHub()
+    stores = [
+        PageCountingStore(PG_DSN, min_size=1, max_size=4, server_settings={"search_path": schema})
+        for _ in range(2)
+    ]
+    nodes = []
+    try:
+        for i, store in enumerate(stores):
+            await store.open()
+            svc = CollabService(
+                store=store,
+                presence=MemoryPresence(),
+                gateway=RecordingGateway(),
+                verifier=TokenVerifier(AuthSettings(secret=SECRET)),
+                broker=MemoryBroker(hub, instance_id=f"i{i}"),
+                settings=CollabSettings(tail_check_delay=0.4),
+            )
+            await svc.start()
+            nodes.append(svc)
+        a, b = nodes
+        docs = [f"doc{i}" for i in range(30)]
+        connect(a, "w", "alice")
+        connect(b, "r", "alice")
+        for doc in docs:
+            assert (await a.join("w", doc))["ok"]
+            assert (await b.join("r", doc))["ok"]
+        await asyncio.sleep(0.5)  # start-up checks (the broker came up) are over
+        before = stores[1].page_calls
+        for i, doc in enumerate(docs):
+            ack = await a.edit("w", {"documentId": doc, "operation": i, "clientOpId": f"c{i}"})
+            assert ack["ok"], ack
+        await asyncio.sleep(1.0)  # every check is due within 0.6 s of its operation
+        # 30 checks: per grid step, the first read of the turn runs alone and
+        # the others share the next (the edits span at most a few steps).
+        calls = stores[1].page_calls - before
+        assert 1 <= calls <= 8, calls
+    finally:
+        for svc in nodes:
+            await svc.stop()
+        for store in stores:
+            await store.close()
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -304,7 +305,17 @@ class Sequencer:
         def check() -> None:
             loop.create_task(self._check_tail(room)).add_done_callback(log_failure)
 
-        room.tail_timer = loop.call_later(self.settings.tail_check_delay, check)
+        delay = self.settings.tail_check_delay
+        # Due on a grid of half the delay: the rooms that went quiet around
+        # the same moment are checked in the same loop turn and share one
+        # store read (LogReader's coalescer) instead of a statement per room
+        # (with rooms spread over instances, every remote operation starts a
+        # check on every other instance that has the document open).
+        step = delay / 2
+        due = loop.time() + delay
+        if step > 0:
+            due = math.ceil(due / step) * step
+        room.tail_timer = loop.call_at(due, check)
 
     async def _check_tail(self, room: Room) -> None:
         room.tail_timer = None
