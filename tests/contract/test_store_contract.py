@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -24,7 +23,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,8 +39,7 @@ from cowrite.backends.store import (
 )
 from cowrite.backends.store_postgres import PostgresStore
 from cowrite.backends.store_sqlite import SqliteStore
-
-PG_DSN = os.environ.get("COWRITE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+from pg_support import PG_DSN, throwaway_schema
 
 
 @dataclass
@@ -84,16 +81,6 @@ def store_from_spec(spec: dict[str, str]) -> OperationStore:
     )
 
 
-async def connect_postgres_or_skip() -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(PG_DSN, timeout=5.0)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        reason = f"PostgreSQL at {PG_DSN} is unreachable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
-        pytest.skip(reason)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
@@ -104,17 +91,13 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             for store in b.opened:
                 await store.close()
         return
-    admin = await connect_postgres_or_skip()
-    schema = f"cowrite_test_{uuid.uuid4().hex}"
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    b = Backend("postgres", {"kind": "postgres", "dsn": PG_DSN, "schema": schema})
-    try:
-        yield b
-    finally:
-        for store in b.opened:
-            await store.close()
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
+    async with throwaway_schema() as schema:
+        b = Backend("postgres", {"kind": "postgres", "dsn": PG_DSN, "schema": schema})
+        try:
+            yield b
+        finally:
+            for store in b.opened:
+                await store.close()
 
 
 @pytest.fixture

@@ -9,27 +9,21 @@ numbering and still recognise the keys stored before the upgrade.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from test_store_contract import PG_DSN, connect_postgres_or_skip, outcomes, req
+from test_store_contract import outcomes, req
 
 from cowrite.backends.store import UnknownDocument
 from cowrite.backends.store_postgres import MIGRATIONS, PostgresStore
+from pg_support import PG_DSN, throwaway_schema
 
 
 @pytest.fixture
 async def schema() -> AsyncIterator[str]:
-    admin = await connect_postgres_or_skip()
-    name = f"cowrite_test_{uuid.uuid4().hex}"
-    await admin.execute(f'CREATE SCHEMA "{name}"')
-    try:
+    async with throwaway_schema() as name:
         yield name
-    finally:
-        await admin.execute(f'DROP SCHEMA "{name}" CASCADE')
-        await admin.close()
 
 
 async def build_version(conn: asyncpg.Connection, version: int) -> None:

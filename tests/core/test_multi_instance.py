@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from collab_support import SECRET, RecordingGateway
 
@@ -22,8 +19,7 @@ from cowrite.backends.store_postgres import PostgresStore
 from cowrite.backends.store_sqlite import SqliteStore
 from cowrite.core.service import CollabService
 from cowrite.core.settings import CollabSettings
-
-PG_DSN = os.environ.get("COWRITE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+from pg_support import PG_DSN, throwaway_schema
 
 
 class LossyBroker:
@@ -152,14 +148,17 @@ class PageCountingStore(PostgresStore):
         return await super().read_pages(pages)
 
 
-async def test_tail_checks_of_rooms_that_went_quiet_together_share_statements() -> None:
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    async with throwaway_schema() as name:
+        yield name
+
+
+async def test_tail_checks_of_rooms_that_went_quiet_together_share_statements(schema: str) -> None:
     """Every remote operation starts a tail check of its room on the other
     instances that have it open (a head read once it goes quiet); the checks
     of rooms that went quiet together are due on one grid and share a
     statement instead of one each (PostgreSQL: reads suspend, so they batch)."""
-    admin = await asyncpg.connect(PG_DSN)
-    schema = f"cowrite_test_{uuid.uuid4().hex}"
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
     hub = MemoryHub()
     stores = [
         PageCountingStore(PG_DSN, min_size=1, max_size=4, server_settings={"search_path": schema})
@@ -201,5 +200,3 @@ async def test_tail_checks_of_rooms_that_went_quiet_together_share_statements() 
             await svc.stop()
         for store in stores:
             await store.close()
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()

@@ -11,24 +11,13 @@ store does not matter use ``sqlite_spec``.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
-from e2e_support import PG_DSN, Client, NodeClient, PyClient, Server, StoreSpec
+from e2e_support import Client, NodeClient, PyClient, Server, StoreSpec
 
-
-async def _postgres_admin() -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(PG_DSN, timeout=5.0)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        reason = f"PostgreSQL at {PG_DSN} is unreachable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
-        pytest.skip(reason)
+from pg_support import throwaway_schema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -36,14 +25,8 @@ async def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     if request.param == "sqlite":
         yield StoreSpec("sqlite", path=str(tmp_path / "cowrite.db"))
         return
-    admin = await _postgres_admin()
-    schema = f"cowrite_e2e_{uuid.uuid4().hex}"
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
+    async with throwaway_schema("cowrite_e2e_") as schema:
         yield StoreSpec("postgres", schema=schema)
-    finally:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
 
 
 @pytest.fixture

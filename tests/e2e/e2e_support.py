@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -29,9 +28,10 @@ from typing import Any
 
 import socketio
 
+from pg_support import PG_DSN
+
 JS_DIR = Path(__file__).resolve().parent.parent / "js"
 SECRET = "e2e-test-secret-" + "x" * 32  # HS256 needs at least 32 bytes
-PG_DSN = os.environ.get("COWRITE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 #: Bound, in seconds, of one wait for the server.
 WAIT = 5.0
 
