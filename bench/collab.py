@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proccpu import cpu_seconds
 from reportlines import closing_lines, failure_lines
 
 BENCH = Path(__file__).resolve().parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 COLLAB_SERVERS = ("nodeadr", "nodeadr-pg", "cowrite-sqlite", "cowrite-pg")
 REFERENCE = "nodeadr-pg"
@@ -167,11 +167,10 @@ def _processes(comm_matches: Callable[[str], bool]) -> Iterator[tuple[int, str, 
                     continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 title = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{pid}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
+            cpu = cpu_seconds(pid)
         except OSError:
             continue
-        yield pid, title, (int(rest[11]) + int(rest[12])) / CLK_TCK
+        yield pid, title, cpu
 
 
 def pg_cpu_delta(

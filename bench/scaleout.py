@@ -28,19 +28,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from proccpu import cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "scaleout"))
 sys.path.insert(0, str(ROOT / "src"))
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
 
 # -- one generator process ------------------------------------------------------------
 
@@ -158,12 +156,6 @@ def worker(argv_json: str) -> None:
 # -- the driver -------------------------------------------------------------------------
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of one process, seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def children(pid: int) -> list[int]:
     out: list[int] = []
     with contextlib.suppress(OSError):
@@ -239,12 +231,12 @@ async def run_config(n: int, rate: float, args: argparse.Namespace) -> dict[str,
         nginx_pid = cluster.nginx.proc.pid  # type: ignore[union-attr]
         pids = {i.instance_id: i.proc.pid for i in cluster.instances}  # type: ignore[union-attr]
         await asyncio.sleep(max(0.0, cfg_base["measure_from"] - time.monotonic()))
-        cpu0 = {k: proc_cpu(p) for k, p in pids.items()}
-        ngx0 = sum(proc_cpu(p) for p in [nginx_pid, *children(nginx_pid)])
+        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        ngx0 = sum(cpu_seconds(p) for p in [nginx_pid, *children(nginx_pid)])
         red0 = await redis_cpu(rclient)
         await asyncio.sleep(max(0.0, cfg_base["measure_to"] - time.monotonic()))
-        cpu1 = {k: proc_cpu(p) for k, p in pids.items()}
-        ngx1 = sum(proc_cpu(p) for p in [nginx_pid, *children(nginx_pid)])
+        cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+        ngx1 = sum(cpu_seconds(p) for p in [nginx_pid, *children(nginx_pid)])
         red1 = await redis_cpu(rclient)
         results = []
         for k, p in enumerate(procs):

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
-TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/
+from proccpu import stat
 
 
 def _read(pid: str) -> tuple[str, int, float] | None:
@@ -36,11 +38,10 @@ def _read(pid: str) -> tuple[str, int, float] | None:
         cmd = (
             Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         )
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        ppid, cpu = stat(int(pid))
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return cmd, int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
+    return cmd, ppid, cpu
 
 
 def sample(servers: list[int]) -> dict[str, float]:
