@@ -34,3 +34,16 @@ class RecordingGateway:
 
     def events(self, sid: str, name: str) -> list[Any]:
         return [args[0] for event, args in self.sent.get(sid, []) if event == name]
+
+
+class CountsPageReads:
+    """Mixed into a real store (``class S(CountsPageReads, SqliteStore)``):
+    records the pages of each ``read_pages`` call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.page_reads: list[list[Any]] = []
+
+    async def read_pages(self, pages: Any) -> Any:
+        self.page_reads.append(list(pages))
+        return await super().read_pages(pages)  # type: ignore[misc]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collab_support import SECRET, RecordingGateway
+from collab_support import SECRET, CountsPageReads, RecordingGateway
 
 from cowrite.auth import AuthSettings, TokenVerifier, mint_token
 from cowrite.backends.broker_memory import MemoryBroker
@@ -250,19 +250,14 @@ async def test_stored_roles_of_editors_are_refreshed_in_the_background(tmp_path:
         await close_service(svc, store)
 
 
-class CountingStore(SqliteStore):
+class CountingStore(CountsPageReads, SqliteStore):
     """The real SQLite store, counting ``create_documents`` and ``read_pages``
     calls; it fails the creations while ``failing`` is set."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.create_calls: list[list[tuple[str, str]]] = []
-        self.page_reads: list[list[tuple[str, int, int]]] = []
         self.failing = False
-
-    async def read_pages(self, pages: Any) -> Any:
-        self.page_reads.append(list(pages))
-        return await super().read_pages(pages)
 
     async def create_documents(self, documents: Any) -> set[str]:
         self.create_calls.append(list(documents))
