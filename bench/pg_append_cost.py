@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from cowrite.backends.store_postgres import PostgresStore
+from pgschema import throwaway_schema
 from proccpu import cpu_seconds
 
 PG_DSN = os.environ.get("COWRITE_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -91,81 +92,81 @@ async def main() -> None:
     parser.add_argument("--sizes", default="1,4", help="operations per call")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    schema = f"cowrite_bench_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(PG_DSN)
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    store = PostgresStore(PG_DSN, server_settings={"search_path": schema})
-    try:
-        await store.open()
-        docs = [f"doc-{i}" for i in range(50)]
-        await store.create_documents([(d, "bench-user") for d in docs])
-        conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
+    async with throwaway_schema(PG_DSN) as schema:
+        store = PostgresStore(PG_DSN, server_settings={"search_path": schema})
         try:
-            await conn.execute("CREATE SEQUENCE probe_seq START 1000000000")
-            await conn.execute("CREATE TABLE probe_rows (a integer, b bytea)")
-            # The probes' inserts go to a copy of ops (its indexes included),
-            # so their numbers never meet cowrite_append's.
-            await conn.execute("CREATE TABLE probe_ops (LIKE ops INCLUDING ALL)")
-            for name, body in PROBES.items():
-                await conn.execute(
-                    f"CREATE FUNCTION {name}({SIGNATURE}) {RETURNS} "
-                    f"SET enable_seqscan = off AS $fn$ {body} $fn$"
-                )
-            pid = await conn.fetchval("SELECT pg_backend_pid()")
-            payload = os.urandom(100)
-            run = uuid.uuid4().hex[:8]
-            rows: list[tuple[str, int, float, float]] = []
-
-            def function_call(name: str, size: int) -> Callable[[int], Awaitable[object]]:
-                def call(i: int) -> Awaitable[object]:
-                    return conn.fetch(
-                        f"SELECT idx, seq, duplicate FROM {name}($1, $2, $3, $4, $5)",
-                        [docs[(i * size + j) % len(docs)] for j in range(size)],
-                        ["bench-user"] * size,
-                        [f"{run}-{name}-{size}-{i}-{j}" for j in range(size)],
-                        [payload] * size,
-                        time.time(),
+            await store.open()
+            docs = [f"doc-{i}" for i in range(50)]
+            await store.create_documents([(d, "bench-user") for d in docs])
+            conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
+            try:
+                await conn.execute("CREATE SEQUENCE probe_seq START 1000000000")
+                await conn.execute("CREATE TABLE probe_rows (a integer, b bytea)")
+                # The probes' inserts go to a copy of ops (its indexes included),
+                # so their numbers never meet cowrite_append's.
+                await conn.execute("CREATE TABLE probe_ops (LIKE ops INCLUDING ALL)")
+                for name, body in PROBES.items():
+                    await conn.execute(
+                        f"CREATE FUNCTION {name}({SIGNATURE}) {RETURNS} "
+                        f"SET enable_seqscan = off AS $fn$ {body} $fn$"
                     )
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+                payload = os.urandom(100)
+                run = uuid.uuid4().hex[:8]
+                rows: list[tuple[str, int, float, float]] = []
 
-                return call
+                def function_call(name: str, size: int) -> Callable[[int], Awaitable[object]]:
+                    def call(i: int) -> Awaitable[object]:
+                        return conn.fetch(
+                            f"SELECT idx, seq, duplicate FROM {name}($1, $2, $3, $4, $5)",
+                            [docs[(i * size + j) % len(docs)] for j in range(size)],
+                            ["bench-user"] * size,
+                            [f"{run}-{name}-{size}-{i}-{j}" for j in range(size)],
+                            [payload] * size,
+                            time.time(),
+                        )
 
-            rows.append(
-                (
-                    "select 1",
-                    0,
-                    *await measure(pid, args.calls, lambda i: conn.fetchval("SELECT 1")),
+                    return call
+
+                rows.append(
+                    (
+                        "select 1",
+                        0,
+                        *await measure(pid, args.calls, lambda i: conn.fetchval("SELECT 1")),
+                    )
                 )
-            )
-            rows.append(
-                (
-                    "insert (autocommit)",
-                    1,
-                    *await measure(
-                        pid,
-                        args.calls,
-                        lambda i: conn.execute(
-                            "INSERT INTO probe_rows VALUES ($1, $2)", i, payload
+                rows.append(
+                    (
+                        "insert (autocommit)",
+                        1,
+                        *await measure(
+                            pid,
+                            args.calls,
+                            lambda i: conn.execute(
+                                "INSERT INTO probe_rows VALUES ($1, $2)", i, payload
+                            ),
                         ),
-                    ),
-                )
-            )
-            for size in sizes:
-                for label, name in (
-                    ("noop", "probe_noop"),
-                    ("lock", "probe_lock"),
-                    ("lock + insert", "probe_lock_insert"),
-                    ("advisory locks + insert", "probe_advisory_insert"),
-                    ("cowrite_append", "cowrite_append"),
-                ):
-                    rows.append(
-                        (label, size, *await measure(pid, args.calls, function_call(name, size)))
                     )
+                )
+                for size in sizes:
+                    for label, name in (
+                        ("noop", "probe_noop"),
+                        ("lock", "probe_lock"),
+                        ("lock + insert", "probe_lock_insert"),
+                        ("advisory locks + insert", "probe_advisory_insert"),
+                        ("cowrite_append", "cowrite_append"),
+                    ):
+                        rows.append(
+                            (
+                                label,
+                                size,
+                                *await measure(pid, args.calls, function_call(name, size)),
+                            )
+                        )
+            finally:
+                await conn.close()
         finally:
-            await conn.close()
-    finally:
-        await store.close()
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
+            await store.close()
 
     print(f"\n{args.calls} calls per cell, one connection, {PG_DSN.rsplit('@', 1)[-1]}\n")
     print("| call | operations | database CPU per call (µs) | this process's CPU per call (µs) |")

@@ -40,6 +40,7 @@ import asyncpg
 from cowrite.backends.store import AppendRequest, OperationStore
 from cowrite.backends.store_postgres import PostgresStore
 from cowrite.backends.store_sqlite import SqliteStore
+from pgschema import throwaway_schema
 from proccpu import cpu_seconds
 
 PG_DSN = os.environ.get("COWRITE_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -64,22 +65,18 @@ async def open_store(kind: str, directory: Path) -> AsyncIterator[OperationStore
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    schema = f"cowrite_bench_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(PG_DSN)
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    store = PostgresStore(
-        PG_DSN,
-        min_size=1,
-        max_size=2,
-        server_settings={"search_path": schema, "application_name": APP_NAME},
-    )
-    try:
-        await store.open()
-        yield store
-    finally:
-        await store.close()
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
+    async with throwaway_schema(PG_DSN) as schema:
+        store = PostgresStore(
+            PG_DSN,
+            min_size=1,
+            max_size=2,
+            server_settings={"search_path": schema, "application_name": APP_NAME},
+        )
+        try:
+            await store.open()
+            yield store
+        finally:
+            await store.close()
 
 
 async def backend_pids() -> list[int]:
