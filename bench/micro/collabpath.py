@@ -12,6 +12,9 @@ Prints CPU (all threads: the store's too) per edit and per delivered
     .venv/bin/python bench/micro/collabpath.py --store postgresql://127.0.0.1/test --edits 5000
     .venv/bin/python bench/micro/collabpath.py --profile /tmp/collab.prof   # cProfile the edit phase
     .venv/bin/python bench/micro/collabpath.py --recovery   # offsets on every remote-edit
+    # instructions per join: the difference of two runs (300 and 100 rooms of 5)
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python bench/micro/collabpath.py \\
+        --rooms 300 --room 5 --join-in-flight 100 --exit-after-joins
 """
 
 from __future__ import annotations
@@ -166,6 +169,10 @@ async def main(args: argparse.Namespace) -> None:
         f"{len(members)} connect + auth + join: {join_cpu / len(members) * 1e6:.0f} us CPU each "
         f"({shape})"
     )
+    if args.exit_after_joins:
+        # For instruction counts (callgrind): the difference between two
+        # runs with different --rooms is the joins' cost alone.
+        os._exit(0)
     pad = "x" * 60
     # Every edit has its own clientOpId (a resend would be a duplicate: no broadcast).
     frames = [
@@ -230,6 +237,9 @@ if __name__ == "__main__":
         help="connect and join client by client, this many at once (0: all connect, then all join)",
     )
     p.add_argument("--profile-join", default="", help="cProfile (CPU time) the connect+join phase")
+    p.add_argument(
+        "--exit-after-joins", action="store_true", help="stop at once after the joins (callgrind)"
+    )
     a = p.parse_args()
     import uvloop
 

@@ -25,9 +25,12 @@ decides what is accepted and turns every failure into an ``AuthError``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -42,7 +45,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 from jwt.algorithms import HMACAlgorithm
-from jwt.exceptions import InvalidSubjectError
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError, InvalidSubjectError
 from jwt.types import Options
 
 from cowrite.errors import ConfigError, LocalError, RemoteError
@@ -239,12 +243,47 @@ class _MemoHMAC(HMACAlgorithm):
         return self._short[size]
 
 
+_BASE64URL: Final = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+def _decode_segment(segment: bytes, name: str) -> bytes:
+    """PyJWT's ``PyJWS._decode_base64url_segment`` with the same outcome for
+    every input (a hypothesis test compares them), its alphabet check done by
+    one regular expression instead of a Python generator step per character:
+    that step was 1.2-1.3 % of a join's samples under py-spy (~10 us of a
+    ~30 us verification in a timeit loop).  Up to two trailing ``=`` are
+    accepted when the segment's length is a multiple of 4; anything outside
+    the base64url alphabet, an impossible length or non-canonical trailing
+    bits is a ``DecodeError``."""
+    stripped = segment.rstrip(b"=")
+    padding = len(segment) - len(stripped)
+    if (
+        padding > 2
+        or (padding and len(segment) % 4)
+        or len(stripped) % 4 == 1
+        or _BASE64URL.fullmatch(stripped) is None
+    ):
+        raise DecodeError(f"Invalid {name} padding")
+    try:
+        decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
+    except binascii.Error as err:
+        raise DecodeError(f"Invalid {name} padding") from err
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped:
+        raise DecodeError(f"Invalid {name} padding")
+    return decoded
+
+
 def _pyjwt_with_memo_hmac() -> jwt.PyJWT:
-    """A PyJWT decoder whose HS256/384/512 use :class:`_MemoHMAC`.  PyJWT has
-    no public way to give a ``PyJWT`` its ``PyJWS``; the attribute is checked
-    here and by the tests, so an upgrade that renames it fails loudly."""
+    """A PyJWT decoder whose HS256/384/512 use :class:`_MemoHMAC` and whose
+    segments are decoded by :func:`_decode_segment`.  PyJWT has no public way
+    to give a ``PyJWT`` its ``PyJWS``; the attributes are checked here and by
+    the tests, so an upgrade that renames them fails loudly."""
     decoder = jwt.PyJWT()
     jws = decoder._jws
+    if not callable(getattr(PyJWS, "_decode_base64url_segment", None)):
+        raise RuntimeError("PyJWT changed: PyJWS._decode_base64url_segment is gone")
+    # Called as self._decode_base64url_segment(segment, name): a staticmethod.
+    jws._decode_base64url_segment = _decode_segment  # type: ignore[method-assign]
     for name, hash_alg in (
         ("HS256", HMACAlgorithm.SHA256),
         ("HS384", HMACAlgorithm.SHA384),
@@ -300,7 +339,8 @@ class TokenVerifier:
         # Cost, HS256: PyJWT's own jwt.decode 206 us per call on a loaded
         # 2-core VM, 93 us with the key preparation remembered (_MemoHMAC);
         # CPython 3.11.7, PyJWT 2.15.1, 181-byte token, timeit of 20k calls.
-        # Much of the rest is PyJWT's per-character base64url check.
+        # Much of the rest was PyJWT's per-character base64url check
+        # (_decode_segment now): 31 -> 21 us on a faster machine.
         if not isinstance(token, str) or not token:
             raise AuthError("token_missing", "no token was given")
         known = self._verified.get(token)

@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
 
 from cowrite.auth import (
     MAX_TOKEN_LENGTH,
@@ -33,6 +35,7 @@ from cowrite.auth import (
     AuthSettings,
     Identity,
     TokenVerifier,
+    _decode_segment,
     auth_settings_from_env,
     mint_token,
     parse_doc_grants,
@@ -696,3 +699,45 @@ def test_the_hmac_secret_is_prepared_once_and_signatures_are_still_checked(
     )
     with pytest.raises(jwt.InvalidKeyError):
         verifier._decoder._jws.get_algorithm_by_name("HS256").prepare_key(pem_bytes)
+
+
+# -- The base64url segment decoder ------------------------------------------------
+
+_SEGMENT_BYTES = st.sampled_from(
+    list(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    + list(b"=+/!. \n\x00\xff")
+)
+
+
+def _outcome(decode: Any, segment: bytes) -> tuple[str, Any]:
+    try:
+        return ("ok", decode(segment, "payload"))
+    except DecodeError as exc:
+        return ("error", str(exc))
+
+
+@hypothesis.settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.lists(_SEGMENT_BYTES, max_size=24).map(bytes),
+        st.binary(max_size=40).map(lambda raw: base64.urlsafe_b64encode(raw)),
+        st.binary(max_size=40).map(lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=")),
+        st.tuples(st.binary(max_size=40), st.integers(0, 3)).map(
+            lambda t: base64.urlsafe_b64encode(t[0]).rstrip(b"=") + b"=" * t[1]
+        ),
+    )
+)
+def test_the_segment_decoder_agrees_with_pyjwts_on_every_input(segment: bytes) -> None:
+    # Same value or the same DecodeError message as PyJWT's own function.
+    assert _outcome(_decode_segment, segment) == _outcome(PyJWS._decode_base64url_segment, segment)
+
+
+def test_the_verifiers_decoder_uses_the_segment_decoder(hs: TokenVerifier) -> None:
+    assert hs._decoder._jws._decode_base64url_segment is _decode_segment
+    token = mint_token(AuthSettings(secret=SECRET), user_id="alice")
+    header, payload, signature = token.split(".")
+    for bad in (f"{header}.{payload}!.{signature}", f"{header}.{payload}.{signature}A"):
+        with pytest.raises(AuthError) as refused:
+            hs.verify(bad)
+        assert refused.value.code == "token_invalid"
+    assert hs.verify(f"{header}.{payload}.{signature}").user_id == "alice"
