@@ -102,3 +102,6 @@ async def test_join_with_snapshot_compaction_and_resync(
     metrics = await asyncio.to_thread(scrape)
     assert "cowrite_snapshots_stored_total 2.0" in metrics
     assert "cowrite_snapshot_resyncs_total 2.0" in metrics  # carol's join and sync
+    # One handshake observed per client (alice, bob, carol).
+    assert "cowrite_handshake_duration_seconds_count 3.0" in metrics
+    assert 'cowrite_handshake_duration_seconds_bucket{le="+Inf"} 3.0' in metrics

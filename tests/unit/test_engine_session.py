@@ -352,6 +352,25 @@ def test_session_ids_are_distinct_20_char_base64url() -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{20}", i) for i in ids)
 
 
+def test_a_forked_child_never_hands_out_its_parents_next_ids() -> None:
+    import os
+
+    from cowrite.server.ids import _pool, new_id
+
+    new_id()  # the pool holds ids now
+    upcoming = set(_pool)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first ids, then leave at once
+        os.write(write, " ".join(new_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        childs = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert len(childs) == 5 and not upcoming & set(childs)
+
+
 def test_handshake_queries_are_parsed_once_and_session_ones_every_time() -> None:
     from cowrite.server.engine import _QUERIES, _parse_query
 

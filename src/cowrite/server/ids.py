@@ -16,15 +16,12 @@ _ID_BYTES = 15
 _CHUNK = _ID_BYTES * 273  # 4,095 bytes per read
 
 _pool: list[str] = []
-_pid = os.getpid()
+# A forked child never hands out its parent's ids (no getpid() per id).
+os.register_at_fork(after_in_child=_pool.clear)
 
 
 def new_id() -> str:
     """A fresh 20-character base64url id carrying 120 random bits."""
-    global _pid
-    if _pid != os.getpid():  # a forked child never hands out its parent's ids
-        _pool.clear()
-        _pid = os.getpid()
     if not _pool:
         text = base64.urlsafe_b64encode(os.urandom(_CHUNK)).decode()
         step = _ID_BYTES * 4 // 3
