@@ -209,6 +209,33 @@ def test_a_failed_instances_clients_spread_over_the_others() -> None:
     assert {single.url_index(i, attempt) for i in range(3) for attempt in range(3)} == {0}
 
 
+def test_an_instance_that_failed_is_skipped_for_the_fail_timeout_as_nginx_does() -> None:
+    """nginx's max_fails=1 fail_timeout (deploy/nginx.conf): once an instance
+    refused a connection or answered 503, every client rehashes past it until
+    the timeout ends; a timeout of ours marks nothing; when every instance is
+    marked, the usual one is tried."""
+    urls = tuple(f"http://127.0.0.1:{port}" for port in (1, 2, 3))
+    ctx = Context(Plan(urls=urls, clients=30, secret=SECRET, fail_timeout=5.0), None)
+    homed_on_0 = [i for i in range(30) if ctx.plan.url_index(i) == 0]
+    assert [ctx.target_for(i, 0) for i in homed_on_0] == [0] * len(homed_on_0)
+    ctx.failed(0, ConnectFailed("timeout (upgrade)"))
+    assert [ctx.target_for(i, 0) for i in homed_on_0] == [0] * len(homed_on_0)
+    ctx.failed(0, ConnectFailed("ECONNREFUSED", elsewhere=True))
+    assert [ctx.target_for(i, 0) for i in homed_on_0] == [
+        ctx.plan.url_index(i, 1) for i in homed_on_0
+    ]
+    assert {ctx.target_for(i, 0) for i in homed_on_0} == {1, 2}
+    assert ctx.target_for(1, 0) == 1  # the others' clients are not moved
+    ctx.failed(1, ConnectFailed("http 503", elsewhere=True))
+    ctx.failed(2, ConnectFailed("http 503", elsewhere=True))
+    assert [ctx.target_for(i, 0) for i in homed_on_0] == [0] * len(homed_on_0)
+    ctx.down_until = [time.monotonic() - 1] * 3  # the timeout has passed
+    assert [ctx.target_for(i, 0) for i in homed_on_0] == [0] * len(homed_on_0)
+    never = Context(Plan(urls=urls, clients=3, secret=SECRET, fail_timeout=0), None)
+    never.failed(0, ConnectFailed("ECONNREFUSED", elsewhere=True))
+    assert never.target_for(0, 0) == 0
+
+
 def test_plan_refuses_too_many_clients_per_worker() -> None:
     with pytest.raises(ConfigError, match="workers"):
         Plan(urls=("http://127.0.0.1:1",), clients=20_000, workers=1, secret=SECRET)

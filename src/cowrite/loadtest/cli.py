@@ -196,6 +196,14 @@ def _read_tokens(path: str) -> tuple[str, ...]:
     help="Reconnection attempts per outage.",
 )
 @click.option(
+    "--fail-timeout",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Skip an instance that refused a connection or answered 503 for this long, "
+    "as nginx's max_fails=1 fail_timeout does (0: never skip).",
+)
+@click.option(
     "--drain",
     type=click.FloatRange(min=0),
     default=2.0,
@@ -303,6 +311,7 @@ def loadtest(**opts: Any) -> None:
             backoff_base=opts["backoff_base"],
             backoff_max=opts["backoff_max"],
             reconnect_timeout=opts["reconnect_timeout"],
+            fail_timeout=opts["fail_timeout"],
             max_attempts=opts["max_attempts"],
             drain=opts["drain"],
             settle=opts["settle"],

@@ -21,7 +21,9 @@ at least a refusal's ``Retry-After``), its own instance first and then each
 other one in a per-client order (fail-over, ``Plan.url_index``; a refused TCP
 connection, nothing listening, or an HTTP 503 moves to the next one at once,
 as nginx's ``proxy_next_upstream error http_503`` does behind the load
-balancer), rejoining with ``since`` =
+balancer, and the worker's other clients skip that instance for
+``Plan.fail_timeout`` seconds, as nginx's ``max_fails=1 fail_timeout``
+does), rejoining with ``since`` =
 the last sequence number it saw (the server sends the missed operations in the
 join ack).  The reconnection time is measured from the moment the connection
 was lost to the rejoin acknowledgement.
@@ -167,6 +169,7 @@ class Context:
 
     __slots__ = (
         "counting",
+        "down_until",
         "pad",
         "plan",
         "reconnect",
@@ -189,6 +192,29 @@ class Context:
         self.reconnect = False  # reconnect lost clients (after the connect phase)
         self.stopping = False
         self.tasks: set[asyncio.Task[None]] = set()
+        # Per target: until when (time.monotonic) the balancer skips it.
+        self.down_until = [0.0] * len(self.targets)
+
+    def target_for(self, index: int, attempt: int) -> int:
+        """The instance client ``index`` tries at ``attempt``: the plan's
+        order, skipping instances that failed within ``fail_timeout`` (nginx
+        rehashes past a peer it marked failed; when every one is marked, it
+        tries the usual one)."""
+        plan = self.plan
+        now = time.monotonic()
+        for step in range(attempt, attempt + len(self.targets)):
+            target = plan.url_index(index, step)
+            if self.down_until[target] <= now:
+                return target
+        return plan.url_index(index, attempt)
+
+    def failed(self, target: int, failure: ConnectFailed) -> None:
+        """An attempt at ``target`` failed: a refusal or a 503 marks it failed
+        (nginx's max_fails=1: ``proxy_next_upstream error http_503`` counts
+        those as unsuccessful attempts; a timeout of ours does not say the
+        instance is gone)."""
+        if failure.elsewhere and self.plan.fail_timeout > 0:
+            self.down_until[target] = time.monotonic() + self.plan.fail_timeout
 
     def retry_delay(self, attempt: int, failure: ConnectFailed) -> float:
         """Seconds before attempt ``attempt`` (1-based) after ``failure``.
@@ -361,10 +387,11 @@ class Client:
                 remaining = self.lost_at + plan.reconnect_timeout - time.monotonic()
                 if ctx.stopping or remaining <= 0:
                     break
-                target = plan.url_index(self.index, attempt)
+                target = ctx.target_for(self.index, attempt)
                 try:
                     await self.open(target, min(plan.connect_timeout, remaining))
                 except ConnectFailed as exc:
+                    ctx.failed(target, exc)
                     attempt += 1
                     stats.reconnect_retries += 1
                     delay = ctx.retry_delay(attempt, exc)

@@ -80,6 +80,10 @@ class Plan:
     backoff_max: float = 5.0
     reconnect_timeout: float = 60.0
     max_attempts: int = 30
+    # nginx's passive health check in deploy/nginx.conf (max_fails=1
+    # fail_timeout=5s): an instance that refused a connection or answered 503
+    # is skipped by every client of the worker for this long (0: never).
+    fail_timeout: float = 5.0
     drain: float = 2.0
     settle: float = 0.0  # seconds between the connect phase and the edit phase
     send_buffer_limit: int = 256 * 1024
@@ -103,6 +107,8 @@ class Plan:
                 f"{self.clients} clients need at least {need} workers "
                 f"(at most {MAX_CLIENTS_PER_WORKER} sockets per worker)"
             )
+        if self.fail_timeout < 0:
+            raise ConfigError("--fail-timeout must be >= 0")
         if self.op_bytes < 0 or self.op_bytes > 60_000:
             raise ConfigError("--op-bytes must be between 0 and 60000")
         if self.source_base is not None:
