@@ -304,6 +304,29 @@ def test_a_refused_instance_is_skipped_at_once_then_the_backoff_applies() -> Non
     assert single.retry_delay(1, refused) > 0
 
 
+def test_a_connection_to_nothing_listening_is_refused_and_leaves_nothing_open() -> None:
+    """The source-bound connect (the workers' path): a port nobody listens on
+    ends as ConnectFailed ECONNREFUSED marked ``elsewhere`` (nginx moves on),
+    its socket closed and no longer watched by the loop."""
+
+    async def run() -> None:
+        spare = socket.create_server(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+        spare.close()  # now nothing listens there
+        ctx = Context(
+            Plan(urls=(f"http://127.0.0.1:{port}",), clients=1, secret=SECRET), "127.0.0.1"
+        )
+        client = Client(ctx, 0, "TOKEN", doc_id="doc-0", editor=False, members=1)
+        before = _open_sockets()
+        with pytest.raises(ConnectFailed) as failed:
+            await client.open(0, 5.0)
+        assert (failed.value.reason, failed.value.elsewhere) == ("ECONNREFUSED", True)
+        gc.collect()
+        assert _open_sockets() == before
+
+    uvloop.run(run())
+
+
 def _open_sockets() -> set[int]:
     """The descriptors of this process that are sockets."""
     found = set()
