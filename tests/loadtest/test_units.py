@@ -4,6 +4,7 @@ client fed bytes through a recording transport, and the click command."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import os
 import random
@@ -121,6 +122,108 @@ def test_handshake_response_parsing() -> None:
     assert ws.ended[1] == 2.0
     ws, _ = opened(b"\x81\x01x")  # the frames right after the head are read
     assert ws.got == [(0x1, b"x")]
+
+
+def test_the_upgrade_request_is_websockets_own_with_a_fresh_key() -> None:
+    keys = set()
+    for _ in range(3):
+        ws = Recorder()
+        transport = RecordingTransport()
+        ws.connection_made(transport)  # type: ignore[arg-type]
+        assert bytes(transport.out) == (
+            b"GET /socket.io/?EIO=4 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + ws.key.encode() + b"\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert len(base64.b64decode(ws.key, validate=True)) == 16  # RFC 6455 section 4.1
+        keys.add(ws.key)
+    assert len(keys) == 3
+
+
+def _answer(ws: Recorder, head: bytes) -> tuple[str, float | None] | None:
+    ws.connection_made(RecordingTransport())  # type: ignore[arg-type]
+    ws.data_received(head.replace(b"ACCEPT", accept_key(ws.key).encode()) + b"\r\n")
+    return ws.ended
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: ACCEPT\r\n",
+        # Header names and the Upgrade/Connection values are case-insensitive;
+        # Connection is a token list (RFC 9110 section 7.6.1).
+        b"HTTP/1.1 101 OK\r\nupgrade: WebSocket\r\nCONNECTION: keep-alive, upgrade\r\n"
+        b"sec-websocket-accept: ACCEPT\r\n",
+    ],
+)
+def test_a_proper_101_opens_the_connection(head: bytes) -> None:
+    ws = Recorder()
+    assert _answer(ws, head) is None
+    ws.data_received(b"\x81\x02ok")
+    assert ws.got == [(0x1, b"ok")]
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n",
+            "upgrade: invalid Sec-WebSocket-Accept header",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: ACCEPT\r\n",
+            "upgrade: invalid Upgrade header",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: ACCEPT\r\n",
+            "upgrade: invalid Upgrade header",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n"
+            b"Sec-WebSocket-Accept: ACCEPT\r\n",
+            "upgrade: invalid Connection header",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: ACCEPT\r\nSec-WebSocket-Accept: ACCEPT\r\n",
+            "upgrade: invalid Sec-WebSocket-Accept header",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: ACCEPT\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+            "upgrade: an extension was not requested",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: ACCEPT\r\nSec-WebSocket-Protocol: chat\r\n",
+            "upgrade: a subprotocol was not requested",
+        ),
+        (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n", "upgrade: HTTP 429"),
+        (b"HTTP/1.1 200 OK\r\nUpgrade: websocket\r\n", "upgrade: HTTP 200"),
+    ],
+)
+def test_an_improper_answer_fails_the_connection(head: bytes, reason: str) -> None:
+    # RFC 6455 section 4.1: the client "MUST _Fail the WebSocket Connection_".
+    ws = Recorder()
+    assert _answer(ws, head) == (reason, 7.0 if b"Retry-After" in head else None)
+    assert ws.refused_status == (None if b" 101 " in head else int(head[9:12]))
+
+
+def test_a_response_that_is_not_http_fails_the_connection() -> None:
+    ws = Recorder()
+    ended = _answer(ws, b"SSH-2.0-OpenSSH_9.2\r\nfoo\r\n")
+    assert ended is not None and ended[0].startswith("upgrade: invalid HTTP response")
+
+
+def test_closing_an_open_connection_sends_a_close_frame() -> None:
+    ws, transport = opened()
+    ws.close(1001)
+    assert transport.sent_frames() == [(Opcode.CLOSE, (1001).to_bytes(2, "big"))]
+    assert transport.aborted  # the TCP connection is closed once it is written
 
 
 @pytest.mark.parametrize("size", [0, 5, 125, 126, 65535, 65536, 70_000])
@@ -262,6 +365,9 @@ class RecordingTransport:
 
     def close(self) -> None:
         self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
 
     def sent_texts(self) -> list[bytes]:
         """Decode (and forget) the masked frames written so far."""

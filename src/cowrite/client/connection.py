@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.exceptions import WebSocketException
-from websockets.http11 import Response
 
 from cowrite.client.errors import AuthenticationFailed, ConnectionRejected
 from cowrite.client.transport import WebSocketClient, WebSocketURI, parse_uri
@@ -72,7 +71,7 @@ class _Socket(WebSocketClient):
         super().__init__(uri, max_size=max_size)
         self.conn = conn
 
-    def ws_opened(self, response: Response) -> None:
+    def ws_opened(self) -> None:
         pass  # the Engine.IO OPEN packet follows
 
     def ws_message(self, payload: bytes, text: bool) -> None:

@@ -6,13 +6,20 @@ its three hooks, ``ws_opened``, ``ws_message`` and ``ws_closed``.  What they
 speak on top (Engine.IO/Socket.IO) is the sans-I/O ``cowrite.protocol.client``.
 
 The WebSocket protocol is websockets' sans-I/O ``ClientProtocol``, as the server
-uses its server side (``cowrite.server.connection``): it writes the opening
-handshake and checks the response (section 4.1: status 101, ``Upgrade``,
-``Connection``, ``Sec-WebSocket-Accept``), answers pings, runs the closing
-handshake, reassembles nothing itself but validates fragments, and fails the
-connection on frames it must refuse.
+uses its server side (``cowrite.server.connection``): it answers pings, runs
+the closing handshake, reassembles nothing itself but validates fragments,
+and fails the connection on frames it must refuse.
 
-Two shortcuts, both measured (``docs/DESIGN.md``, "One client transport"):
+Three shortcuts, measured (``docs/DESIGN.md``, "One client transport"):
+
+* The opening handshake: the request is websockets' own, built once per URI
+  with the key cut out, and the response head is parsed by httptools and
+  checked here (section 4.1: status 101, ``Upgrade: websocket``,
+  ``Connection: Upgrade``, the ``Sec-WebSocket-Accept`` of our key, no
+  extension or subprotocol we did not ask for).  websockets' ``ClientProtocol``
+  is made, already open, only when a frame needs it (as on the server): its
+  construction and its generator-based HTTP parser were a quarter of a load
+  generator worker's CPU while its clients reconnected (py-spy).
 
 * Receiving: complete, unfragmented text and binary frames at the front of a
   read (what the server sends) are cut here (section 5.2; a server's frames are
@@ -31,17 +38,18 @@ Two shortcuts, both measured (``docs/DESIGN.md``, "One client transport"):
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import Iterable
 from typing import cast
 
+import httptools
 from websockets.client import ClientProtocol as WsClientProtocol
-from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
 from websockets.protocol import State as WsState
 from websockets.speedups import apply_mask
 from websockets.uri import WebSocketURI, parse_uri
+from websockets.utils import accept_key
 
 __all__ = ["WebSocketClient", "WebSocketURI", "parse_uri"]
 
@@ -61,6 +69,64 @@ def _mask_key() -> bytes:
     key = _mask_pool[_mask_at : _mask_at + 4]
     _mask_at += 4
     return key
+
+
+def _new_key() -> str:
+    """A ``Sec-WebSocket-Key``: 16 random bytes, base64 (section 4.1), from
+    the operating system's CSPRNG through the masking keys' pool."""
+    return base64.b64encode(_mask_key() + _mask_key() + _mask_key() + _mask_key()).decode()
+
+
+_REQUESTS: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+
+
+def _request_around_key(uri: WebSocketURI) -> tuple[bytes, bytes]:
+    """websockets' opening request for ``uri``, split where the key goes
+    (made once per URI: ``WebSocketURI`` is not hashable, its fields are)."""
+    fields = (uri.secure, uri.host, uri.port, uri.path, uri.query, uri.username, uri.password)
+    parts = _REQUESTS.get(fields)
+    if parts is None:
+        request = WsClientProtocol(uri).connect()
+        key = request.headers["Sec-WebSocket-Key"].encode()
+        before, after = request.serialize().split(key)
+        parts = _REQUESTS[fields] = before, after
+    return parts
+
+
+class _Head:
+    """httptools callbacks: the status and headers of one response head."""
+
+    __slots__ = ("complete", "headers")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+    def values(self, name: bytes) -> list[bytes]:
+        return [v for n, v in self.headers if n == name]
+
+
+def _handshake_error(head: _Head, key: str) -> str | None:
+    """What is wrong with a 101 response's headers (RFC 6455 section 4.1,
+    the client's checks 2-6), or None."""
+    connection = b",".join(head.values(b"connection")).lower()
+    if b"upgrade" not in (token.strip() for token in connection.split(b",")):
+        return "invalid Connection header"
+    if [v.strip().lower() for v in head.values(b"upgrade")] != [b"websocket"]:
+        return "invalid Upgrade header"
+    if head.values(b"sec-websocket-accept") != [accept_key(key).encode()]:
+        return "invalid Sec-WebSocket-Accept header"
+    if head.values(b"sec-websocket-extensions"):
+        return "an extension was not requested"
+    if head.values(b"sec-websocket-protocol"):
+        return "a subprotocol was not requested"
+    return None
 
 
 def _client_frame(b0: int, payload: bytes) -> bytes:
@@ -91,18 +157,23 @@ class WebSocketClient(asyncio.Protocol):
         "_fragment_text",
         "_fragments",
         "_head",
+        "_key",
         "_max_size",
         "_partial",
         "_tcp_closed",
         "_tcp_waiter",
+        "_uri",
+        "_ws",
         "refused_status",
         "transport",
-        "ws",
         "ws_ended",
     )
 
     def __init__(self, uri: WebSocketURI, *, max_size: int) -> None:
-        self.ws = WsClientProtocol(uri, max_size=max_size)
+        self._uri = uri
+        self._key = _new_key()
+        # websockets' protocol, made (open) when a frame needs it: see _protocol.
+        self._ws: WsClientProtocol | None = None
         self.transport: asyncio.Transport | None = None
         self._max_size = max_size
         self._head: bytes | None = b""  # bytes of the upgrade response; None once opened
@@ -119,11 +190,18 @@ class WebSocketClient(asyncio.Protocol):
     @property
     def key(self) -> str:
         """The ``Sec-WebSocket-Key`` of the upgrade request (section 4.1)."""
-        return self.ws.key
+        return self._key
+
+    def _protocol(self) -> WsClientProtocol:
+        """websockets' protocol for this open connection (made on first use)."""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = WsClientProtocol(self._uri, state=WsState.OPEN, max_size=self._max_size)
+        return ws
 
     # -- hooks ---------------------------------------------------------------
 
-    def ws_opened(self, response: Response) -> None:
+    def ws_opened(self) -> None:
         """The server accepted the upgrade."""
 
     def ws_message(self, payload: bytes, text: bool) -> None:
@@ -139,9 +217,8 @@ class WebSocketClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        ws = self.ws
-        ws.send_request(ws.connect())
-        self._write_pending()
+        before, after = _request_around_key(self._uri)
+        self.transport.write(before + self._key.encode() + after)
 
     def data_received(self, data: bytes) -> None:
         if self._fast:
@@ -159,7 +236,8 @@ class WebSocketClient(asyncio.Protocol):
         self._tcp_closed = True
         if self._tcp_waiter is not None and not self._tcp_waiter.done():
             self._tcp_waiter.set_result(None)
-        self.ws.receive_eof()
+        if self._ws is not None:
+            self._ws.receive_eof()
         self._end("transport close")
 
     # -- sending -------------------------------------------------------------
@@ -190,10 +268,11 @@ class WebSocketClient(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        ws = self.ws
-        if ws.state is WsState.OPEN:
-            ws.send_close(code)
-            self._write_pending()
+        if self._head is None and not self.ws_ended:  # open: the closing handshake
+            ws = self._protocol()
+            if ws.state is WsState.OPEN:
+                ws.send_close(code)
+                self._write_pending()
         transport.close()
 
     async def wait_closed(self, timeout: float) -> None:
@@ -221,7 +300,7 @@ class WebSocketClient(asyncio.Protocol):
 
     def _write_pending(self) -> None:
         transport = self.transport
-        for chunk in self.ws.data_to_send():
+        for chunk in self._protocol().data_to_send():
             if transport is None:
                 return
             if chunk:
@@ -240,8 +319,8 @@ class WebSocketClient(asyncio.Protocol):
 
     def _receive_head(self, data: bytes) -> None:
         """The upgrade response.  Its head (up to the blank line, RFC 9112
-        section 2.1) goes to websockets alone, so that the frames after it take
-        the fast path."""
+        section 2.1) is parsed and checked here; the frames after it take the
+        fast path.  A refusal's body is not waited for."""
         head = self._head
         assert head is not None
         buf = head + data if head else data
@@ -252,32 +331,35 @@ class WebSocketClient(asyncio.Protocol):
             else:
                 self._head = buf
             return
-        ws = self.ws
-        ws.receive_data(buf[: end + 4])
-        events = ws.events_received()
-        if not events:
-            # Only a refusal has a body to read; this client does not wait for it.
-            ws.receive_data(buf[end + 4 :])
-            events = ws.events_received()
-            if not events:
-                ws.receive_eof()
-                events = ws.events_received()
         self._head = None
-        exc = ws.handshake_exc
-        if exc is not None or ws.state is not WsState.OPEN:
-            retry_after = None
-            if isinstance(exc, InvalidStatus):
-                status = self.refused_status = exc.response.status_code
-                retry_after = _seconds(exc.response.headers.get("Retry-After"))
-                reason = f"upgrade: HTTP {status}"
-            else:
-                reason = f"upgrade: {exc}"
-            self.fail(reason, retry_after)
+        parsed = _Head()
+        parser = httptools.HttpResponseParser(parsed)
+        try:
+            parser.feed_data(buf[: end + 4])
+        except httptools.HttpParserUpgrade:
+            pass  # a 101 with Upgrade: what we hope for
+        except httptools.HttpParserError as exc:
+            # llhttp also stops after a complete head that announces an
+            # upgrade it cannot follow (a 101 without Connection: upgrade):
+            # the checks below name what is wrong with it.
+            if not parsed.complete:
+                self.fail(f"upgrade: invalid HTTP response ({exc})")
+                return
+        status = parser.get_status_code()
+        if status != 101:
+            self.refused_status = status
+            retry_after = parsed.values(b"retry-after")
+            self.fail(
+                f"upgrade: HTTP {status}",
+                _seconds(retry_after[0].decode("latin-1")) if retry_after else None,
+            )
             return
-        response = events[0]
-        assert isinstance(response, Response)
+        error = _handshake_error(parsed, self._key)
+        if error is not None:
+            self.fail(f"upgrade: {error}")
+            return
         self._fast = True
-        self.ws_opened(response)
+        self.ws_opened()
         rest = buf[end + 4 :]
         if rest and not self.ws_ended:
             self.data_received(rest)
@@ -330,7 +412,7 @@ class WebSocketClient(asyncio.Protocol):
         return b""
 
     def _receive_slow(self, data: bytes) -> None:
-        ws = self.ws
+        ws = self._protocol()
         ws.receive_data(data)
         for event in ws.events_received():
             frame = cast(Frame, event)  # an open protocol yields only frames

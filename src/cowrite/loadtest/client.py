@@ -41,7 +41,6 @@ from collections import Counter
 from typing import Any, assert_never
 
 import orjson
-from websockets.http11 import Response
 
 from cowrite.client.transport import WebSocketClient, WebSocketURI, parse_uri
 from cowrite.errors import ProtocolError
@@ -516,7 +515,7 @@ class SioWebSocket(WebSocketClient):
         self.stage = "upgrade"
         super().connection_made(transport)
 
-    def ws_opened(self, response: Response) -> None:
+    def ws_opened(self) -> None:
         self.stage = "engine.io open"
 
     def ws_message(self, payload: bytes, text: bool) -> None:
