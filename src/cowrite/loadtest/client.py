@@ -18,8 +18,9 @@ reconnects by itself: jittered exponential backoff (the first delay is the
 server's ``server-draining`` hint when one came, else uniform in
 ``[0, backoff_base]``; then ``min(backoff_max, backoff_base·2^k)·U(0.5, 1.5)``,
 at least a refusal's ``Retry-After``), its own instance first and then each
-other one in a per-client order (fail-over, ``Plan.url_index``; a refused TCP
-connection, nothing listening, or an HTTP 503 moves to the next one at once,
+other one in a per-client order (fail-over, ``Plan.url_index``; a failed TCP
+connection (nothing listening, reset before the upgrade was answered) or an
+HTTP 503 moves to the next one at once,
 as nginx's ``proxy_next_upstream error http_503`` does behind the load
 balancer, and the worker's other clients skip that instance for
 ``Plan.fail_timeout`` seconds, as nginx's ``max_fails=1 fail_timeout``
@@ -75,8 +76,9 @@ class ConnectFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-        # Another instance may take it now: nothing listened (the instance is
-        # gone) or HTTP 503 (draining, or full), what nginx's
+        # Another instance may take it now: the TCP connection failed or
+        # dropped before the upgrade was answered (the instance is gone or
+        # closing its listener) or HTTP 503 (draining, or full), what nginx's
         # ``proxy_next_upstream error http_503`` moves on for.
         self.elsewhere = elsewhere
 
@@ -218,8 +220,9 @@ class Context:
     def retry_delay(self, attempt: int, failure: ConnectFailed) -> float:
         """Seconds before attempt ``attempt`` (1-based) after ``failure``.
 
-        A failure that another instance may not have (``elsewhere``: nothing
-        listening, or HTTP 503) sends the client to the next instance at once,
+        A failure that another instance may not have (``elsewhere``: the TCP
+        connection failed or dropped before the upgrade was answered, or HTTP
+        503) sends the client to the next instance at once,
         as nginx's ``proxy_next_upstream error http_503`` does behind the load
         balancer; once every instance was tried, the backoff applies.
         """
@@ -365,7 +368,8 @@ class Client:
         except OSError as exc:
             proto.abandon()
             name = errno.errorcode.get(exc.errno or 0) or type(exc).__name__
-            raise ConnectFailed(name, elsewhere=exc.errno == errno.ECONNREFUSED) from None
+            # Refused, reset, unreachable: nginx's "error" (next upstream).
+            raise ConnectFailed(name, elsewhere=True) from None
         except ConnectFailed:
             proto.abandon()
             raise
@@ -525,8 +529,12 @@ class SioWebSocket(WebSocketClient):
             self._packet(payload, text)
 
     def ws_closed(self, reason: str, retry_after: float | None) -> None:
-        # HTTP 503 (draining, or full): another instance may take it now.
-        self._lost(reason, retry_after, elsewhere=self.refused_status == 503)
+        # HTTP 503 (draining, or full), or the connection dropped before the
+        # upgrade was answered (a draining instance's listener closing with
+        # it in the backlog): another instance may take it now, as nginx's
+        # proxy_next_upstream error http_503 moves on for both.
+        dropped = self.stage == "upgrade" and reason == "transport close"
+        self._lost(reason, retry_after, elsewhere=self.refused_status == 503 or dropped)
 
     # -- sending -------------------------------------------------------------
 
