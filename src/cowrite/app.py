@@ -122,8 +122,12 @@ class App:
     async def stop(self, grace: float = 3.0) -> None:
         """Graceful drain (SIGTERM):
 
-        1. refuse new sessions with HTTP 503 (a load balancer tries another
-           instance) and report not ready, while existing sessions are served;
+        1. refuse new sessions, while existing sessions are served: the
+           listening socket closes at once when no polling session needs it
+           (new connections are refused by the kernel), else new sessions get
+           HTTP 503 and /readyz reports not ready until the last polling
+           session is gone (step 4); either way a load balancer tries
+           another instance;
         2. tell every client, with its own jittered delay, that the instance is
            going (our SDK honours it; the official clients reconnect after
            "transport close" with their own jitter), so a drained instance does

@@ -75,6 +75,27 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
+async def test_a_drain_without_polling_sessions_refuses_new_connections_at_once(
+    make_settings: Any, start_server: Any
+) -> None:
+    """No polling session needs the listener: it closes when the drain
+    begins, while the WebSocket sessions are still served."""
+    from websockets.asyncio.client import connect
+
+    from cowrite.server import EngineServer
+
+    server = await start_server(EngineServer(make_settings(path="/engine.io/")))
+    port = server.port
+    url = f"ws://127.0.0.1:{port}/engine.io/?EIO=4&transport=websocket"
+    async with connect(url) as ws:
+        assert (await asyncio.wait_for(ws.recv(), 5))[0] == "0"  # the Engine.IO OPEN
+        server.begin_drain()
+        with pytest.raises(ConnectionRefusedError):
+            await _get(port, "/engine.io/?EIO=4&transport=polling")
+        await ws.send("2probe")  # the open session goes on being served
+        assert await asyncio.wait_for(ws.recv(), 5) == "3probe"
+
+
 async def test_drain_refuses_new_connections_once_no_polling_session_waits(
     make_settings: Any, start_server: Any
 ) -> None:

@@ -342,9 +342,19 @@ class EngineServerCore:
         self.http.stop_accepting()
 
     def begin_drain(self) -> None:
-        """Refuse new sessions (HTTP 503, so a load balancer tries another
-        instance) while existing ones go on being served."""
+        """Refuse new sessions while existing ones go on being served: with no
+        polling session the listening socket closes at once (the kernel
+        refuses new connections, so a load balancer or a client moves on
+        without waiting for this process, busy with its drain); while a
+        polling session may still send a request on a new connection, the
+        listener stays open and new sessions get HTTP 503 (see
+        ``wait_sessions_closed``)."""
         self.draining = True
+        if not self._polling():
+            self.stop_accepting()
+
+    def _polling(self) -> bool:
+        return any(h.session.transport is Transport.POLLING for h in self.sessions.values())
 
     def close_sessions(self, reason: CloseReason) -> None:
         """Close every session gracefully: what is queued is delivered first
@@ -364,9 +374,7 @@ class EngineServerCore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if stop_accepting and not any(
-                h.session.transport is Transport.POLLING for h in self.sessions.values()
-            ):
+            if stop_accepting and not self._polling():
                 self.stop_accepting()
                 stop_accepting = False
             if not self.sessions or loop.time() >= deadline:
