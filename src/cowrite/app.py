@@ -95,6 +95,9 @@ class App:
     api: ServerApi
     http_api: HttpApi | None = None
     recovery: RecoveryStore | None = None
+    #: Seconds a drain keeps its users in the shared presence after closing
+    #: their sessions (0: none; see ``stop``).
+    presence_handover: float = 0.0
 
     @property
     def port(self) -> int:
@@ -138,10 +141,16 @@ class App:
            followed by a CLOSE packet; wait for that (at most ``grace`` s);
            the listening socket closes as soon as no polling session waits
            for its last GET (new connections are then refused at once);
-        5. say goodbye in the shared presence, stop the broker, the listener
-           and the store.
+        5. hand over: with a shared presence (Redis), the drained users stay
+           in it for ``presence_handover`` seconds (the heartbeat goes on), so
+           that a user who rejoins on another instance meanwhile never leaves
+           the roster (no ``user-left`` then ``user-joined`` for every user of
+           the instance); then say goodbye in the shared presence, which
+           reports who left for good (announced), and stop the broker, the
+           listener and the store.
         """
         engine = self.server.engine
+        drained = bool(engine.sessions)
         engine.begin_drain()
         rng = random.Random()
         for sid in self.server.socket_ids():
@@ -161,6 +170,8 @@ class App:
         if not await engine.wait_sessions_closed(grace, stop_accepting=True):
             log.warning("drain: %d sessions still open after %.1fs", len(engine.sessions), grace)
         await self.server.wait_handlers(1.0)  # the disconnect handlers those closes started
+        if drained and self.presence_handover > 0:
+            await asyncio.sleep(self.presence_handover)
         try:
             self.service.announce_departures(await self.presence.stop())
         except Exception:
@@ -313,6 +324,8 @@ def build_app(settings: AppSettings, *, store: OperationStore | None = None) -> 
         api=api,
         http_api=http_api,
         recovery=recovery,
+        # Only a shared presence has other instances to hand users over to.
+        presence_handover=settings.presence_handover if settings.redis_url else 0.0,
     )
 
 

@@ -210,6 +210,9 @@ class AppSettings:
     redis_prefix: str = "cowrite:"
     instance_id: str = ""
     presence_ttl: float = 30.0
+    # How long a drain keeps its users in the shared presence, for them to
+    # rejoin elsewhere without leaving the roster (cowrite.app.App.stop).
+    presence_handover: float = 2.0
     # Socket.IO connection-state recovery (off by default; the window is
     # collab.recovery_window).  Records live in Redis with redis_url, else in
     # this process.
@@ -328,6 +331,9 @@ def load_app_settings(
         or env.get("COWRITE_INSTANCE_ID")
         or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         presence_ttl=presence_ttl,
+        presence_handover=_env_float(
+            env, "COWRITE_PRESENCE_HANDOVER", 2.0, minimum=0.0, maximum=presence_ttl / 3
+        ),
         recovery=recovery if recovery is not None else _env_bool(env, "COWRITE_RECOVERY", False),
     )
 
@@ -461,6 +467,7 @@ _APP_KEYS: Final = frozenset(
         "redis_prefix",
         "instance_id",
         "presence_ttl",
+        "presence_handover",
         "commit_interval",
         "commit_enough",
         "api",
@@ -580,6 +587,7 @@ def effective_settings(settings: AppSettings) -> dict[str, Any]:
         "redis_url": settings.redis_url,
         "instance_id": settings.instance_id,
         "presence_ttl": settings.presence_ttl,
+        "presence_handover": settings.presence_handover,
         "api": "on" if settings.api_key else "off",
         "api_key": "***" if settings.api_key else None,
         "api_timeout": settings.api_timeout,

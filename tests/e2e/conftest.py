@@ -50,6 +50,16 @@ async def make_server(tmp_path: Path) -> AsyncIterator[Callable[[StoreSpec], Awa
 
 
 @pytest.fixture
+async def servers() -> AsyncIterator[list[Server]]:
+    """A list to put ``Server``s in (``e2e_support.two_instances``); they are
+    stopped at teardown, the last started first."""
+    made: list[Server] = []
+    yield made
+    for server in reversed(made):
+        await server.stop()
+
+
+@pytest.fixture
 async def server(
     store_spec: StoreSpec, make_server: Callable[[StoreSpec], Awaitable[Server]]
 ) -> Server:

@@ -540,3 +540,26 @@ def check_log(view: LogView, count: int, who: str) -> None:
     assert view.remote_order == sorted(view.remote_order), (
         f"{who}: remote-edit events out of order: {view.remote_order}"
     )
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def two_instances(
+    servers: list[Server], tmp_path: Path, spec: StoreSpec, **environ: str
+) -> tuple[Server, Server]:
+    """Instances "one" and "two" sharing Redis under a fresh prefix (and the
+    store), started with ``environ``; added to ``servers`` (the fixture that
+    stops them)."""
+    prefix = f"cowrite-test:{uuid.uuid4().hex}:"
+    shared = {"COWRITE_REDIS_URL": REDIS_URL, "COWRITE_REDIS_PREFIX": prefix}
+    started = []
+    for name in ("one", "two"):
+        server = Server(
+            spec,
+            data_dir=str(tmp_path / "data"),
+            environ={**environ, "COWRITE_INSTANCE_ID": name, **shared},
+        )
+        servers.append(server)
+        started.append(await server.start())
+    return started[0], started[1]

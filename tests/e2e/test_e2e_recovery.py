@@ -13,26 +13,23 @@ the Node client plays every resuming part.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from e2e_support import WAIT, NodeClient, Server, StoreSpec, edit_times, token, unique_doc
+from e2e_support import (
+    WAIT,
+    NodeClient,
+    Server,
+    StoreSpec,
+    edit_times,
+    token,
+    two_instances,
+    unique_doc,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[list[Server]]:
-    made: list[Server] = []
-    yield made
-    for server in reversed(made):
-        await server.stop()
 
 
 async def start(servers: list[Server], tmp_path: Path, spec: StoreSpec, **environ: str) -> Server:
@@ -61,17 +58,6 @@ async def gone_from(server: Server, sid: str) -> None:
     async with asyncio.timeout(WAIT):
         while sid in server.app.service._conns:
             await asyncio.sleep(0.01)
-
-
-async def two_instances(
-    servers: list[Server], tmp_path: Path, spec: StoreSpec
-) -> tuple[Server, Server]:
-    """Instances "one" and "two" sharing Redis under a fresh prefix (and the store)."""
-    prefix = f"cowrite-test:{uuid.uuid4().hex}:"
-    shared = {"COWRITE_REDIS_URL": REDIS_URL, "COWRITE_REDIS_PREFIX": prefix}
-    one = await start(servers, tmp_path, spec, COWRITE_INSTANCE_ID="one", **shared)
-    two = await start(servers, tmp_path, spec, COWRITE_INSTANCE_ID="two", **shared)
-    return one, two
 
 
 async def alice_on_one_bob_on_two(
@@ -231,7 +217,7 @@ async def test_not_resumed_after_a_deliberate_disconnect_or_with_another_token(
 async def test_resume_on_another_instance(
     servers: list[Server], tmp_path: Path, sqlite_spec: StoreSpec
 ) -> None:
-    one, two = await two_instances(servers, tmp_path, sqlite_spec)
+    one, two = await two_instances(servers, tmp_path, sqlite_spec, COWRITE_RECOVERY="1")
     alice, bob = await node("alice"), await node("bob")
     try:
         doc, sid = await alice_on_one_bob_on_two(one, two, alice, bob)
@@ -261,7 +247,7 @@ async def test_resume_after_a_drain_skips_own_edits(
     """A drained instance saves its sockets' exact positions on the way out:
     the edits alice made after the last remote-edit she received are not sent
     back to her (after a crash, the offset alone cannot know them)."""
-    one, two = await two_instances(servers, tmp_path, sqlite_spec)
+    one, two = await two_instances(servers, tmp_path, sqlite_spec, COWRITE_RECOVERY="1")
     alice, bob = await node("alice"), await node("bob")
     try:
         doc, sid = await alice_on_one_bob_on_two(one, two, alice, bob)

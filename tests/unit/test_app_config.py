@@ -144,3 +144,32 @@ def test_recovery_settings_precedence(tmp_path: Path) -> None:
         load_app_settings(environ={**base, "COWRITE_RECOVERY_WINDOW": "0"}, data_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="recovery window"):
         load_app_settings(environ=base, data_dir=str(tmp_path), recovery_window=-1.0)
+
+
+def test_presence_handover_settings(tmp_path: Path) -> None:
+    from cowrite.app import build_app
+
+    base = {"COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "https://a"}
+    s = load_app_settings(environ=base, data_dir=str(tmp_path))
+    assert s.presence_handover == 2.0
+    assert effective_settings(s)["presence_handover"] == 2.0
+    # Only a shared (Redis) presence has another instance to hand users over to.
+    assert build_app(s).presence_handover == 0.0
+    shared = {**base, "COWRITE_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert (
+        build_app(load_app_settings(environ=shared, data_dir=str(tmp_path))).presence_handover
+        == 2.0
+    )
+    cfg = tmp_path / "cowrite.toml"
+    cfg.write_text("presence_handover = 0.5\n")
+    s = load_app_settings(environ=base, config_file=str(cfg), data_dir=str(tmp_path))
+    assert s.presence_handover == 0.5
+    s = load_app_settings(
+        environ={**base, "COWRITE_PRESENCE_HANDOVER": "0"}, data_dir=str(tmp_path)
+    )
+    assert s.presence_handover == 0.0
+    # Bounded (a third of the presence ttl, 10 s by default): a drain must end.
+    with pytest.raises(ConfigError, match="COWRITE_PRESENCE_HANDOVER"):
+        load_app_settings(
+            environ={**base, "COWRITE_PRESENCE_HANDOVER": "11"}, data_dir=str(tmp_path)
+        )
