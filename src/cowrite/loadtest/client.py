@@ -210,10 +210,11 @@ class Context:
         return plan.url_index(index, attempt)
 
     def failed(self, target: int, failure: ConnectFailed) -> None:
-        """An attempt at ``target`` failed: a refusal or a 503 marks it failed
-        (nginx's max_fails=1: ``proxy_next_upstream error http_503`` counts
-        those as unsuccessful attempts; a timeout of ours does not say the
-        instance is gone)."""
+        """An attempt at ``target`` failed: a failure another instance may not
+        have (``elsewhere``: refused, reset before the upgrade was answered,
+        HTTP 503) marks it failed, as nginx's max_fails=1 counts what
+        ``proxy_next_upstream error http_503`` moves on for; a timeout of ours
+        does not say the instance is gone."""
         if failure.elsewhere and self.plan.fail_timeout > 0:
             self.down_until[target] = time.monotonic() + self.plan.fail_timeout
 
