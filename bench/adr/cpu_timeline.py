@@ -1,7 +1,9 @@
 """Who uses the CPU during an ADR run, every half second (bench/adr/run.sh).
 
 Writes one tab-separated line per interval: seconds since the start, then the
-CPU of each group over that interval in percent of one core:
+CPU of each group over that interval in percent of one core, then the
+interval's end as Unix time (``unix``, to line it up with a load-test report's
+``timeline_s``: bench/adr/storm_cpu.py):
 
   server-<i>   each ``--server-pid`` (in the order given)
   generator    every process whose command line has ``cowrite loadtest``, and
@@ -88,7 +90,7 @@ def main() -> None:
     start = last = time.monotonic()
     before = sample(args.server_pid)
     with args.out.open("w") as out:
-        out.write("t\t" + "\t".join(names) + "\n")
+        out.write("t\t" + "\t".join(names) + "\tunix\n")
         while last - start < args.seconds:
             time.sleep(args.interval)
             now = sample(args.server_pid)
@@ -100,6 +102,7 @@ def main() -> None:
                     row.append(f"{max(0.0, now[name] - before[name]) / (at - last) * 100:.0f}")
                 else:
                     row.append("-")
+            row.append(f"{time.time():.2f}")
             out.write("\t".join(row) + "\n")
             out.flush()
             before, last = now, at

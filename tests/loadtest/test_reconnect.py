@@ -4,6 +4,7 @@ SQLite file: every client reconnects by itself and the times are reported."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,11 @@ async def test_clients_rejoin_after_the_server_restarts(tmp_path: Path, signal_n
         "pids": [first.pid],
         "signal": f"SIG{signal_name}",
     }
+    # Every timeline entry counts from the run's start (began_unix, Unix time):
+    # the signal went out --kill-after seconds into the edit phase.
+    timeline = report["timeline_s"]
+    assert timeline["edit_start"] + 1.0 <= timeline["kill"] < timeline["end"]
+    assert abs(timeline["began_unix"] + timeline["end"] - time.time()) < 60
     assert report["server"]["cpu_incomplete"] is True
     if signal_name == "TERM":
         # The draining server told every client when to come back.

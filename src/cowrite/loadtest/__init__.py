@@ -52,7 +52,8 @@ JSON report (``--json``), schema ``cowrite.loadtest/1``
                   MB per 1,000), totals, cpu_seconds and cpu_us_per_delivered (edit phase)
 ``generator``     workers, cpu_seconds, cpu_us_per_delivered, cpu_us_per_message, rss_mb
 ``adr``           [{metric, target, value, unit, ok}] — ok is null when not measured
-``events``, ``timeline_s``, ``errors``
+``events``, ``timeline_s`` (seconds from the run's start: connected, edit_start,
+                  kill, end; and began_unix, that start as Unix time), ``errors``
 
 Every ``*_ms`` summary is ``{count, p50, p95, p99, mean, max}`` in milliseconds.
 """
