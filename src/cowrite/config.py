@@ -331,8 +331,14 @@ def load_app_settings(
         or env.get("COWRITE_INSTANCE_ID")
         or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         presence_ttl=presence_ttl,
+        # 2 s by default, at most a third of the ttl (a drain must end; a short
+        # ttl lowers the default rather than refuse to start).
         presence_handover=_env_float(
-            env, "COWRITE_PRESENCE_HANDOVER", 2.0, minimum=0.0, maximum=presence_ttl / 3
+            env,
+            "COWRITE_PRESENCE_HANDOVER",
+            min(2.0, presence_ttl / 3),
+            minimum=0.0,
+            maximum=presence_ttl / 3,
         ),
         recovery=recovery if recovery is not None else _env_bool(env, "COWRITE_RECOVERY", False),
     )

@@ -168,6 +168,9 @@ def test_presence_handover_settings(tmp_path: Path) -> None:
         environ={**base, "COWRITE_PRESENCE_HANDOVER": "0"}, data_dir=str(tmp_path)
     )
     assert s.presence_handover == 0.0
+    # A short ttl lowers the default instead of refusing to start.
+    short = load_app_settings(environ={**base, "COWRITE_PRESENCE_TTL": "3"}, data_dir=str(tmp_path))
+    assert short.presence_handover == 1.0
     # Bounded (a third of the presence ttl, 10 s by default): a drain must end.
     with pytest.raises(ConfigError, match="COWRITE_PRESENCE_HANDOVER"):
         load_app_settings(
