@@ -5,7 +5,7 @@ report (``timeline_s``: ``began_unix`` and ``kill``) and prints, per group
 (each server, the generator, PostgreSQL, Redis), the CPU above the group's own
 level in the ``--before`` seconds before the signal, summed over ``--window``
 seconds from it, in core-seconds; and for the generator and the surviving
-servers, per reconnection.
+servers (those the report does not name as signalled), per reconnection.
 
     .venv/bin/python bench/adr/storm_cpu.py /tmp/cowrite-adr/NAME-STAMP [...]
 """
@@ -52,7 +52,10 @@ def storm(run: Path, window: float, before: float) -> dict[str, float]:
                 last = at
         out[name] = total
     reconnections = report["reconnection"]["rejoined"] or 1
-    survivors = sum(v for k, v in out.items() if k.startswith("server-") and k != "server-0")
+    # The signalled instances, from the report (run.sh's KILL_INDEX picks one).
+    pids = report["server"]["pids"]
+    signalled = {f"server-{pids.index(pid)}" for pid in report["config"]["kill"]["pids"]}
+    survivors = sum(v for k, v in out.items() if k.startswith("server-") and k not in signalled)
     out["generator_us_per_reconnection"] = out.get("generator", 0.0) / reconnections * 1e6
     out["survivors_us_per_rejoin"] = survivors / reconnections * 1e6
     return out
