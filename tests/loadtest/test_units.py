@@ -124,6 +124,23 @@ def test_handshake_response_parsing() -> None:
     assert ws.got == [(0x1, b"x")]
 
 
+def test_a_forked_child_never_reuses_its_parents_next_masking_keys() -> None:
+    from cowrite.client import transport
+
+    transport._mask_key()  # the pool holds keys now
+    upcoming = transport._mask_pool[transport._mask_at : transport._mask_at + 20]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first keys, then leave at once
+        os.write(write, b"".join(transport._mask_key() for _ in range(5)))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        childs = pipe.read()
+    os.waitpid(pid, 0)
+    assert len(childs) == 20 and childs != upcoming
+
+
 def test_the_upgrade_request_is_websockets_own_with_a_fresh_key() -> None:
     keys = set()
     for _ in range(3):

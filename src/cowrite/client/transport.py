@@ -61,6 +61,16 @@ _mask_pool = b""
 _mask_at = 0
 
 
+def _forget_mask_pool() -> None:
+    global _mask_pool, _mask_at
+    _mask_pool, _mask_at = b"", 0
+
+
+# A forked child never reuses its parent's masking or handshake keys (as the
+# server's session ids: cowrite.server.ids).
+os.register_at_fork(after_in_child=_forget_mask_pool)
+
+
 def _mask_key() -> bytes:
     """Four bytes from the operating system's CSPRNG, read 4 KiB at a time."""
     global _mask_pool, _mask_at
