@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -65,6 +66,7 @@ class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
         # The loop whose end-of-iteration flush is scheduled (a loop that
         # closed before running it is simply replaced by the next one).
         self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._scheduled_thread = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -74,6 +76,15 @@ class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self._pending.append(line)
         if record.levelno < logging.WARNING:
+            scheduled = self._scheduled
+            if (
+                scheduled is not None
+                and scheduled.is_running()
+                and threading.get_ident() == self._scheduled_thread
+            ):
+                # The flush at the end of this iteration is already due (and
+                # Python 3.11's get_running_loop() is a getpid() system call).
+                return
             try:
                 loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
             except RuntimeError:
@@ -81,6 +92,7 @@ class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if loop is not None:
                 if self._scheduled is not loop:
                     self._scheduled = loop
+                    self._scheduled_thread = threading.get_ident()
                     loop.call_soon(self._flush_pending)
                 return
         self._write_pending()

@@ -300,7 +300,7 @@ class Sequencer:
         remote operations go quiet, compare with the log's head."""
         if room.tail_timer is not None:
             room.tail_timer.cancel()
-        loop = asyncio.get_running_loop()
+        loop = room.ready.get_loop()  # asyncio.get_running_loop() is a getpid() on 3.11
 
         def check() -> None:
             loop.create_task(self._check_tail(room)).add_done_callback(log_failure)
@@ -392,7 +392,10 @@ class Sequencer:
             return
         pending = member.pending
         # Release held live operations right after the acknowledgement.
-        asyncio.get_running_loop().call_soon(self._release, member, pending)
+        room = self.rooms.get(member.document_id)
+        # The room's loop: asyncio.get_running_loop() is a getpid() on 3.11.
+        loop = room.ready.get_loop() if room is not None else asyncio.get_running_loop()
+        loop.call_soon(self._release, member, pending)
 
     def _release(self, member: Member, pending: list[tuple[int, object | None]]) -> None:
         if member.pending is not pending or member.conn.docs.get(member.document_id) is not member:

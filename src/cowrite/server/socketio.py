@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from cowrite.config import ServerSettings
@@ -637,7 +637,7 @@ class SocketServer:
         ws = handle.ws
         if ws is not None:
             ws.flush()
-        asyncio.get_running_loop().call_later(CONNECT_EMIT_GAP, self._release_pending, sock)
+        self.engine.loop.call_later(CONNECT_EMIT_GAP, self._release_pending, sock)
 
     def _release_pending(self, sock: Socket) -> None:
         pending, sock.pending = sock.pending, None
@@ -769,8 +769,8 @@ class SocketServer:
         if inspect.isawaitable(result):
             self._spawn(_await(result))
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self.engine.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
