@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cowrite.backends.store import AppendRequest, AppendResult, OperationStore, StoreError
+from cowrite.core.tasks import Wakeup
 
 log = logging.getLogger("cowrite.committer")
 
@@ -59,8 +60,9 @@ class Committer:
         self._on_failed = on_failed
         self._max_batch = max_batch
         self._queue: list[tuple[AppendRequest, Any]] = []
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.batches = 0
         self.operations = 0
@@ -68,7 +70,8 @@ class Committer:
         self.observe: Callable[[int, float], None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="committer")
+        self._loop = loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="committer")
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
@@ -111,7 +114,8 @@ class Committer:
                 # commits (each paying an fsync's CPU) into fewer, larger
                 # ones; under load batches fill before the interval ends; an
                 # edit after a quiet moment is committed at once.
-                loop = asyncio.get_running_loop()
+                loop = self._loop
+                assert loop is not None  # bound by start()
                 wait = self._last_start + self._min_interval - loop.time()
                 if wait > 0 and len(self._queue) < self._enough:
                     self._wakeup.clear()

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from cowrite.backends.broker import Broker, BrokerMessage
+from cowrite.core.tasks import Wakeup
 
 # The collaboration service's logger: its name is in every line it logs.
 log = logging.getLogger("cowrite.collab")
@@ -23,7 +24,7 @@ class Publisher:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.queue: list[BrokerMessage] = []
-        self._ready = asyncio.Event()
+        self._ready = Wakeup()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.failures = 0

@@ -224,13 +224,22 @@ class CollabService:
         self.snapshot_resyncs = 0
         # Who handles messages for every instance (the server API, core/api.py).
         self.instance_handler: Callable[[InstanceMessage], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return asyncio.get_running_loop()
+        return loop
 
     async def start(self) -> None:
         await self.broker.start(self)
         self.committer.start()
-        loop = asyncio.get_running_loop()
+        # Bound once: on Python 3.11 asyncio.get_running_loop() is a getpid()
+        # system call, and an edit needs the loop for its ack's future.
+        loop = self._loop = asyncio.get_running_loop()
         self._publisher.start()
         self._relay.start()
         self._access.start()
@@ -466,7 +475,7 @@ class CollabService:
         A plain function rather than a coroutine: the common edit costs no task
         and no coroutine frame; only a member whose cached role is too old to
         trust goes through a task (``_edit_after_role_check``)."""
-        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Ack] = self._running_loop().create_future()
         conn = self._conns.get(sid)
         if conn is None:
             future.set_result(error("not_connected", "Not authenticated"))
@@ -528,7 +537,7 @@ class CollabService:
                 return error("read_only", "Your role in this document cannot edit")
         except StoreError:
             return error("unavailable", "The document store is unavailable")
-        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Ack] = self._running_loop().create_future()
         self._submit_edit(member, doc_id, client_op_id, operation, future)
         return await future
 
@@ -576,7 +585,7 @@ class CollabService:
         ``user_id``: the same checks, log, order and fan-out as ``edit``
         (every member gets it, none is its sender).  The document must exist:
         the store refuses a whole batch that names an unknown one."""
-        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Ack] = self._running_loop().create_future()
         encoded = self._encode(operation)
         if isinstance(encoded, dict):
             future.set_result(encoded)
