@@ -8,6 +8,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from cowrite.backends import store_sqlite
 from cowrite.backends.store import AppendRequest
 from cowrite.backends.store_sqlite import SqliteStore
 
@@ -51,3 +54,36 @@ async def test_a_write_lock_held_elsewhere_moves_the_append_to_the_thread(
         assert [op.payload for op in await store.read_ops("d", 0, 10)] == [b"one", b"two"]
     finally:
         await store.close()
+
+
+async def test_checkpoints_run_in_their_own_thread_not_in_the_writers_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_sqlite, "_CHECKPOINT_EVERY", 20)
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.create_document("d", "alice")
+        writer = store._write_conn()
+        assert (
+            await writer.call(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            == 0
+        )
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        for i in range(60):
+            await store.append_batch([AppendRequest("d", "alice", f"c{i}", b"x" * 300)])
+        for _ in range(200):
+            if checkpointer.checkpoints >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert checkpointer.checkpoints >= 2
+        # The writer's head cache survived the checkpoints (same data_version):
+        # numbering continues, and the log reads back whole.
+        more = await store.append_batch([AppendRequest("d", "alice", "c60", b"y")])
+        assert [r.seq for r in more] == [61]
+        assert [op.seq for op in await store.read_ops("d", 0, 100)] == list(range(1, 62))
+    finally:
+        await store.close()
+    assert not checkpointer._thread.is_alive()
