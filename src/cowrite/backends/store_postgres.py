@@ -66,6 +66,7 @@ from cowrite.backends.store import (
     check_limit,
     check_snapshot_seq,
     compaction_cutoff,
+    plan_append,
 )
 
 #: Schema migrations; ``MIGRATIONS[i]`` brings the schema from version i to i + 1.
@@ -318,6 +319,37 @@ _MIGRATION_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtext('cowrite.store.migrate:' || current_schema()))"
 )
 _APPEND = "SELECT idx, seq, duplicate FROM cowrite_append($1, $2, $3, $4, $5)"
+# The append when this store knows every head of the batch's documents from
+# its own last commits (``PostgresStore._heads``): the rows numbered here by
+# store.plan_append, inserted by one plain statement, all or none.  It takes
+# cowrite_append's row locks (a cowrite_append waiting for them then reads the
+# heads this commits), then inserts only if every head is still the one
+# expected ($7/$8: no other writer appended meanwhile).  Otherwise it inserts
+# nothing, and a stored idempotency key or a row another writer numbered
+# meanwhile (the statement's snapshot predates a lock wait) makes the unique
+# indexes refuse it: either way the batch goes through cowrite_append.
+# A head only grows (compaction keeps each document's newest op), so "the
+# newest seq is the expected head" proves nobody appended since.  Database
+# CPU per commit 280 -> 165 µs for one op, 380 -> 270 µs for eight
+# (docs/PERFORMANCE.md): no PL/pgSQL call, one short plan.
+_APPEND_KNOWN = """
+    WITH locked AS (
+        SELECT d.document_id FROM documents AS d
+         WHERE d.document_id = ANY ($7::text[])
+         ORDER BY d.document_id FOR NO KEY UPDATE
+    )
+    INSERT INTO ops (document_id, seq, user_id, client_op_id, payload, created_at)
+    SELECT t.d, t.s, t.u, t.c, t.p, $6
+      FROM unnest($1::text[], $5::bigint[], $2::text[], $3::text[], $4::bytea[])
+           AS t (d, s, u, c, p)
+     WHERE (SELECT count(*) FROM locked) = cardinality($7::text[])
+       AND NOT EXISTS (
+           SELECT 1 FROM unnest($7::text[], $8::bigint[]) AS h (d, head)
+            WHERE coalesce((SELECT o.seq FROM ops AS o WHERE o.document_id = h.d
+                             ORDER BY o.seq DESC LIMIT 1), 0) <> h.head)
+"""
+#: Documents whose heads the writer remembers (forgotten all at once beyond).
+_MAX_HEADS = 100_000
 #: SQLSTATE of cowrite_append's "unknown document" (its message is the id).
 _UNKNOWN_DOCUMENT = "CWU01"
 _SELECT_OPS = """
@@ -453,6 +485,11 @@ class PostgresStore:
         # releasing per call costs more CPU than the round trip itself).
         self._writer: asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | None = None
         self._writer_lock = asyncio.Lock()
+        # Each document's head as of this store's last commit naming it (see
+        # _APPEND_KNOWN); a guess that the statement itself verifies.
+        self._heads: dict[str, int] = {}
+        self.known_appends = 0
+        self.known_misses = 0
 
     def __repr__(self) -> str:
         # The DSN may hold a password: show only where it points.
@@ -535,20 +572,23 @@ class PostgresStore:
         if not requests:
             return []
         batch = list(requests)  # the caller may mutate its sequence meanwhile
-        args = (
-            [r.document_id for r in batch],
-            [r.user_id for r in batch],
-            [r.client_op_id for r in batch],
-            [r.payload for r in batch],
-            time.time(),
-        )
+        at = time.time()
         async with self._writer_lock:
             with _translated():
                 writer = self._writer
                 if writer is None:
                     writer = self._writer = await pool.acquire()
                 try:
-                    rows = await writer.fetch(_APPEND, *args)
+                    results = await self._append_known(writer, batch, at)
+                    if results is None:
+                        rows = await writer.fetch(
+                            _APPEND,
+                            [r.document_id for r in batch],
+                            [r.user_id for r in batch],
+                            [r.client_op_id for r in batch],
+                            [r.payload for r in batch],
+                            at,
+                        )
                 except asyncpg.PostgresError as exc:
                     if exc.sqlstate == _UNKNOWN_DOCUMENT:
                         raise UnknownDocument(str(getattr(exc, "message", exc))) from None
@@ -556,15 +596,69 @@ class PostgresStore:
                 except BaseException:
                     # The connection may be broken: give it back, take another next time.
                     self._writer = None
+                    self._heads.clear()
                     if self._pool is pool:
                         await pool.release(writer)
                     raise
-        results: list[AppendResult | None] = [None] * len(batch)
+        if results is not None:
+            return results
+        ordered: list[AppendResult | None] = [None] * len(batch)
         for row in rows:
-            results[row["idx"]] = AppendResult(seq=row["seq"], duplicate=row["duplicate"])
-        if any(result is None for result in results):
+            ordered[row["idx"]] = AppendResult(seq=row["seq"], duplicate=row["duplicate"])
+        if any(result is None for result in ordered):
             raise StoreUnavailable("postgres: cowrite_append answered fewer rows than requests")
-        return [result for result in results if result is not None]
+        answered = [result for result in ordered if result is not None]
+        self._remember(batch, answered)
+        return answered
+
+    async def _append_known(
+        self, writer: Any, batch: list[AppendRequest], at: float
+    ) -> list[AppendResult] | None:
+        """The batch through _APPEND_KNOWN when every head is known; None when
+        it must go through cowrite_append (unknown heads, or the statement
+        found them stale or a key already stored: nothing written then)."""
+        heads = self._heads
+        docs = list(dict.fromkeys(r.document_id for r in batch))
+        known = {doc: heads[doc] for doc in docs if doc in heads}
+        if len(known) < len(docs):
+            return None
+        expected = list(known.values())
+        plan = plan_append(batch, known, {})
+        new = plan.new_ops
+        try:
+            status = await writer.execute(
+                _APPEND_KNOWN,
+                [r.document_id for r, _ in new],
+                [r.user_id for r, _ in new],
+                [r.client_op_id for r, _ in new],
+                [r.payload for r, _ in new],
+                [seq for _, seq in new],
+                at,
+                docs,
+                expected,
+            )
+        except asyncpg.UniqueViolationError:
+            status = "INSERT 0 0"
+        if _rowcount(status) != len(new):
+            self.known_misses += 1
+            for doc in docs:
+                heads.pop(doc, None)
+            return None
+        self.known_appends += 1
+        heads.update(plan.heads)
+        return plan.results
+
+    def _remember(self, batch: list[AppendRequest], results: list[AppendResult]) -> None:
+        """Heads after a cowrite_append: each document's last new seq (a
+        document with only duplicates in the batch stays unknown)."""
+        heads = self._heads
+        if len(heads) > _MAX_HEADS:
+            heads.clear()
+        for request in batch:
+            heads.pop(request.document_id, None)
+        for request, result in zip(batch, results, strict=True):
+            if not result.duplicate:
+                heads[request.document_id] = result.seq
 
     async def read_ops(self, document_id: str, since: int, limit: int) -> list[StoredOp]:
         check_limit(limit)
