@@ -212,6 +212,9 @@ async def main(args: argparse.Namespace) -> None:
         f"{cpu / delivered * 1e6:.2f} us per delivered remote-edit, {commits} commits "
         f"({n / max(commits, 1):.1f} edits each)"
     )
+    known = getattr(app.store, "known_appends", None)
+    if known is not None:
+        print(f"postgres: {known} appends with known heads, {app.store.known_misses} misses")
     received = app.service.ops_received
     assert received >= n, f"only {received} of {n} edits were accepted"
     assert app.service.ops_delivered >= delivered, "not every remote-edit was delivered"

@@ -12,7 +12,9 @@ Threads
     after an inline call was slow (a stalling disk must not stall the loop).
     See ``_Connection``.  A whole ``append_batch`` is one call, so concurrent
     writers of one store never interleave statements inside one transaction.
-    In WAL mode the reader sees the last committed state.
+    In WAL mode the reader sees the last committed state.  A third
+    connection, in a thread of its own, runs the WAL checkpoints
+    (``_Checkpointer``): the writer's commits never do.
 
 Sequencing
     Write transactions start with ``BEGIN IMMEDIATE``, which takes SQLite's
