@@ -176,3 +176,29 @@ def test_presence_handover_settings(tmp_path: Path) -> None:
         load_app_settings(
             environ={**base, "COWRITE_PRESENCE_HANDOVER": "11"}, data_dir=str(tmp_path)
         )
+
+
+def test_commit_pacing_defaults_by_store_and_is_overridden(tmp_path: Path) -> None:
+    base = {"COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "https://a"}
+    sqlite = load_app_settings(environ=base, data_dir=str(tmp_path))
+    assert sqlite.collab.commit_interval == 0.002
+    pg = load_app_settings(
+        environ=base, store="postgresql://127.0.0.1/test", data_dir=str(tmp_path)
+    )
+    assert pg.collab.commit_interval == 0.004
+    assert pg.collab.commit_enough == 8
+    chosen = load_app_settings(
+        environ={**base, "COWRITE_COMMIT_INTERVAL": "0.001"},
+        store="postgresql://127.0.0.1/test",
+        data_dir=str(tmp_path),
+    )
+    assert chosen.collab.commit_interval == 0.001
+    cfg = tmp_path / "cowrite.toml"
+    cfg.write_text("commit_interval = 0\n")
+    off = load_app_settings(
+        environ=base,
+        config_file=str(cfg),
+        store="postgresql://127.0.0.1/test",
+        data_dir=str(tmp_path),
+    )
+    assert off.collab.commit_interval == 0.0

@@ -39,6 +39,7 @@ class CollabSettings:
     # transaction pays an fsync (~120-250 us of CPU here, docs/PERFORMANCE.md),
     # so at a few thousand edits/s pacing cuts the commit count 2-4x for at most
     # commit_interval of added latency (none for an edit after a pause).
+    # cowrite serve's default depends on the store (config.default_commit_interval).
     commit_interval: float = 0.002
     commit_enough: int = 8
     # Per-connection rate limits (token buckets); 0 disables one.
