@@ -214,6 +214,27 @@ async def test_join_and_roster_many_answers_each_join_in_order(presence: Presenc
     assert await presence.leave("e", "bob", "c3")
 
 
+async def test_leave_many_answers_each_leave_in_order(presence: PresenceStore) -> None:
+    assert await presence.leave_many([]) == []
+    await presence.join("d", "bob", "Bob", "c1")
+    await presence.join("d", "bob", "Bob", "c2")
+    await presence.join("d", "alice", "Alice", "c3")
+    await presence.join("e", "bob", "Bob", "c4")
+    assert await presence.leave_many([("d", "alice", "c3")]) == [True]
+    answers = await presence.leave_many(
+        [
+            ("d", "bob", "c1"),  # bob still has c2 in d
+            ("d", "nobody", "c9"),  # never joined
+            ("e", "bob", "c4"),  # bob's only connection to e
+            ("d", "bob", "c2"),  # now bob's last in d
+            ("d", "bob", "c2"),  # already gone
+        ]
+    )
+    assert answers == [False, False, True, True, False]
+    assert await presence.roster("d") == []
+    assert await presence.roster("e") == []
+
+
 async def test_several_users_are_counted_separately(presence: PresenceStore) -> None:
     assert await presence.join("doc", "alice", "Alice", "c1")
     assert await presence.join("doc", "bob", "Bob", "c2")

@@ -354,3 +354,49 @@ async def test_a_join_at_the_rooms_head_reads_nothing_and_misses_nothing(tmp_pat
     finally:
         await svc.stop()
         await store.close()
+
+
+class SlowLeavePresence(MemoryPresence):
+    """MemoryPresence whose leave_many takes a moment (a remote store's round
+    trip) and records each call's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.leave_calls: list[int] = []
+
+    async def leave_many(self, leaves: Any) -> list[bool]:
+        self.leave_calls.append(len(leaves))
+        await asyncio.sleep(0.01)
+        return await super().leave_many(leaves)
+
+
+async def test_leaves_that_arrive_together_share_one_presence_call(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite")
+    await store.open()
+    auth = AuthSettings(secret=SECRET, docs_claim=True)
+    presence = SlowLeavePresence()
+    gw = RecordingGateway()
+    svc = CollabService(
+        store=store,
+        presence=presence,
+        gateway=gw,
+        verifier=TokenVerifier(auth),
+        broker=MemoryBroker(),
+        settings=CollabSettings(docs_claim=True),
+    )
+    await svc.start()
+    try:
+        svc.connect("watcher", {"token": mint_token(auth, user_id="w", docs={"d": "editor"})})
+        assert (await svc.join("watcher", "d"))["ok"]
+        for i in range(12):
+            svc.connect(f"s{i}", {"token": mint_token(auth, user_id=f"u{i}", docs={"d": "editor"})})
+            assert (await svc.join(f"s{i}", "d"))["ok"]
+        # A mass disconnect: the first leave runs at once, the rest share one call.
+        await asyncio.gather(*(svc.disconnect(f"s{i}") for i in range(12)))
+        assert presence.leave_calls == [1, 11]
+        left = sorted(e["userId"] for e in gw.events("watcher", "user-left"))
+        assert left == sorted(f"u{i}" for i in range(12))
+        assert [e.user_id for e in await presence.roster("d")] == ["w"]
+    finally:
+        await svc.stop()
+        await store.close()

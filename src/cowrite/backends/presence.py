@@ -67,6 +67,13 @@ class PresenceStore(Protocol):
         """Forget the connection; ``True`` if it was the user's last in the document."""
         ...
 
+    async def leave_many(self, leaves: Sequence[tuple[str, str, str]]) -> list[bool]:
+        """``leave(document_id, user_id, connection_id)`` for each tuple, in
+        order, in one round trip where the store is remote: the leaves that
+        arrive together (a mass disconnect).  Each answer is what ``leave``
+        would have returned at that point of the sequence."""
+        ...
+
     async def set_state(self, document_id: str, user_id: str, state: Any) -> None:
         """Remember the user's latest presence state (no-op if not present)."""
         ...

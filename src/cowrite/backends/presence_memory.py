@@ -47,6 +47,9 @@ class MemoryPresence:
     ) -> list[tuple[bool, list[PresenceEntry]]]:
         return [await self.join_and_roster(*join) for join in joins]
 
+    async def leave_many(self, leaves: Sequence[tuple[str, str, str]]) -> list[bool]:
+        return [await self.leave(*leave) for leave in leaves]
+
     async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:
         users = self._docs.get(document_id)
         if users is None:

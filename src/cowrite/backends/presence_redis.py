@@ -403,16 +403,36 @@ class RedisPresence:
     async def leave(self, document_id: str, user_id: str, connection_id: str) -> bool:
         """Forget the connection (joined through this instance); ``True`` if it
         was the user's last in the document over all instances."""
-        last = await self._connection().leave(
-            keys=[
-                self._inst,
-                self._doc_key("count", document_id),
-                self._doc_key("names", document_id),
-                self._doc_key("states", document_id),
-            ],
-            args=[_member(document_id, user_id, connection_id), user_id],
-        )
+        keys, args = self._leave_call(document_id, user_id, connection_id)
+        last = await self._connection().leave(keys=keys, args=args)
         return bool(last)
+
+    async def leave_many(self, leaves: Sequence[tuple[str, str, str]]) -> list[bool]:
+        if len(leaves) == 1:
+            return [await self.leave(*leaves[0])]
+        if not leaves:
+            return []
+        redis = self._connection()
+        # One pipeline (one round trip, not a transaction), like the joins: a
+        # mass disconnect made a script call per connection, and thousands at
+        # once outran the pool (connect timeouts, "presence leave failed").
+        pipe = redis.client.pipeline(transaction=False)
+        for leave in leaves:
+            keys, args = self._leave_call(*leave)
+            await redis.leave(keys=keys, args=args, client=pipe)
+        return [bool(last) for last in await pipe.execute()]
+
+    def _leave_call(
+        self, document_id: str, user_id: str, connection_id: str
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of _LEAVE."""
+        keys = [
+            self._inst,
+            self._doc_key("count", document_id),
+            self._doc_key("names", document_id),
+            self._doc_key("states", document_id),
+        ]
+        return keys, [_member(document_id, user_id, connection_id), user_id]
 
     async def set_state(self, document_id: str, user_id: str, state: Any) -> None:
         """Remember the user's latest presence state (JSON-serialisable, as

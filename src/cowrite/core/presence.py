@@ -71,6 +71,9 @@ class PresenceRelay:
         self._joins: Coalescer[tuple[str, str, str, str], tuple[bool, list[PresenceEntry]]] = (
             Coalescer(store.join_and_roster_many)
         )
+        # And so do leaves (a mass disconnect: one pipeline, not a script
+        # call per connection).
+        self._leaves: Coalescer[tuple[str, str, str], bool] = Coalescer(store.leave_many)
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(
@@ -82,6 +85,7 @@ class PresenceRelay:
             if task is not None:
                 task.cancel()
         self._joins.cancel()
+        self._leaves.cancel()
 
     # -- joining and leaving -------------------------------------------------
 
@@ -122,7 +126,7 @@ class PresenceRelay:
                 member.presence_joining = asyncio.get_running_loop().create_future()
             if isinstance(member.presence_joining, asyncio.Future):
                 await member.presence_joining
-            last = await self.store.leave(doc_id, conn.identity.user_id, conn.presence_id)
+            last = await self._leaves.run((doc_id, conn.identity.user_id, conn.presence_id))
         except Exception:
             log.exception("presence leave failed")
             return
