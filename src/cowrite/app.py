@@ -135,7 +135,10 @@ class App:
            going (our SDK honours it; the official clients reconnect after
            "transport close" with their own jitter), so a drained instance does
            not cause a reconnect storm on the others;
-        3. commit every operation already accepted; its ack still goes out;
+        3. go on committing and acknowledging edits for DRAIN_NOTICE_PAUSE
+           (the clients handle the notice meanwhile), then commit every
+           operation already accepted (its ack still goes out) and refuse
+           later ones (``unavailable``: the client resends it elsewhere);
         4. close every session gracefully: WebSocket clients get what is queued
            and a close frame, polling clients collect it with their next GET
            followed by a CLOSE packet; wait for that (at most ``grace`` s);
@@ -159,12 +162,18 @@ class App:
                 "server-draining",
                 {"reason": "server draining", "reconnectDelayMs": rng.randint(0, DRAIN_JITTER_MS)},
             )
-        await self.service.commit_pending()
-        # Let the acks of those commits go out, and give client libraries a
-        # moment to handle the notice before the close frame arrives
-        # (python-socketio runs event handlers as background tasks and may
-        # act on the close first: see DRAIN_NOTICE_PAUSE).
+        # Give client libraries a moment to handle the notice before the close
+        # frame arrives (python-socketio runs event handlers as background
+        # tasks and may act on the close first: see DRAIN_NOTICE_PAUSE).
+        # Edits are still committed and acknowledged meanwhile: refusing them
+        # from the notice on made ~30 of 3,748 edits in a drain of 5,000
+        # clients come back ``unavailable`` (bench/adr, SIGTERM).
         await asyncio.sleep(DRAIN_NOTICE_PAUSE)
+        await self.service.commit_pending()
+        # The acks of that last commit are queued in the next loop turns:
+        # before the close frames, which follow what is queued.
+        for _ in range(3):
+            await asyncio.sleep(0)
         self.service.begin_shutdown()
         engine.close_sessions(CloseReason.SERVER_SHUTDOWN)
         if not await engine.wait_sessions_closed(grace, stop_accepting=True):

@@ -63,6 +63,55 @@ async def test_signal_drains_and_exits(tmp_path: Path, sig: signal.Signals) -> N
             await proc.wait()
 
 
+async def test_edits_after_the_drain_notice_are_still_committed_and_acked(
+    tmp_path: Path,
+) -> None:
+    """Between the drain notice and the close (DRAIN_NOTICE_PAUSE) the
+    instance still commits and acknowledges edits: a client that edits on
+    receiving the notice gets its seq, and the operation is in the log."""
+    port = free_port()
+    env = {**os.environ, "COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "http://x"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cowrite", "serve", "--port", str(port),
+        "--data-dir", str(tmp_path), "--log-level", "warning",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert b"listening" in line
+        client = socketio.AsyncClient(reconnection=False)
+        notice: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        client.on("server-draining", lambda data: notice.done() or notice.set_result(data))
+        token = mint_token(AuthSettings(secret=SECRET), user_id="u1")
+        await client.connect(
+            f"http://127.0.0.1:{port}", auth={"token": token}, transports=["websocket"]
+        )
+        assert (await client.call("join-document", "doc", timeout=10))["ok"]
+        first = {"documentId": "doc", "operation": 1, "clientOpId": "a"}
+        assert (await client.call("edit-operation", first, timeout=10))["seq"] == 1
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(notice, 10)
+        second = {"documentId": "doc", "operation": 2, "clientOpId": "b"}
+        ack = await client.call("edit-operation", second, timeout=10)
+        assert ack == {"ok": True, "documentId": "doc", "seq": 2}
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        await client.disconnect()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    from cowrite.backends.store_sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "cowrite.db")
+    await store.open()
+    try:
+        ops = await store.read_ops("doc", 0, 10)
+    finally:
+        await store.close()
+    assert [(op.seq, op.client_op_id) for op in ops] == [(1, "a"), (2, "b")]
+
+
 async def _get(port: int, path: str) -> tuple[int, bytes]:
     """One GET on a new connection (``Connection: close``): status and body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
