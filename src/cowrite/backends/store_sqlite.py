@@ -12,9 +12,10 @@ Threads
     after an inline call was slow (a stalling disk must not stall the loop).
     See ``_Connection``.  A whole ``append_batch`` is one call, so concurrent
     writers of one store never interleave statements inside one transaction.
-    In WAL mode the reader sees the last committed state.  A third
-    connection, in a thread of its own, runs the WAL checkpoints
-    (``_Checkpointer``): the writer's commits never do.
+    In WAL mode the reader sees the last committed state.  The WAL
+    checkpoints run in threads, never inline in a commit: a third
+    connection copies the bulk, the writer's thread the rest
+    (``SqliteStore._checkpoint``).
 
 Sequencing
     Write transactions start with ``BEGIN IMMEDIATE``, which takes SQLite's
@@ -56,7 +57,6 @@ import asyncio
 import logging
 import random
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -184,82 +184,12 @@ _THREAD_COOLDOWN = 0.5
 
 log = logging.getLogger("cowrite.store")
 
-#: Commits between two checkpoints under load (SQLite's own automatic
+#: Writes between two checkpoints under load (SQLite's own automatic
 #: checkpoint runs every 1,000 WAL pages; an append of a few operations
-#: dirties 3-5 pages).  With fewer commits, a checkpoint every
-#: ``_CHECKPOINT_PERIOD`` seconds when another connection changed the file.
+#: dirties 3-5 pages), and the delay of a checkpoint after fewer writes.
+#: See ``SqliteStore._checkpoint``.
 _CHECKPOINT_EVERY = 250
 _CHECKPOINT_PERIOD = 1.0
-
-
-class _Checkpointer:
-    """Copies the WAL into the database file from its own connection and thread.
-
-    SQLite's automatic checkpoint runs inside the commit that crosses 1,000
-    WAL pages, on the connection that commits: the writer, inline on the
-    event loop.  py-spy at 32,000 delivered msg/s showed checkpoints at 10 %
-    of the loop thread, each a stall of several milliseconds (the reads and
-    writes of ~1,000 pages and two fsyncs) in front of every message, the
-    tail of the delivery latency (docs/PERFORMANCE.md).  The writer has
-    ``wal_autocheckpoint = 0``; this thread runs ``PRAGMA
-    wal_checkpoint(PASSIVE)`` (never waits for, nor blocks, the writer or the
-    readers) every ``_CHECKPOINT_EVERY`` commits of the writer and every
-    ``_CHECKPOINT_PERIOD`` seconds when the file changed.  sqlite3 releases
-    the GIL while SQLite works, so the loop runs meanwhile.  A checkpoint is
-    crash-safe on its own (SQLite syncs the WAL before copying it and the
-    database file after, at the connection's ``synchronous`` level), and
-    changes nothing another connection can observe: ``PRAGMA data_version``
-    (the writer's head cache) stays the same, measured.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._wake = threading.Event()
-        self._stopping = False
-        self._commits = 0
-        self._signalled = 0
-        self.checkpoints = 0
-        self._thread = threading.Thread(
-            target=self._run, name="cowrite-sqlite-checkpoint", daemon=True
-        )
-        self._thread.start()
-
-    def committed(self) -> None:
-        """The writer committed (called on its thread, after the commit)."""
-        self._commits += 1
-        if self._commits - self._signalled >= _CHECKPOINT_EVERY:
-            self._signalled = self._commits
-            self._wake.set()
-
-    def _run(self) -> None:
-        conn = self._conn
-        seen: int | None = None
-        failing = False
-        while True:
-            self._wake.wait(_CHECKPOINT_PERIOD)
-            self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                version = _data_version(conn)
-                if version == seen:
-                    continue
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                if not failing:  # once per failing spell, not once per second
-                    log.warning("sqlite checkpoint failed: %s", exc)
-                failing = True
-                continue
-            failing = False
-            seen = version
-            self.checkpoints += 1
-
-    def stop(self) -> None:
-        """Stop the thread (after the checkpoint under way) and close its connection."""
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-        self._conn.close()
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -293,6 +223,8 @@ class _Connection:
         self._thread_until = 0.0
         self.inline_calls = 0
         self.thread_calls = 0
+        # Called after each call that returned (the writer's checkpoint count).
+        self.after_call: Callable[[], None] | None = None
 
     async def call(self, fn: Callable[[sqlite3.Connection], _T], *, inline: bool = True) -> _T:
         """Run ``fn(connection)``: inline, or in the connection's thread
@@ -311,7 +243,19 @@ class _Connection:
                 self.inline_calls += 1
                 if time.monotonic() - started > _SLOW_INLINE:
                     self._thread_until = time.monotonic() + _THREAD_COOLDOWN
+                if self.after_call is not None:
+                    self.after_call()
                 return result
+        result = await self._call_in_thread(fn)
+        if self.after_call is not None:
+            self.after_call()
+        return result
+
+    async def call_in_thread(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(connection)`` in the connection's thread (calls made
+        meanwhile queue behind it there), without ``after_call``."""
+        if self._conn is None:
+            raise StoreNotOpen("sqlite connection is closed")
         return await self._call_in_thread(fn)
 
     async def _call_in_thread(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -725,7 +669,12 @@ class SqliteStore:
         self._writer: _Connection | None = None
         self._reader: _Connection | None = None
         self._heads = _Heads()
-        self._checkpointer: _Checkpointer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writes = 0
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+        self._checkpointer: _Connection | None = None
+        self.checkpoints = 0
 
     def __repr__(self) -> str:
         return f"SqliteStore({self._path!r}, synchronous={self._synchronous!r})"
@@ -735,6 +684,7 @@ class SqliteStore:
             raise StoreError("store is already open")
         writer = _Connection("cowrite-sqlite-writer")
         reader = _Connection("cowrite-sqlite-reader")
+        checkpointer = _Connection("cowrite-sqlite-checkpoint")
         common = (f"PRAGMA synchronous = {self._synchronous.upper()}",)
         try:
             await writer.connect(
@@ -743,7 +693,7 @@ class SqliteStore:
                 setup=_use_wal,
                 pragmas=(
                     "PRAGMA foreign_keys = ON",
-                    # Checkpoints are the _Checkpointer's, off the event loop.
+                    # Checkpoints run in threads (SqliteStore._checkpoint).
                     "PRAGMA wal_autocheckpoint = 0",
                     # The pages an append touches (the ends of the ops table
                     # and of its indexes, the idempotency index's leaves)
@@ -751,6 +701,9 @@ class SqliteStore:
                     # re-read index pages with pread() inside its commits
                     # (9 % of the loop thread at 32,000 msg/s, py-spy).
                     "PRAGMA cache_size = -65536",
+                    # A WAL that grew while a long read held it back is cut
+                    # back to this size when it starts over.
+                    "PRAGMA journal_size_limit = 67108864",
                     *common,
                 ),
             )
@@ -762,31 +715,93 @@ class SqliteStore:
                 pragmas=("PRAGMA query_only = ON", *common),
             )
             self._reader = reader
-            self._checkpointer = await asyncio.get_running_loop().run_in_executor(
-                None, self._start_checkpointer, common
-            )
+            await checkpointer.connect(self._path, busy_timeout=self._busy_timeout, pragmas=common)
         except BaseException:
             self._writer = self._reader = None
             await writer.close()
             await reader.close()
+            await checkpointer.close()
             raise
+        self._checkpointer = checkpointer
+        self._loop = asyncio.get_running_loop()
+        writer.after_call = self._wrote
 
-    def _start_checkpointer(self, pragmas: Sequence[str]) -> _Checkpointer:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+    def _wrote(self) -> None:
+        """The writer finished a call: checkpoint after ``_CHECKPOINT_EVERY``
+        of them, or ``_CHECKPOINT_PERIOD`` seconds after the first."""
+        self._writes += 1
+        if self._checkpointing is not None:
+            return
+        if self._writes >= _CHECKPOINT_EVERY:
+            self._start_checkpoint()
+        elif self._checkpoint_timer is None and self._loop is not None:
+            self._checkpoint_timer = self._loop.call_later(
+                _CHECKPOINT_PERIOD, self._start_checkpoint
+            )
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None
+        writer, checkpointer = self._writer, self._checkpointer
+        if (
+            writer is None
+            or checkpointer is None
+            or self._loop is None
+            or self._checkpointing is not None
+        ):
+            return
+        self._writes = 0
+        self._checkpointing = self._loop.create_task(self._checkpoint(writer, checkpointer))
+
+    async def _checkpoint(self, writer: _Connection, checkpointer: _Connection) -> None:
+        """Copy the WAL into the database file, off the event loop, in two steps.
+
+        SQLite's automatic checkpoint runs inside the commit that crosses
+        1,000 WAL pages, inline on the event loop: py-spy at 32,000 delivered
+        msg/s put checkpoints at 10 % of the loop thread, each a stall of
+        several milliseconds (reads and writes of ~1,000 pages, two fsyncs)
+        in front of every message.  The writer has ``wal_autocheckpoint = 0``;
+        instead:
+
+        1. the bulk, from a connection of its own in its own thread, while
+           the writer goes on committing (``PASSIVE`` never waits for nor
+           blocks it);
+        2. what was appended meanwhile, on the writer's connection in the
+           writer's thread: its next calls wait behind it there
+           (``_Connection``), so the WAL is then wholly copied, and the next
+           write transaction starts it over from its beginning.
+
+        Step 1 alone never caught up with a writer that keeps committing: the
+        WAL grew past 1 GB in 35 s at 8,000 and 32,000 delivered msg/s; step 2
+        alone (the whole copy behind the writer) made the commits wait for it,
+        P95 11.8 ms at 32,000/s (measured, docs/PERFORMANCE.md).  Each step is
+        crash-safe on its own: SQLite syncs the WAL before copying it and the
+        database file after, at the connection's ``synchronous`` level."""
+
+        def passive(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
         try:
-            for pragma in pragmas:
-                conn.execute(pragma)
-        except BaseException:
-            conn.close()
-            raise
-        return _Checkpointer(conn)
+            await checkpointer.call_in_thread(passive)
+            await writer.call_in_thread(passive)
+            self.checkpoints += 1
+        except StoreError as exc:
+            log.warning("sqlite checkpoint failed: %s", exc)
+        finally:
+            self._checkpointing = None
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, checkpointer.stop)
+            await checkpointer.close()
         if reader is not None:
             await reader.close()
         if writer is not None:
@@ -824,10 +839,7 @@ class SqliteStore:
         if not requests:
             return []
         batch = list(requests)  # the caller may mutate its sequence meanwhile
-        results = await writer.call(lambda conn: _append_batch(conn, batch, self._heads))
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
-        return results
+        return await writer.call(lambda conn: _append_batch(conn, batch, self._heads))
 
     async def read_ops(self, document_id: str, since: int, limit: int) -> list[StoredOp]:
         check_limit(limit)
