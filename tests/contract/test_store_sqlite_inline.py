@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import struct
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -57,88 +58,92 @@ async def test_a_write_lock_held_elsewhere_moves_the_append_to_the_thread(
         await store.close()
 
 
-async def test_checkpoints_run_in_the_writers_thread_not_in_its_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_sqlite, "_CHECKPOINT_EVERY", 20)
+@pytest.fixture
+async def opened(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Path]]:
+    """A store with document "d" (and its file's path)."""
     path = tmp_path / "db.sqlite"
     store = SqliteStore(path)
     await store.open()
     try:
         await store.create_document("d", "alice")
-        writer = store._write_conn()
-        assert (
-            await writer.call(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-            == 0
-        )
-        threaded = writer.thread_calls
-        for i in range(60):
-            await store.append_batch([AppendRequest("d", "alice", f"c{i}", b"x" * 300)])
-            await asyncio.sleep(0)  # the server's commits are loop turns apart
-        for _ in range(200):
-            if store.checkpoints >= 2:
-                break
-            await asyncio.sleep(0.01)
-        assert store.checkpoints >= 2
-        assert writer.thread_calls >= threaded + 2  # the checkpoints
-        # The writer's head cache survived the checkpoints (same data_version):
-        # numbering continues, and the log reads back whole.
-        more = await store.append_batch([AppendRequest("d", "alice", "c60", b"y")])
-        assert [r.seq for r in more] == [61]
-        assert [op.seq for op in await store.read_ops("d", 0, 100)] == list(range(1, 62))
+        yield store, path
     finally:
         await store.close()
+
+
+async def test_checkpoints_run_in_the_writers_thread_not_in_its_commits(
+    opened: tuple[SqliteStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_sqlite, "_CHECKPOINT_EVERY", 20)
+    store, _ = opened
+    writer = store._write_conn()
+    autocheckpoint = await writer.call(
+        lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    )
+    assert autocheckpoint == 0
+    threaded = writer.thread_calls
+    await append_many(store, 60)
+    await checkpoints(store, 2)
+    assert writer.thread_calls >= threaded + 2  # the checkpoints' second steps
+    # The writer's head cache survived the checkpoints (same data_version):
+    # numbering continues, and the log reads back whole.
+    more = await store.append_batch([AppendRequest("d", "alice", "c60", b"y")])
+    assert [r.seq for r in more] == [61]
+    assert [op.seq for op in await store.read_ops("d", 0, 100)] == list(range(1, 62))
 
 
 async def test_a_few_writes_are_checkpointed_a_moment_later(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    opened: tuple[SqliteStore, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_sqlite, "_CHECKPOINT_PERIOD", 0.05)
-    path = tmp_path / "db.sqlite"
-    store = SqliteStore(path)
-    await store.open()
-    try:
-        await store.create_document("d", "alice")
-        await store.append_batch([AppendRequest("d", "alice", "c1", b"x")])
-        assert await wal_frames(path) > 0
-        for _ in range(100):
-            if store.checkpoints >= 1:
-                break
-            await asyncio.sleep(0.01)
-        assert store.checkpoints == 1
-        # Wholly checkpointed: the next write starts the WAL over.
-        await store.append_batch([AppendRequest("d", "alice", "c2", b"x")])
-        assert await wal_frames(path) <= 4
-    finally:
-        await store.close()
+    store, path = opened
+    await checkpoints(store, 1)  # the document's creation
+    await store.append_batch([AppendRequest("d", "alice", "c1", b"x")])
+    assert wal_frames(path) > 0
+    await checkpoints(store, 2)
+    # Wholly checkpointed: the next write starts the WAL over.
+    await store.append_batch([AppendRequest("d", "alice", "c2", b"x")])
+    assert wal_frames(path) <= 4
 
 
-async def wal_frames(path: Path) -> int:
+async def test_the_wal_starts_over_under_a_steady_load(
+    opened: tuple[SqliteStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_sqlite, "_CHECKPOINT_EVERY", 50)
+    store, path = opened
+    frames = await append_many(store, 1500, sample=lambda: wal_frames(path))
+    # A checkpoint from another connection, concurrent with the writer, never
+    # caught up: the WAL only grew.  Here it starts over after each one.
+    assert max(frames) < 600, frames
+
+
+async def append_many(
+    store: SqliteStore, count: int, sample: Callable[[], int] | None = None
+) -> list[int]:
+    """``count`` one-op appends to "d", a loop turn apart (as the server's
+    commits are); ``sample()`` after every 25th."""
+    samples = []
+    for i in range(count):
+        await store.append_batch([AppendRequest("d", "alice", f"c{i}", b"x" * 400)])
+        await asyncio.sleep(0)
+        if sample is not None and i % 25 == 24:
+            samples.append(sample())
+    return samples
+
+
+async def checkpoints(store: SqliteStore, count: int) -> None:
+    """Wait (at most 2 s) until ``count`` checkpoints are done."""
+    for _ in range(200):
+        if store.checkpoints >= count:
+            break
+        await asyncio.sleep(0.01)
+    assert store.checkpoints >= count
+
+
+def wal_frames(path: Path) -> int:
     """Frames in the WAL now: the wal-index header's mxFrame (a native
     32-bit integer at byte 16 of the -shm file; sqlite.org, "WAL-mode File
     Format"), back to the last transaction's few after the WAL started over.
     Read from the file: asking a connection would checkpoint."""
     header = Path(f"{path}-shm").read_bytes()[:48]
     return int(struct.unpack_from("=I", header, 16)[0])
-
-
-async def test_the_wal_starts_over_under_a_steady_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_sqlite, "_CHECKPOINT_EVERY", 50)
-    path = tmp_path / "db.sqlite"
-    store = SqliteStore(path)
-    await store.open()
-    try:
-        await store.create_document("d", "alice")
-        frames = []
-        for i in range(1500):
-            await store.append_batch([AppendRequest("d", "alice", f"c{i}", b"x" * 400)])
-            await asyncio.sleep(0)  # the server's commits are loop turns apart
-            if i % 25 == 24:
-                frames.append(await wal_frames(path))
-    finally:
-        await store.close()
-    # A checkpoint from another connection, concurrent with the writer, never
-    # caught up: the WAL only grew.  Here it starts over after each one.
-    assert max(frames) < 600, frames

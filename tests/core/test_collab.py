@@ -317,14 +317,7 @@ async def test_a_join_at_the_rooms_head_reads_nothing_and_misses_nothing(tmp_pat
     await store.open()
     auth = AuthSettings(secret=SECRET, docs_claim=True)
     gw = RecordingGateway()
-    svc = CollabService(
-        store=store,
-        presence=MemoryPresence(),
-        gateway=gw,
-        verifier=TokenVerifier(auth),
-        broker=MemoryBroker(),
-        settings=CollabSettings(docs_claim=True),
-    )
+    svc = claim_service(store, gw, auth, MemoryPresence())
     await svc.start()
     try:
         for sid in ("w", "a", "b", "c"):
@@ -356,6 +349,20 @@ async def test_a_join_at_the_rooms_head_reads_nothing_and_misses_nothing(tmp_pat
         await store.close()
 
 
+def claim_service(
+    store: SqliteStore, gw: RecordingGateway, auth: AuthSettings, presence: MemoryPresence
+) -> CollabService:
+    """A service whose tokens grant documents (the ``docs`` claim)."""
+    return CollabService(
+        store=store,
+        presence=presence,
+        gateway=gw,
+        verifier=TokenVerifier(auth),
+        broker=MemoryBroker(),
+        settings=CollabSettings(docs_claim=True),
+    )
+
+
 class SlowLeavePresence(MemoryPresence):
     """MemoryPresence whose leave_many takes a moment (a remote store's round
     trip) and records each call's size."""
@@ -376,14 +383,7 @@ async def test_leaves_that_arrive_together_share_one_presence_call(tmp_path: Pat
     auth = AuthSettings(secret=SECRET, docs_claim=True)
     presence = SlowLeavePresence()
     gw = RecordingGateway()
-    svc = CollabService(
-        store=store,
-        presence=presence,
-        gateway=gw,
-        verifier=TokenVerifier(auth),
-        broker=MemoryBroker(),
-        settings=CollabSettings(docs_claim=True),
-    )
+    svc = claim_service(store, gw, auth, presence)
     await svc.start()
     try:
         svc.connect("watcher", {"token": mint_token(auth, user_id="w", docs={"d": "editor"})})

@@ -25,19 +25,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_signal_drains_and_exits(tmp_path: Path, sig: signal.Signals) -> None:
-    port = free_port()
+async def serve(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+    """``cowrite serve`` on ``port`` (SQLite in ``data_dir``), once it listens."""
     env = {**os.environ, "COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "http://x"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cowrite", "serve", "--port", str(port),
-        "--data-dir", str(tmp_path), "--log-level", "warning",
+        "--data-dir", str(data_dir), "--log-level", "warning",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 20)
         assert b"listening" in line
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_drains_and_exits(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    proc = await serve(tmp_path, port)
+    try:
         client = socketio.AsyncClient(reconnection=False)
         gone: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         client.on("disconnect", lambda reason=None: gone.done() or gone.set_result(str(reason)))
@@ -70,16 +81,8 @@ async def test_edits_after_the_drain_notice_are_still_committed_and_acked(
     instance still commits and acknowledges edits: a client that edits on
     receiving the notice gets its seq, and the operation is in the log."""
     port = free_port()
-    env = {**os.environ, "COWRITE_AUTH_SECRET": SECRET, "COWRITE_CORS_ORIGINS": "http://x"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cowrite", "serve", "--port", str(port),
-        "--data-dir", str(tmp_path), "--log-level", "warning",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    proc = await serve(tmp_path, port)
     try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 20)
-        assert b"listening" in line
         client = socketio.AsyncClient(reconnection=False)
         notice: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         client.on("server-draining", lambda data: notice.done() or notice.set_result(data))
