@@ -93,8 +93,16 @@ def _total(doc: dict[str, Any], server: str, rate: float) -> float | None:
     st = _step_at(res.get("load") or {}, rate)
     if not st:
         return None
-    # A reference whose INSERTs fell behind: counted per INSERT it completed.
-    return st.get("total_us_per_msg_persisted") or st.get("total_us_per_msg")
+    # A reference whose INSERTs fell behind: counted per INSERT it completed
+    # (computed here too for results written before run.py recorded it).
+    persisted = st.get("total_us_per_msg_persisted")
+    ins = st.get("pg_inserts")
+    db_us, srv_us = st.get("db_us_per_msg"), st.get("server_us_per_msg")
+    if persisted is None and ins and db_us is not None and srv_us is not None:
+        done, sent = ins["completed_in_window"], ins["edits_sent_in_window"]
+        if 0 < done < sent:
+            persisted = srv_us + db_us * sent / done
+    return persisted or st.get("total_us_per_msg")
 
 
 def step_rows(runs: list[dict[str, Any]]) -> list[str]:
