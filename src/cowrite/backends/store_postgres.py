@@ -16,7 +16,10 @@ Sequencing
     server's default isolation), so numbers stay gapless.  Every insert into
     ``ops`` happens under its document's row lock, which is what makes the
     duplicate lookup race-free; the unique index on the idempotency key backs
-    it up.
+    it up.  When the store knows every head of a batch from its own last
+    commits, one plain statement (``_APPEND_KNOWN``) takes the same locks and
+    inserts the batch numbered in Python only if those heads still hold;
+    otherwise nothing is written and ``cowrite_append`` runs.
 
 Round trips
     A batch costs one round trip whatever its size (it was five: BEGIN, lock,
