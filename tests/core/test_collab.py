@@ -377,7 +377,12 @@ class SlowLeavePresence(MemoryPresence):
         return await super().leave_many(leaves)
 
 
-async def test_leaves_that_arrive_together_share_one_presence_call(tmp_path: Path) -> None:
+@pytest.fixture
+async def slow_leaves(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[CollabService, SlowLeavePresence, RecordingGateway]]:
+    """A started claim-granting service on SlowLeavePresence; "w" and s0-s11
+    (users u0-u11) have joined document "d"."""
     store = SqliteStore(tmp_path / "db.sqlite")
     await store.open()
     auth = AuthSettings(secret=SECRET, docs_claim=True)
@@ -386,17 +391,37 @@ async def test_leaves_that_arrive_together_share_one_presence_call(tmp_path: Pat
     svc = claim_service(store, gw, auth, presence)
     await svc.start()
     try:
-        svc.connect("watcher", {"token": mint_token(auth, user_id="w", docs={"d": "editor"})})
-        assert (await svc.join("watcher", "d"))["ok"]
-        for i in range(12):
-            svc.connect(f"s{i}", {"token": mint_token(auth, user_id=f"u{i}", docs={"d": "editor"})})
-            assert (await svc.join(f"s{i}", "d"))["ok"]
-        # A mass disconnect: the first leave runs at once, the rest share one call.
-        await asyncio.gather(*(svc.disconnect(f"s{i}") for i in range(12)))
-        assert presence.leave_calls == [1, 11]
-        left = sorted(e["userId"] for e in gw.events("watcher", "user-left"))
-        assert left == sorted(f"u{i}" for i in range(12))
-        assert [e.user_id for e in await presence.roster("d")] == ["w"]
+        users = [("w", "w")] + [(f"s{i}", f"u{i}") for i in range(12)]
+        for sid, user in users:
+            svc.connect(sid, {"token": mint_token(auth, user_id=user, docs={"d": "editor"})})
+            assert (await svc.join(sid, "d"))["ok"]
+        yield svc, presence, gw
     finally:
         await svc.stop()
         await store.close()
+
+
+async def test_leaves_that_arrive_together_share_one_presence_call(
+    slow_leaves: tuple[CollabService, SlowLeavePresence, RecordingGateway],
+) -> None:
+    svc, presence, gw = slow_leaves
+    # A mass disconnect: the first leave runs at once, the rest share one call.
+    await asyncio.gather(*(svc.disconnect(f"s{i}") for i in range(12)))
+    assert presence.leave_calls == [1, 11]
+    left = sorted(e["userId"] for e in gw.events("w", "user-left"))
+    assert left == sorted(f"u{i}" for i in range(12))
+    assert [e.user_id for e in await presence.roster("d")] == ["w"]
+
+
+async def test_leaves_queued_when_the_instance_begins_to_go_away_make_no_call(
+    slow_leaves: tuple[CollabService, SlowLeavePresence, RecordingGateway],
+) -> None:
+    svc, presence, _ = slow_leaves
+    gone = [asyncio.ensure_future(svc.disconnect(f"s{i}")) for i in range(6)]
+    await asyncio.sleep(0)  # the first leave's call is under way, the rest wait
+    svc.begin_shutdown()
+    await asyncio.gather(*gone)  # no failure for the ones that waited
+    # They made no call: the goodbye (PresenceStore.stop) removes them.
+    assert presence.leave_calls == [1]
+    roster = [e.user_id for e in await presence.roster("d")]
+    assert roster == sorted(["w"] + [f"u{i}" for i in range(1, 12)])

@@ -73,12 +73,28 @@ class PresenceRelay:
         )
         # And so do leaves (a mass disconnect: one pipeline, not a script
         # call per connection).
-        self._leaves: Coalescer[tuple[str, str, str], bool] = Coalescer(store.leave_many)
+        self._leaves: Coalescer[tuple[str, str, str], bool] = Coalescer(self._leave_many)
+        # The instance is going away (``stop_leaving``).
+        self._leaving_stopped = False
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(
             self._reap_loop(), name="presence-reaper"
         )
+
+    def stop_leaving(self) -> None:
+        """The instance is going away: leaves still waiting for a batch are
+        answered "not the user's last" without a call, since the goodbye
+        (``PresenceStore.stop``) removes every connection of the instance and
+        reports who left for good.  Without this, leaves queued behind a mass
+        disconnect's batch ran after the presence had stopped, each logging
+        a failure."""
+        self._leaving_stopped = True
+
+    async def _leave_many(self, leaves: list[tuple[str, str, str]]) -> list[bool]:
+        if self._leaving_stopped:
+            return [False] * len(leaves)
+        return await self.store.leave_many(leaves)
 
     def cancel(self) -> None:
         for task in (self._flusher, self._reaper):

@@ -254,6 +254,7 @@ class CollabService:
         """From now on members leave locally only (see ``_remove_member``)."""
         self._shutting_down = True
         self._sequencer.local_only = True
+        self._relay.stop_leaving()
 
     async def commit_pending(self) -> None:
         """Commit everything already accepted; later edits are refused
