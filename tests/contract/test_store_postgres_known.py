@@ -105,7 +105,10 @@ async def test_two_writers_racing_on_known_heads_stay_gapless(
         return got
 
     got = await asyncio.gather(writer(first, "alice"), writer(second, "bob"))
-    assert first.known_appends + second.known_appends > 0
+    # The known-heads statement was tried (racing, it may find every guess
+    # stale and leave each batch to cowrite_append: that is the point here).
+    tried = first.known_appends + first.known_misses + second.known_appends + second.known_misses
+    assert tried > 0
     for doc in docs:
         seqs = sorted(seq for mine in got for d, seq in mine if d == doc)
         assert seqs == list(range(1, len(seqs) + 1))
