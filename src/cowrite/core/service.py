@@ -82,6 +82,7 @@ from cowrite.core.recovery import RecordWriter
 from cowrite.core.resume import Resumer
 from cowrite.core.sequencer import Sequencer
 from cowrite.core.settings import CollabSettings
+from cowrite.core.tasks import running_loop
 from cowrite.errors import ProtocolError
 
 log = logging.getLogger("cowrite.collab")
@@ -227,12 +228,6 @@ class CollabService:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None or not loop.is_running():
-            return asyncio.get_running_loop()
-        return loop
 
     async def start(self) -> None:
         await self.broker.start(self)
@@ -476,7 +471,7 @@ class CollabService:
         A plain function rather than a coroutine: the common edit costs no task
         and no coroutine frame; only a member whose cached role is too old to
         trust goes through a task (``_edit_after_role_check``)."""
-        future: asyncio.Future[Ack] = self._running_loop().create_future()
+        future: asyncio.Future[Ack] = running_loop(self._loop).create_future()
         conn = self._conns.get(sid)
         if conn is None:
             future.set_result(error("not_connected", "Not authenticated"))
@@ -538,7 +533,7 @@ class CollabService:
                 return error("read_only", "Your role in this document cannot edit")
         except StoreError:
             return error("unavailable", "The document store is unavailable")
-        future: asyncio.Future[Ack] = self._running_loop().create_future()
+        future: asyncio.Future[Ack] = running_loop(self._loop).create_future()
         self._submit_edit(member, doc_id, client_op_id, operation, future)
         return await future
 
@@ -586,7 +581,7 @@ class CollabService:
         ``user_id``: the same checks, log, order and fan-out as ``edit``
         (every member gets it, none is its sender).  The document must exist:
         the store refuses a whole batch that names an unknown one."""
-        future: asyncio.Future[Ack] = self._running_loop().create_future()
+        future: asyncio.Future[Ack] = running_loop(self._loop).create_future()
         encoded = self._encode(operation)
         if isinstance(encoded, dict):
             future.set_result(encoded)

@@ -19,6 +19,18 @@ def log_failure(task: asyncio.Future[Any]) -> None:
         log.error("background task failed", exc_info=task.exception())
 
 
+def running_loop(bound: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+    """``bound`` while it runs, else the running loop.
+
+    For code that keeps the loop it started on: on Python 3.11
+    ``asyncio.get_running_loop()`` makes a ``getpid()`` system call each
+    time (5 % of a join's CPU, 8 % of the loop thread at 32,000 delivered
+    msg/s in py-spy)."""
+    if bound is None or not bound.is_running():
+        return asyncio.get_running_loop()
+    return bound
+
+
 class Wakeup:
     """An ``asyncio.Event`` with one waiter, bound to the loop of its first wait.
 
