@@ -17,7 +17,7 @@ from cowrite.backends.presence import PresenceStore
 from cowrite.backends.presence_memory import MemoryPresence
 from cowrite.backends.recovery import RecoveryStore
 from cowrite.backends.store import OperationStore
-from cowrite.config import AppSettings
+from cowrite.config import AppSettings, is_postgres_url
 from cowrite.core.acks import error
 from cowrite.core.api import ServerApi
 from cowrite.core.service import CollabService, refusal
@@ -73,7 +73,7 @@ def one_argument(
 
 def open_store(url: str) -> OperationStore:
     """``sqlite:///path``, a bare path, or ``postgresql://...``."""
-    if url.startswith(("postgres://", "postgresql://")):
+    if is_postgres_url(url):
         from cowrite.backends.store_postgres import PostgresStore
 
         return PostgresStore(url)

@@ -454,7 +454,12 @@ def default_commit_interval(store_url: str) -> float:
     at 2,000 edits/s 4 ms cut server + database CPU per delivered message by
     27 % for +1 ms at P95 (docs/PERFORMANCE.md, eighth session).  SQLite
     commits inline, where a longer wait made P95 worse at high rates."""
-    return 0.004 if store_url.startswith(("postgres://", "postgresql://")) else 0.002
+    return 0.004 if is_postgres_url(store_url) else 0.002
+
+
+def is_postgres_url(store_url: str) -> bool:
+    """Whether the store URL names PostgreSQL (else it is an SQLite path)."""
+    return store_url.startswith(("postgres://", "postgresql://"))
 
 
 def _store_location(
