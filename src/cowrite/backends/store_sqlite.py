@@ -243,10 +243,10 @@ class _Connection:
                 self.inline_calls += 1
                 if time.monotonic() - started > _SLOW_INLINE:
                     self._thread_until = time.monotonic() + _THREAD_COOLDOWN
-                if self.after_call is not None:
-                    self.after_call()
-                return result
-        result = await self._call_in_thread(fn)
+                return self._called(result)
+        return self._called(await self.call_in_thread(fn))
+
+    def _called(self, result: _T) -> _T:
         if self.after_call is not None:
             self.after_call()
         return result
@@ -254,11 +254,6 @@ class _Connection:
     async def call_in_thread(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn(connection)`` in the connection's thread (calls made
         meanwhile queue behind it there), without ``after_call``."""
-        if self._conn is None:
-            raise StoreNotOpen("sqlite connection is closed")
-        return await self._call_in_thread(fn)
-
-    async def _call_in_thread(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         loop = asyncio.get_running_loop()
         try:
             future = loop.run_in_executor(self._executor, self._run, fn)
@@ -743,16 +738,16 @@ class SqliteStore:
         if self._checkpoint_timer is not None:
             self._checkpoint_timer.cancel()
             self._checkpoint_timer = None
-        writer, checkpointer = self._writer, self._checkpointer
+        writer, checkpointer, loop = self._writer, self._checkpointer, self._loop
         if (
             writer is None
             or checkpointer is None
-            or self._loop is None
+            or loop is None
             or self._checkpointing is not None
         ):
             return
         self._writes = 0
-        self._checkpointing = self._loop.create_task(self._checkpoint(writer, checkpointer))
+        self._checkpointing = loop.create_task(self._checkpoint(writer, checkpointer))
 
     async def _checkpoint(self, writer: _Connection, checkpointer: _Connection) -> None:
         """Copy the WAL into the database file, off the event loop, in two steps.
