@@ -373,6 +373,24 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def inserts_behind(st: dict[str, Any] | None) -> bool:
+    """Whether the reference's fire-and-forget INSERTs piled up during the step."""
+    ins = st.get("pg_inserts") if st else None
+    return bool(ins and ins["in_flight_end"] > max(100, 2 * ins["in_flight_start"]))
+
+
+def persisted_db_us(st: dict[str, Any]) -> float | None:
+    """The reference's database CPU per delivered message counted per INSERT
+    it completed in the window, for every edit sent, when it completed fewer
+    than it was sent (never lowered when it was catching up on an earlier
+    step's backlog instead); else None."""
+    ins, db_us = st.get("pg_inserts"), st.get("db_us_per_msg")
+    if not ins or db_us is None:
+        return None
+    done, sent = ins["completed_in_window"], ins["edits_sent_in_window"]
+    return db_us * sent / done if 0 < done < sent else None
+
+
 def _step_at(load: dict[str, Any], rate: float) -> dict[str, Any] | None:
     for st in load.get("steps") or []:
         if abs(st["offered_delivered_per_s"] - rate) < 0.5:
@@ -519,8 +537,9 @@ def targets(doc: dict[str, Any]) -> list[str]:
             b = theirs.get("total_us_per_msg") if theirs else None
             r = a / b if a is not None and b else None
             ins = theirs.get("pg_inserts") if theirs else None
-            behind = bool(ins and ins["in_flight_end"] > max(100, 2 * ins["in_flight_start"]))
-            persisted = theirs.get("total_us_per_msg_persisted") if theirs and behind else None
+            behind = inserts_behind(theirs)
+            db_done = persisted_db_us(theirs) if theirs and behind else None
+            persisted = theirs["server_us_per_msg"] + db_done if theirs and db_done else None
             shown = "" if r is None else f"{a:.1f} / {b:.1f} us = {r:.2f}x"
             if behind and ins and r is not None:
                 shown += (
@@ -694,7 +713,8 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"{st['ack_error_samples']}"
                 )
             ins = st.get("pg_inserts")
-            if ins and ins["in_flight_end"] > max(100, 2 * ins["in_flight_start"]):
+            if ins and inserts_behind(st):
+                db_done = persisted_db_us(st)
                 lines.append(
                     f"- {s} @ {st['offered_delivered_per_s']:.0f}/s: its fire-and-forget INSERTs "
                     f"fell behind ({ins['in_flight_start']} -> {ins['in_flight_end']} in flight): "
@@ -702,8 +722,8 @@ def markdown(doc: dict[str, Any]) -> str:
                     + (
                         f"; counted per INSERT done in the window "
                         f"({ins['completed_in_window']:,} of {ins['edits_sent_in_window']:,}): "
-                        f"{st['db_us_per_msg_persisted']:.1f} us database CPU per delivered"
-                        if st.get("db_us_per_msg_persisted")
+                        f"{db_done:.1f} us database CPU per delivered"
+                        if db_done
                         else ""
                     )
                 )

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collab import REFERENCE, _step_at
+from collab import REFERENCE, _step_at, inserts_behind, persisted_db_us
 
 
 def load_runs(paths: list[str]) -> list[dict[str, Any]]:
@@ -79,11 +79,7 @@ def cpu_rows(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _inserts_behind(doc: dict[str, Any], rate: float) -> bool:
-    """Whether the reference's fire-and-forget INSERTs piled up during the step
-    (the rule of ``collab.targets``)."""
-    st = _step_at((doc["results"].get(REFERENCE) or {}).get("load") or {}, rate)
-    ins = st.get("pg_inserts") if st else None
-    return bool(ins and ins["in_flight_end"] > max(100, 2 * ins["in_flight_start"]))
+    return inserts_behind(_step_at((doc["results"].get(REFERENCE) or {}).get("load") or {}, rate))
 
 
 def _total(doc: dict[str, Any], server: str, rate: float) -> float | None:
@@ -93,16 +89,11 @@ def _total(doc: dict[str, Any], server: str, rate: float) -> float | None:
     st = _step_at(res.get("load") or {}, rate)
     if not st:
         return None
-    # A reference whose INSERTs fell behind: counted per INSERT it completed
-    # (computed here too for results written before run.py recorded it).
-    persisted = st.get("total_us_per_msg_persisted")
-    ins = st.get("pg_inserts")
-    db_us, srv_us = st.get("db_us_per_msg"), st.get("server_us_per_msg")
-    if persisted is None and ins and db_us is not None and srv_us is not None:
-        done, sent = ins["completed_in_window"], ins["edits_sent_in_window"]
-        if 0 < done < sent:
-            persisted = srv_us + db_us * sent / done
-    return persisted or st.get("total_us_per_msg")
+    # A reference whose INSERTs fell behind: counted per INSERT it completed.
+    db_done = persisted_db_us(st)
+    if db_done is not None and st.get("server_us_per_msg") is not None:
+        return float(st["server_us_per_msg"]) + db_done
+    return st.get("total_us_per_msg")
 
 
 def step_rows(runs: list[dict[str, Any]]) -> list[str]:

@@ -587,14 +587,6 @@ def one_step(ctx: Ctx, srv: Server, gen: Generator, delivered_rate: float) -> di
                 "edits_sent_in_window": m["sent"],
                 "last_error": pg1.get("lastError"),
             }
-            # Fallen behind, the reference did only part of its database work
-            # in the window: its database CPU per delivered message, counted
-            # per INSERT it completed (never lowered when it caught up on an
-            # earlier step's backlog instead).
-            done = step["pg_inserts"]["completed_in_window"]
-            if db_us is not None and 0 < done < m["sent"]:
-                step["db_us_per_msg_persisted"] = db_us * m["sent"] / done
-                step["total_us_per_msg_persisted"] = srv_us + step["db_us_per_msg_persisted"]
     p95 = lat.get("p95_ms")
     reasons = []
     if ctx.collab and m["ackErrors"]:

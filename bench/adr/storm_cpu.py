@@ -36,12 +36,8 @@ def storm(run: Path, window: float, before: float) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for name in groups:
-        pre = [
-            (float(r["unix"]), percent(r, name))
-            for r in rows
-            if signal - before < float(r["unix"]) <= signal
-        ]
-        base = sum(p for _, p in pre) / len(pre) if pre else 0.0
+        pre = [percent(r, name) for r in rows if signal - before < float(r["unix"]) <= signal]
+        base = sum(pre) / len(pre) if pre else 0.0
         total = 0.0
         last = signal
         for r in rows:

@@ -70,13 +70,11 @@ class Run:
     events: dict[str, float] = field(default_factory=dict)
     _workers: list[_Worker] = field(default_factory=list)
     _killed: bool = False
-    _began: float = 0.0  # Unix time the run started
     _samples: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def execute(self) -> dict[str, Any]:
         plan = self.plan
-        began = self._began = time.time()
-        self.events["began_unix"] = began
+        began = self.events["began_unix"] = time.time()
         samples: dict[str, dict[str, Any]] = {"baseline": sample(self.server_pids)}
         context = multiprocessing.get_context("spawn")
         try:
@@ -191,7 +189,7 @@ class Run:
         if kill is None or self._killed or time.time() < start + kill.after:
             return
         self._killed = True
-        self.events["kill"] = time.time() - self._began
+        self.events["kill"] = time.time() - self.events["began_unix"]
         for pid in kill.pids:
             try:
                 os.kill(pid, kill.signal)
